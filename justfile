@@ -1,0 +1,39 @@
+# mpdp: thin recipes over the `mpdp` binary. `just --list` shows them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build outputs live outside the work tree so every checkout on this machine reuses them.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") / ".cache/mpdp/target")
+
+bin := CARGO_TARGET_DIR / "release/mpdp"
+
+default:
+    @just --list
+
+# Fetch MuJoCo's runtime, Gymnasium's task XMLs and the Python peer venv into .deps/ (idempotent).
+setup:
+    @scripts/setup
+
+# Release build of the mpdp binary.
+build: setup
+    cargo build --release --locked
+
+# Run an experiment spec, e.g. `just run experiments/quick.toml`.
+run SPEC: build
+    {{bin}} run {{SPEC}}
+
+# The test suite CI runs: unit, integration and Gymnasium parity tests.
+test: setup
+    cargo test --locked
+
+# Formatting and lints (warnings are errors).
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --locked --all-targets -- -D warnings
+
+# Environment throughput: env.step vs raw mj_step x frame skip vs Gymnasium in Python.
+bench-env *ARGS: build
+    {{bin}} bench env {{ARGS}}
+
+# Any mpdp subcommand on the release build, e.g. `just mpdp env list`.
+mpdp *ARGS: build
+    {{bin}} {{ARGS}}

@@ -1,0 +1,54 @@
+//! Where the task XML files live, and their hashes.
+//!
+//! `just setup` copies Gymnasium 1.4.0's `envs/mujoco/assets/*.xml` into `.deps/gymnasium/assets`,
+//! whose absolute path build.rs compiles in. `MPDP_ASSETS_DIR` overrides it at run time (for a
+//! binary moved to another machine, or to try other XMLs; their hash is recorded either way).
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Run-time override of the directory holding the task XML files.
+pub const ASSETS_ENV_VAR: &str = "MPDP_ASSETS_DIR";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    #[error(
+        "task XML {0} not found: run `just setup` (or point {ASSETS_ENV_VAR} at Gymnasium's mujoco/assets)"
+    )]
+    Missing(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The directory holding the task XML files.
+pub fn assets_dir() -> PathBuf {
+    match std::env::var_os(ASSETS_ENV_VAR) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(env!("MPDP_SETUP_ASSETS_DIR")),
+    }
+}
+
+/// Path of `file` in [`assets_dir`], checked to exist.
+pub(crate) fn asset_path(file: &str) -> Result<PathBuf, AssetError> {
+    let path = assets_dir().join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(AssetError::Missing(path))
+    }
+}
+
+/// Hex SHA-256 of a file's bytes.
+pub fn xml_sha256(path: &Path) -> Result<String, AssetError> {
+    let bytes = std::fs::read(path).map_err(|source| AssetError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}

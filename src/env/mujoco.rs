@@ -1,0 +1,362 @@
+//! The six tasks on MuJoCo, following Gymnasium 1.4.0's `*_v5.py` and `mujoco_env.py`.
+//!
+//! Step order, as Gymnasium's `MujocoEnv.do_simulation`: remember the forward position, set
+//! `ctrl` (MuJoCo clamps it to `ctrlrange`; no clipping here, as in Gymnasium), `mj_step`
+//! frame-skip times, then `mj_rnePostConstraint` so `cfrc_ext` holds this step's contact
+//! forces. Reset: `mj_resetData`, set qpos/qvel, `mj_forward` (so `cfrc_ext` is zero in the
+//! first observation, as in Gymnasium).
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Once};
+
+use mujoco_rs::prelude::{MjData, MjLogMessage, MjModel, MjtLogLevel, set_log_handler};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use rand_distr::StandardNormal;
+
+use super::assets::{asset_path, xml_sha256};
+use super::{Env, EnvError, EnvInfo, MAX_EPISODE_STEPS, ObsVariant, ResetNoise, Step, Task};
+
+/// One MuJoCo task instance: model, simulation state, episode counter and reset RNG.
+pub struct MujocoEnv {
+    info: EnvInfo,
+    model: Arc<MjModel>,
+    data: MjData<Arc<MjModel>>,
+    obs: Vec<f64>,
+    elapsed: usize,
+    rng: Xoshiro256PlusPlus,
+    /// Body masses and their sum, for Humanoid's centre of mass.
+    body_mass: Vec<f64>,
+    total_mass: f64,
+}
+
+impl MujocoEnv {
+    /// Loads the task's XML. The reset RNG starts from seed 0 until [`Env::reset`] gets a seed.
+    pub fn new(task: Task, variant: ObsVariant) -> Result<Self, EnvError> {
+        route_mujoco_log();
+        let path = asset_path(task.xml_file())?;
+        let xml_sha256 = xml_sha256(&path)?;
+        let model = MjModel::from_xml(&path).map_err(|e| EnvError::ModelLoad {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let model = Arc::new(model);
+        let data = MjData::new(model.clone());
+        let m = model.ffi();
+        let (nq, nv, nbody) = (m.nq as usize, m.nv as usize, m.nbody as usize);
+        let dt = m.opt.timestep * task.frame_skip() as f64;
+        let ctrlrange = model.actuator_ctrlrange();
+        let body_mass = model.body_mass().to_vec();
+        let obs_dim = task.obs_dim(variant, nq, nv, nbody);
+        let info = EnvInfo {
+            task,
+            variant,
+            obs_dim,
+            act_dim: ctrlrange.len(),
+            action_low: ctrlrange.iter().map(|r| r[0]).collect(),
+            action_high: ctrlrange.iter().map(|r| r[1]).collect(),
+            max_episode_steps: MAX_EPISODE_STEPS,
+            dt,
+            xml_sha256,
+        };
+        let mut env = MujocoEnv {
+            info,
+            model,
+            data,
+            obs: vec![0.0; obs_dim],
+            elapsed: 0,
+            rng: Xoshiro256PlusPlus::seed_from_u64(0),
+            total_mass: body_mass.iter().sum(),
+            body_mass,
+        };
+        env.write_obs();
+        Ok(env)
+    }
+
+    /// Number of generalised coordinates (length of qpos).
+    pub fn nq(&self) -> usize {
+        self.model.ffi().nq as usize
+    }
+
+    /// Number of degrees of freedom (length of qvel).
+    pub fn nv(&self) -> usize {
+        self.model.ffi().nv as usize
+    }
+
+    pub fn qpos(&self) -> &[f64] {
+        self.data.qpos()
+    }
+
+    pub fn qvel(&self) -> &[f64] {
+        self.data.qvel()
+    }
+
+    /// Starts an episode from exactly `qpos`, `qvel` (Gymnasium: `reset` then `set_state`).
+    pub fn reset_to_state(&mut self, qpos: &[f64], qvel: &[f64]) -> Result<&[f64], EnvError> {
+        let task = self.info.task;
+        for (what, expected, got) in [
+            ("qpos", self.nq(), qpos.len()),
+            ("qvel", self.nv(), qvel.len()),
+        ] {
+            if expected != got {
+                return Err(EnvError::StateLength {
+                    task,
+                    what,
+                    expected,
+                    got,
+                });
+            }
+        }
+        self.data.reset();
+        self.data.qpos_mut().copy_from_slice(qpos);
+        self.data.qvel_mut().copy_from_slice(qvel);
+        self.begin_episode();
+        Ok(&self.obs)
+    }
+
+    /// Advances the physics `n` MuJoCo steps with the current controls, nothing else: the
+    /// raw cost an environment step is compared to in `mpdp bench env`.
+    pub fn step_physics(&mut self, n: usize) {
+        for _ in 0..n {
+            self.data.step();
+        }
+    }
+
+    /// Sets the controls for the next physics steps (no clipping: MuJoCo clamps to ctrlrange).
+    pub fn set_ctrl(&mut self, action: &[f64]) {
+        self.data.ctrl_mut().copy_from_slice(action);
+    }
+
+    fn begin_episode(&mut self) {
+        self.data.forward();
+        self.elapsed = 0;
+        self.write_obs();
+    }
+
+    /// The position whose change over `dt` is the forward-velocity reward.
+    fn forward_position(&self) -> f64 {
+        match self.info.task {
+            Task::InvertedPendulum => 0.0,
+            Task::Hopper | Task::Walker2d | Task::HalfCheetah => self.data.qpos()[0],
+            // Ant-v5's main body is body 1, the torso.
+            Task::Ant => self.data.xpos()[1][0],
+            // Humanoid-v5's mass_center: Σ_b m_b · xipos_b / Σ_b m_b.
+            Task::Humanoid => {
+                let num: f64 = self
+                    .body_mass
+                    .iter()
+                    .zip(self.data.xipos())
+                    .map(|(m, p)| m * p[0])
+                    .sum();
+                num / self.total_mass
+            }
+        }
+    }
+
+    fn write_obs(&mut self) {
+        let d = &self.data;
+        let mut w = ObsWriter {
+            obs: &mut self.obs,
+            len: 0,
+        };
+        match self.info.task {
+            Task::InvertedPendulum => {
+                w.put(d.qpos());
+                w.put(d.qvel());
+            }
+            Task::Hopper | Task::Walker2d => {
+                w.put(&d.qpos()[1..]);
+                w.put_clipped(d.qvel(), -10.0, 10.0);
+            }
+            Task::HalfCheetah => {
+                w.put(&d.qpos()[1..]);
+                w.put(d.qvel());
+            }
+            Task::Ant => {
+                w.put(&d.qpos()[2..]);
+                w.put(d.qvel());
+                if self.info.variant == ObsVariant::V5 {
+                    w.put_clipped(d.cfrc_ext()[1..].as_flattened(), -1.0, 1.0);
+                }
+            }
+            Task::Humanoid => {
+                w.put(&d.qpos()[2..]);
+                w.put(d.qvel());
+                if self.info.variant == ObsVariant::V5 {
+                    w.put(d.cinert()[1..].as_flattened());
+                    w.put(d.cvel()[1..].as_flattened());
+                    w.put(&d.qfrc_actuator()[6..]);
+                    w.put(d.cfrc_ext()[1..].as_flattened());
+                }
+            }
+        }
+        debug_assert_eq!(w.len, self.obs.len());
+    }
+
+    /// Reward and `terminated` of the step just taken (Gymnasium v5 `step`/`_get_rew`).
+    fn reward_and_termination(&self, x_velocity: f64, action: &[f64]) -> (f64, bool) {
+        let d = &self.data;
+        let indicator = |b: bool| if b { 1.0 } else { 0.0 };
+        match self.info.task {
+            Task::InvertedPendulum => {
+                let terminated = !all_finite(&self.obs) || self.obs[1].abs() > 0.2;
+                (indicator(!terminated), terminated)
+            }
+            Task::Hopper => {
+                let q = d.qpos();
+                let (z, angle) = (q[1], q[2]);
+                let state_ok = q[2..]
+                    .iter()
+                    .chain(d.qvel())
+                    .all(|&s| -100.0 < s && s < 100.0);
+                let healthy =
+                    state_ok && 0.7 < z && z < f64::INFINITY && -0.2 < angle && angle < 0.2;
+                let reward = (x_velocity + indicator(healthy)) - 1e-3 * sum_sq(action);
+                (reward, !healthy)
+            }
+            Task::Walker2d => {
+                let q = d.qpos();
+                let (z, angle) = (q[1], q[2]);
+                let healthy = 0.8 < z && z < 2.0 && -1.0 < angle && angle < 1.0;
+                let reward = (x_velocity + indicator(healthy)) - 1e-3 * sum_sq(action);
+                (reward, !healthy)
+            }
+            Task::HalfCheetah => (x_velocity - 0.1 * sum_sq(action), false),
+            Task::Ant => {
+                let q = d.qpos();
+                let healthy = all_finite(q) && all_finite(d.qvel()) && 0.2 <= q[2] && q[2] <= 1.0;
+                let contact: f64 = d
+                    .cfrc_ext()
+                    .as_flattened()
+                    .iter()
+                    .map(|f| f.clamp(-1.0, 1.0).powi(2))
+                    .sum();
+                let costs = 0.5 * sum_sq(action) + 5e-4 * contact;
+                ((x_velocity + indicator(healthy)) - costs, !healthy)
+            }
+            Task::Humanoid => {
+                let z = d.qpos()[2];
+                let healthy = 1.0 < z && z < 2.0;
+                let contact = 5e-7 * sum_sq(d.cfrc_ext().as_flattened());
+                // np.clip(cost, -inf, 10): NaN stays NaN.
+                let contact = if contact > 10.0 { 10.0 } else { contact };
+                // Humanoid-v5 charges the control actually applied, data.ctrl.
+                let costs = 0.1 * sum_sq(d.ctrl()) + contact;
+                (
+                    (1.25 * x_velocity + 5.0 * indicator(healthy)) - costs,
+                    !healthy,
+                )
+            }
+        }
+    }
+}
+
+impl Env for MujocoEnv {
+    fn info(&self) -> &EnvInfo {
+        &self.info
+    }
+
+    fn reset(&mut self, seed: Option<u64>) -> &[f64] {
+        if let Some(seed) = seed {
+            self.rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        }
+        let model = &self.model;
+        self.data.reset();
+        let (uniform, normal) = match self.info.task.reset_noise() {
+            ResetNoise::Uniform(s) => (s, None),
+            ResetNoise::UniformNormal(s) => (s, Some(s)),
+        };
+        for (q, q0) in self.data.qpos_mut().iter_mut().zip(model.qpos0()) {
+            *q = q0 + self.rng.random_range(-uniform..uniform);
+        }
+        for v in self.data.qvel_mut() {
+            *v = match normal {
+                Some(scale) => scale * self.rng.sample::<f64, _>(StandardNormal),
+                None => self.rng.random_range(-uniform..uniform),
+            };
+        }
+        self.begin_episode();
+        &self.obs
+    }
+
+    fn step(&mut self, action: &[f64]) -> Step {
+        assert_eq!(
+            action.len(),
+            self.info.act_dim,
+            "{} takes {} action values",
+            self.info.task,
+            self.info.act_dim
+        );
+        let before = self.forward_position();
+        self.set_ctrl(action);
+        self.step_physics(self.info.task.frame_skip());
+        self.data.rne_post_constraint();
+        let x_velocity = (self.forward_position() - before) / self.info.dt;
+        self.write_obs();
+        let (reward, terminated) = self.reward_and_termination(x_velocity, action);
+        self.elapsed += 1;
+        Step {
+            reward,
+            terminated,
+            truncated: self.elapsed >= self.info.max_episode_steps,
+        }
+    }
+
+    fn obs(&self) -> &[f64] {
+        &self.obs
+    }
+}
+
+/// Appends slices to an observation buffer without allocating.
+struct ObsWriter<'a> {
+    obs: &'a mut [f64],
+    len: usize,
+}
+
+impl ObsWriter<'_> {
+    fn put(&mut self, values: &[f64]) {
+        self.obs[self.len..self.len + values.len()].copy_from_slice(values);
+        self.len += values.len();
+    }
+
+    fn put_clipped(&mut self, values: &[f64], lo: f64, hi: f64) {
+        for (o, v) in self.obs[self.len..self.len + values.len()]
+            .iter_mut()
+            .zip(values)
+        {
+            *o = v.clamp(lo, hi);
+        }
+        self.len += values.len();
+    }
+}
+
+fn sum_sq(values: &[f64]) -> f64 {
+    values.iter().map(|v| v * v).sum()
+}
+
+fn all_finite(values: &[f64]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
+/// Sends MuJoCo's warnings to stderr, each distinct one once per process, instead of MuJoCo's
+/// default of printing every time and appending to `MUJOCO_LOG.TXT` in the working directory.
+/// (Gymnasium 1.4.0's half_cheetah.xml, for one, warns on every load that `settotalmass` is
+/// deprecated.) Errors still end the process, as MuJoCo's default does.
+fn route_mujoco_log() {
+    static INSTALL: Once = Once::new();
+    static SEEN: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    fn handler(message: &MjLogMessage) {
+        if (message.level() as i32) < MjtLogLevel::mjLOG_WARNING as i32 {
+            return;
+        }
+        let subject = message.subject().trim().to_string();
+        let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if seen
+            .get_or_insert_with(HashSet::new)
+            .insert(subject.clone())
+        {
+            eprintln!("mujoco: {subject}");
+        }
+    }
+    // SAFETY: runs once, before this process creates its first MuJoCo model.
+    INSTALL.call_once(|| unsafe { set_log_handler(handler) });
+}

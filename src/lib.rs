@@ -1,0 +1,6 @@
+//! mpdp: MPDP ("Theoretically Guaranteed Policy Improvement Distilled from Model-Based
+//! Planning") and its baselines on the MuJoCo tasks, as a declarative experiment pipeline.
+
+pub mod bench;
+pub mod demo;
+pub mod env;
