@@ -131,6 +131,7 @@ fn parity(task: Task, variant: ObsVariant) {
         );
         let theirs = run_csv(
             Command::new(python())
+                .current_dir(&dir) // MuJoCo's Python warnings land in MUJOCO_LOG.TXT in the cwd
                 .arg(root().join("tests/peers/gym_replay.py"))
                 .args(["--env", &task.gymnasium_id(), "--variant", variant.name()])
                 .arg("--init")

@@ -128,7 +128,9 @@ fn gymnasium_rate(
 ) -> Result<f64, BenchError> {
     let script = reference_script("gym_env_bench.py");
     let mut cmd = Command::new(python);
-    cmd.arg(&script)
+    // MuJoCo's Python warnings append to MUJOCO_LOG.TXT in the working directory.
+    cmd.current_dir(std::env::temp_dir())
+        .arg(&script)
         .args(["--env", &task.gymnasium_id()])
         .args(["--steps", &cfg.steps.to_string()])
         .args(["--repeats", &cfg.repeats.max(1).to_string()])
