@@ -360,3 +360,131 @@ fn route_mujoco_log() {
     // SAFETY: runs once, before this process creates its first MuJoCo model.
     INSTALL.call_once(|| unsafe { set_log_handler(handler) });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::make;
+
+    fn random_action(env: &MujocoEnv, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
+        let i = env.info();
+        i.action_low.iter().zip(&i.action_high).map(|(&l, &h)| rng.random_range(l..h)).collect()
+    }
+
+    #[test]
+    fn observation_sizes_match_gymnasium() {
+        let expected = [
+            (Task::InvertedPendulum, 4, 4, 1),
+            (Task::Hopper, 11, 11, 3),
+            (Task::Walker2d, 17, 17, 6),
+            (Task::HalfCheetah, 17, 17, 6),
+            (Task::Ant, 105, 27, 8),
+            (Task::Humanoid, 348, 45, 17),
+        ];
+        for (task, v5, mbpo, act) in expected {
+            let env = make(task, ObsVariant::V5).unwrap();
+            assert_eq!(env.info().obs_dim, v5, "{task}");
+            assert_eq!(env.obs().len(), v5, "{task}");
+            assert_eq!(env.info().act_dim, act, "{task}");
+            assert_eq!(make(task, ObsVariant::Mbpo).unwrap().info().obs_dim, mbpo, "{task}");
+        }
+        let humanoid = make(Task::Humanoid, ObsVariant::V5).unwrap();
+        assert_eq!(humanoid.info().action_low, vec![-0.4; 17]);
+        assert_eq!(make(Task::InvertedPendulum, ObsVariant::V5).unwrap().info().action_high, vec![3.0]);
+    }
+
+    #[test]
+    fn seeded_resets_are_reproducible_and_within_the_noise() {
+        for task in Task::ALL {
+            let mut env = make(task, ObsVariant::V5).unwrap();
+            let first = env.reset(Some(7)).to_vec();
+            let again = env.reset(Some(7)).to_vec();
+            let next = env.reset(None).to_vec();
+            let other = env.reset(Some(8)).to_vec();
+            assert_eq!(first, again, "{task}");
+            assert_ne!(first, next, "{task}");
+            assert_ne!(first, other, "{task}");
+            let scale = match task.reset_noise() {
+                ResetNoise::Uniform(s) | ResetNoise::UniformNormal(s) => s,
+            };
+            for (q, q0) in env.qpos().iter().zip(env.model.qpos0()) {
+                assert!((q - q0).abs() <= scale, "{task}: qpos {q} vs qpos0 {q0}");
+            }
+            if let ResetNoise::Uniform(s) = task.reset_noise() {
+                assert!(env.qvel().iter().all(|v| v.abs() <= s), "{task}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_time_limit_truncates_at_1000_steps() {
+        let mut env = make(Task::HalfCheetah, ObsVariant::V5).unwrap();
+        env.reset(Some(0));
+        let zero = vec![0.0; 6];
+        for i in 1..MAX_EPISODE_STEPS {
+            let s = env.step(&zero);
+            assert!(!s.terminated && !s.truncated, "step {i}");
+        }
+        let last = env.step(&zero);
+        assert!(last.truncated && !last.terminated);
+        env.reset(None);
+        assert!(!env.step(&zero).truncated, "reset restarts the step count");
+    }
+
+    #[test]
+    fn rollout_termination_agrees_with_the_env() {
+        // The termination function on observations is what model rollouts use; on real
+        // observations it must agree with the env. (Hopper differs only when |qvel| >= 100,
+        // which the clipped observation cannot show; random actions never get there.)
+        for task in Task::ALL {
+            for variant in [ObsVariant::V5, ObsVariant::Mbpo] {
+                let mut env = make(task, variant).unwrap();
+                let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+                env.reset(Some(3));
+                let (mut steps, mut terminations) = (0, 0);
+                while steps < 3000 {
+                    let action = random_action(&env, &mut rng);
+                    let s = env.step(&action);
+                    assert_eq!(task.is_terminal(env.obs()), s.terminated, "{task}/{variant} step {steps}");
+                    steps += 1;
+                    terminations += usize::from(s.terminated);
+                    if s.done() {
+                        env.reset(None);
+                    }
+                }
+                if task != Task::HalfCheetah {
+                    assert!(terminations > 0, "{task}: random actions never terminated");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn contact_forces_are_filled_after_stepping() {
+        // Without mj_rnePostConstraint cfrc_ext stays zero; Ant's observation holds it.
+        let mut env = make(Task::Ant, ObsVariant::V5).unwrap();
+        env.reset(Some(0));
+        assert!(env.obs()[27..].iter().all(|&f| f == 0.0), "zero right after reset, as Gymnasium");
+        for _ in 0..20 {
+            env.step(&[0.0; 8]);
+        }
+        assert!(env.obs()[27..].iter().any(|&f| f != 0.0), "the legs touch the floor");
+    }
+
+    #[test]
+    fn reset_to_state_checks_lengths() {
+        let mut env = make(Task::Hopper, ObsVariant::V5).unwrap();
+        let err = env.reset_to_state(&[0.0; 5], &[0.0; 6]).unwrap_err();
+        assert_eq!(err.to_string(), "qpos has 5 values, Hopper expects 6");
+        let obs = env.reset_to_state(&[0.0, 1.25, 0.0, 0.0, 0.0, 0.0], &[0.0; 6]).unwrap();
+        assert_eq!(obs[0], 1.25);
+    }
+
+    #[test]
+    fn xml_hash_is_the_files_sha256() {
+        let env = make(Task::Hopper, ObsVariant::V5).unwrap();
+        let path = crate::env::assets_dir().join("hopper.xml");
+        assert_eq!(env.info().xml_sha256, xml_sha256(&path).unwrap());
+        assert_eq!(env.info().xml_sha256.len(), 64);
+    }
+}

@@ -236,3 +236,31 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod init_tests {
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{Rng, SeedableRng};
+
+    use super::read_init;
+
+    /// Regression: serde_json's default float parser may be one ulp off, which made replays
+    /// drift from Gymnasium's after a few dozen contact-rich steps. Initial states must be
+    /// read bit-exactly.
+    #[test]
+    fn init_state_floats_are_read_exactly() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let values: Vec<f64> = (0..20_000)
+            .map(|_| f64::from_bits(rng.next_u64()))
+            .filter(|v| v.is_finite())
+            .collect();
+        let text: Vec<String> = values.iter().map(|v| format!("{v:e}")).collect();
+        let path = std::env::temp_dir().join(format!("mpdp-init-exact-{}.json", std::process::id()));
+        std::fs::write(&path, format!("{{\"qpos\": [{}], \"qvel\": []}}", text.join(","))).unwrap();
+        let init = read_init(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        for (read, written) in init.qpos.iter().zip(&values) {
+            assert_eq!(read.to_bits(), written.to_bits(), "{written:e} read as {read:e}");
+        }
+    }
+}
