@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn mpdp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mpdp")).args(args).output().expect("spawn mpdp")
+    Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(args)
+        .output()
+        .expect("spawn mpdp")
 }
 
 struct Dir(PathBuf);
@@ -32,7 +35,11 @@ impl Drop for Dir {
 fn assert_user_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected, got: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected, got: {stderr}"
+    );
     for n in needles {
         assert!(stderr.contains(n), "'{n}' not in: {stderr}");
     }
@@ -47,8 +54,21 @@ fn replay_prints_the_documented_csv() {
     let d = Dir::new("ok");
     let init = d.file("init.json", HOPPER_INIT);
     let acts = d.file("a.csv", "0.1,0.2,0.3\n\n-0.5,0.5,0\n");
-    let out = mpdp(&["env", "replay", "--env", "Hopper", "--init", &init, "--actions", &acts]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "Hopper",
+        "--init",
+        &init,
+        "--actions",
+        &acts,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let header: Vec<String> = ["step", "reward", "terminated", "truncated"]
@@ -73,7 +93,16 @@ fn replay_stops_after_the_terminating_step() {
     // The pole starts beyond the 0.2 rad limit: the first step terminates.
     let init = d.file("init.json", r#"{"qpos": [0.0, 0.5], "qvel": [0.0, 0.0]}"#);
     let acts = d.file("a.csv", "0\n0\n0\n");
-    let out = mpdp(&["env", "replay", "--env", "InvertedPendulum-v5", "--init", &init, "--actions", &acts]);
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "InvertedPendulum-v5",
+        "--init",
+        &init,
+        "--actions",
+        &acts,
+    ]);
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), 1, "{text}");
@@ -84,8 +113,23 @@ fn replay_stops_after_the_terminating_step() {
 fn replay_variant_selects_mbpo_observations() {
     let d = Dir::new("variant");
     let acts = d.file("a.csv", &"0,0,0,0,0,0,0,0\n".repeat(2));
-    let out = mpdp(&["env", "replay", "--env", "ant", "--seed", "4", "--variant", "mbpo", "--actions", &acts]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "ant",
+        "--seed",
+        "4",
+        "--variant",
+        "mbpo",
+        "--actions",
+        &acts,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().next().unwrap().ends_with(",obs_26"));
 }
@@ -94,7 +138,10 @@ fn replay_variant_selects_mbpo_observations() {
 fn unknown_env_is_a_user_error() {
     let d = Dir::new("env");
     let acts = d.file("a.csv", "0\n");
-    assert_user_error(&mpdp(&["env", "replay", "--env", "Hoper", "--actions", &acts]), &["unknown environment 'Hoper'", "Hopper"]);
+    assert_user_error(
+        &mpdp(&["env", "replay", "--env", "Hoper", "--actions", &acts]),
+        &["unknown environment 'Hoper'", "Hopper"],
+    );
 }
 
 #[test]
@@ -102,7 +149,16 @@ fn unknown_variant_is_a_user_error() {
     let d = Dir::new("var");
     let acts = d.file("a.csv", "0\n");
     assert_user_error(
-        &mpdp(&["env", "replay", "--env", "Ant", "--variant", "v4", "--actions", &acts]),
+        &mpdp(&[
+            "env",
+            "replay",
+            "--env",
+            "Ant",
+            "--variant",
+            "v4",
+            "--actions",
+            &acts,
+        ]),
         &["unknown observation variant 'v4'"],
     );
 }
@@ -112,7 +168,16 @@ fn wrong_action_width_names_the_line() {
     let d = Dir::new("width");
     let init = d.file("init.json", HOPPER_INIT);
     let acts = d.file("a.csv", "0,0,0\n0,0\n");
-    let out = mpdp(&["env", "replay", "--env", "Hopper", "--init", &init, "--actions", &acts]);
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "Hopper",
+        "--init",
+        &init,
+        "--actions",
+        &acts,
+    ]);
     assert_user_error(&out, &["a.csv:2", "2 action values, Hopper takes 3"]);
 }
 
@@ -121,7 +186,16 @@ fn nan_action_is_rejected() {
     let d = Dir::new("nan");
     let init = d.file("init.json", HOPPER_INIT);
     let acts = d.file("a.csv", "0,0,0\n0,NaN,0\n");
-    let out = mpdp(&["env", "replay", "--env", "Hopper", "--init", &init, "--actions", &acts]);
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "Hopper",
+        "--init",
+        &init,
+        "--actions",
+        &acts,
+    ]);
     assert_user_error(&out, &["a.csv:2", "column 2", "not finite"]);
 }
 
@@ -130,7 +204,16 @@ fn malformed_csv_names_the_field() {
     let d = Dir::new("csv");
     let init = d.file("init.json", HOPPER_INIT);
     let acts = d.file("a.csv", "0;0;0\n");
-    let out = mpdp(&["env", "replay", "--env", "Hopper", "--init", &init, "--actions", &acts]);
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "Hopper",
+        "--init",
+        &init,
+        "--actions",
+        &acts,
+    ]);
     assert_user_error(&out, &["a.csv:1", "'0;0;0' is not a number"]);
 }
 
@@ -138,7 +221,10 @@ fn malformed_csv_names_the_field() {
 fn empty_actions_file_is_rejected() {
     let d = Dir::new("empty");
     let acts = d.file("a.csv", "\n");
-    assert_user_error(&mpdp(&["env", "replay", "--env", "Hopper", "--actions", &acts]), &["no actions"]);
+    assert_user_error(
+        &mpdp(&["env", "replay", "--env", "Hopper", "--actions", &acts]),
+        &["no actions"],
+    );
 }
 
 #[test]
@@ -146,13 +232,31 @@ fn malformed_json_is_rejected() {
     let d = Dir::new("json");
     let acts = d.file("a.csv", "0,0,0\n");
     for (body, needle) in [
-        (r#"{"qpos": [0, 1.25, 0, 0, 0, 0], "qvel": [0, 0"#, "malformed init state"),
+        (
+            r#"{"qpos": [0, 1.25, 0, 0, 0, 0], "qvel": [0, 0"#,
+            "malformed init state",
+        ),
         (r#"{"qpos": [0, 1.25, 0, 0, 0, 0]}"#, "missing field `qvel`"),
-        (r#"{"qpos": [0, 1.25, 0, 0, 0, 0], "qvel": [0, 0, 0, 0, 0, 0], "time": 1}"#, "unknown field `time`"),
-        (r#"{"qpos": [0, "a", 0, 0, 0, 0], "qvel": [0, 0, 0, 0, 0, 0]}"#, "malformed init state"),
+        (
+            r#"{"qpos": [0, 1.25, 0, 0, 0, 0], "qvel": [0, 0, 0, 0, 0, 0], "time": 1}"#,
+            "unknown field `time`",
+        ),
+        (
+            r#"{"qpos": [0, "a", 0, 0, 0, 0], "qvel": [0, 0, 0, 0, 0, 0]}"#,
+            "malformed init state",
+        ),
     ] {
         let init = d.file("init.json", body);
-        let out = mpdp(&["env", "replay", "--env", "Hopper", "--init", &init, "--actions", &acts]);
+        let out = mpdp(&[
+            "env",
+            "replay",
+            "--env",
+            "Hopper",
+            "--init",
+            &init,
+            "--actions",
+            &acts,
+        ]);
         assert_user_error(&out, &["init.json", needle]);
     }
 }
@@ -161,8 +265,20 @@ fn malformed_json_is_rejected() {
 fn wrong_state_length_is_rejected() {
     let d = Dir::new("len");
     let acts = d.file("a.csv", "0,0,0\n");
-    let init = d.file("init.json", r#"{"qpos": [0, 1.25, 0], "qvel": [0, 0, 0, 0, 0, 0]}"#);
-    let out = mpdp(&["env", "replay", "--env", "Hopper", "--init", &init, "--actions", &acts]);
+    let init = d.file(
+        "init.json",
+        r#"{"qpos": [0, 1.25, 0], "qvel": [0, 0, 0, 0, 0, 0]}"#,
+    );
+    let out = mpdp(&[
+        "env",
+        "replay",
+        "--env",
+        "Hopper",
+        "--init",
+        &init,
+        "--actions",
+        &acts,
+    ]);
     assert_user_error(&out, &["init.json", "qpos has 3 values, Hopper expects 6"]);
 }
 
@@ -188,7 +304,10 @@ fn env_list_shows_every_task() {
         ("Ant", "105", "8"),
         ("Humanoid", "348", "17"),
     ] {
-        let line = text.lines().find(|l| l.starts_with(task)).unwrap_or_else(|| panic!("{task} missing"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(task))
+            .unwrap_or_else(|| panic!("{task} missing"));
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&cols[1..3], [obs, act], "{line}");
     }

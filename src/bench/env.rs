@@ -159,14 +159,14 @@ fn gymnasium_rate(
 pub fn print_report(rows: &[EnvBenchRow], out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<17} {:>4} {:>12} {:>14} {:>12} {:>9} {:>9}",
-        "task", "skip", "env step/s", "raw step/s", "gym step/s", "env/raw", "env/gym"
+        "{:<17} {:>4} {:>12} {:>12} {:>12} {:>8} {:>8} {:>8}",
+        "task", "skip", "env step/s", "raw step/s", "gym step/s", "env/raw", "env/gym", "raw/gym"
     )?;
     for r in rows {
         let gym = r.gymnasium_steps_per_s;
         writeln!(
             out,
-            "{:<17} {:>4} {:>12.0} {:>14.0} {:>12} {:>9.3} {:>9}",
+            "{:<17} {:>4} {:>12.0} {:>12.0} {:>12} {:>8.3} {:>8} {:>8}",
             r.task.name(),
             r.frame_skip,
             r.env_steps_per_s,
@@ -174,6 +174,7 @@ pub fn print_report(rows: &[EnvBenchRow], out: &mut impl Write) -> std::io::Resu
             gym.map_or("-".into(), |g| format!("{g:.0}")),
             r.env_steps_per_s / r.raw_steps_per_s,
             gym.map_or("-".into(), |g| format!("{:.2}", r.env_steps_per_s / g)),
+            gym.map_or("-".into(), |g| format!("{:.2}", r.raw_steps_per_s / g)),
         )?;
     }
     writeln!(

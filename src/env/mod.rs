@@ -141,6 +141,12 @@ impl Task {
         }
     }
 
+    /// Whether observation or reward read `cfrc_ext`, which needs `mj_rnePostConstraint` after
+    /// stepping (MuJoCo leaves it zero otherwise).
+    pub fn reads_contact_forces(self) -> bool {
+        matches!(self, Task::Ant | Task::Humanoid)
+    }
+
     /// Observation size for `variant`, given the model's sizes.
     pub fn obs_dim(self, variant: ObsVariant, nq: usize, nv: usize, nbody: usize) -> usize {
         match (self, variant) {

@@ -3,7 +3,7 @@
 //! Step order, as Gymnasium's `MujocoEnv.do_simulation`: remember the forward position, set
 //! `ctrl` (MuJoCo clamps it to `ctrlrange`; no clipping here, as in Gymnasium), `mj_step`
 //! frame-skip times, then `mj_rnePostConstraint` so `cfrc_ext` holds this step's contact
-//! forces. Reset: `mj_resetData`, set qpos/qvel, `mj_forward` (so `cfrc_ext` is zero in the
+//! forces (for the tasks that read them). Reset: `mj_resetData`, set qpos/qvel, `mj_forward` (so `cfrc_ext` is zero in the
 //! first observation, as in Gymnasium).
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Once};
@@ -289,7 +289,11 @@ impl Env for MujocoEnv {
         let before = self.forward_position();
         self.set_ctrl(action);
         self.step_physics(self.info.task.frame_skip());
-        self.data.rne_post_constraint();
+        if self.info.task.reads_contact_forces() {
+            // Gymnasium calls this on every task; only Ant and Humanoid read its outputs
+            // (cacc, cfrc_int, cfrc_ext), and they never feed back into the dynamics.
+            self.data.rne_post_constraint();
+        }
         let x_velocity = (self.forward_position() - before) / self.info.dt;
         self.write_obs();
         let (reward, terminated) = self.reward_and_termination(x_velocity, action);
@@ -368,7 +372,11 @@ mod tests {
 
     fn random_action(env: &MujocoEnv, rng: &mut Xoshiro256PlusPlus) -> Vec<f64> {
         let i = env.info();
-        i.action_low.iter().zip(&i.action_high).map(|(&l, &h)| rng.random_range(l..h)).collect()
+        i.action_low
+            .iter()
+            .zip(&i.action_high)
+            .map(|(&l, &h)| rng.random_range(l..h))
+            .collect()
     }
 
     #[test]
@@ -386,11 +394,21 @@ mod tests {
             assert_eq!(env.info().obs_dim, v5, "{task}");
             assert_eq!(env.obs().len(), v5, "{task}");
             assert_eq!(env.info().act_dim, act, "{task}");
-            assert_eq!(make(task, ObsVariant::Mbpo).unwrap().info().obs_dim, mbpo, "{task}");
+            assert_eq!(
+                make(task, ObsVariant::Mbpo).unwrap().info().obs_dim,
+                mbpo,
+                "{task}"
+            );
         }
         let humanoid = make(Task::Humanoid, ObsVariant::V5).unwrap();
         assert_eq!(humanoid.info().action_low, vec![-0.4; 17]);
-        assert_eq!(make(Task::InvertedPendulum, ObsVariant::V5).unwrap().info().action_high, vec![3.0]);
+        assert_eq!(
+            make(Task::InvertedPendulum, ObsVariant::V5)
+                .unwrap()
+                .info()
+                .action_high,
+            vec![3.0]
+        );
     }
 
     #[test]
@@ -445,7 +463,11 @@ mod tests {
                 while steps < 3000 {
                     let action = random_action(&env, &mut rng);
                     let s = env.step(&action);
-                    assert_eq!(task.is_terminal(env.obs()), s.terminated, "{task}/{variant} step {steps}");
+                    assert_eq!(
+                        task.is_terminal(env.obs()),
+                        s.terminated,
+                        "{task}/{variant} step {steps}"
+                    );
                     steps += 1;
                     terminations += usize::from(s.terminated);
                     if s.done() {
@@ -464,11 +486,17 @@ mod tests {
         // Without mj_rnePostConstraint cfrc_ext stays zero; Ant's observation holds it.
         let mut env = make(Task::Ant, ObsVariant::V5).unwrap();
         env.reset(Some(0));
-        assert!(env.obs()[27..].iter().all(|&f| f == 0.0), "zero right after reset, as Gymnasium");
+        assert!(
+            env.obs()[27..].iter().all(|&f| f == 0.0),
+            "zero right after reset, as Gymnasium"
+        );
         for _ in 0..20 {
             env.step(&[0.0; 8]);
         }
-        assert!(env.obs()[27..].iter().any(|&f| f != 0.0), "the legs touch the floor");
+        assert!(
+            env.obs()[27..].iter().any(|&f| f != 0.0),
+            "the legs touch the floor"
+        );
     }
 
     #[test]
@@ -476,7 +504,9 @@ mod tests {
         let mut env = make(Task::Hopper, ObsVariant::V5).unwrap();
         let err = env.reset_to_state(&[0.0; 5], &[0.0; 6]).unwrap_err();
         assert_eq!(err.to_string(), "qpos has 5 values, Hopper expects 6");
-        let obs = env.reset_to_state(&[0.0, 1.25, 0.0, 0.0, 0.0, 0.0], &[0.0; 6]).unwrap();
+        let obs = env
+            .reset_to_state(&[0.0, 1.25, 0.0, 0.0, 0.0, 0.0], &[0.0; 6])
+            .unwrap();
         assert_eq!(obs[0], 1.25);
     }
 

@@ -255,12 +255,21 @@ mod init_tests {
             .filter(|v| v.is_finite())
             .collect();
         let text: Vec<String> = values.iter().map(|v| format!("{v:e}")).collect();
-        let path = std::env::temp_dir().join(format!("mpdp-init-exact-{}.json", std::process::id()));
-        std::fs::write(&path, format!("{{\"qpos\": [{}], \"qvel\": []}}", text.join(","))).unwrap();
+        let path =
+            std::env::temp_dir().join(format!("mpdp-init-exact-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("{{\"qpos\": [{}], \"qvel\": []}}", text.join(",")),
+        )
+        .unwrap();
         let init = read_init(&path).unwrap();
         std::fs::remove_file(&path).ok();
         for (read, written) in init.qpos.iter().zip(&values) {
-            assert_eq!(read.to_bits(), written.to_bits(), "{written:e} read as {read:e}");
+            assert_eq!(
+                read.to_bits(),
+                written.to_bits(),
+                "{written:e} read as {read:e}"
+            );
         }
     }
 }
