@@ -37,3 +37,11 @@ bench-env *ARGS: build
 # Any mpdp subcommand on the release build, e.g. `just mpdp env list`.
 mpdp *ARGS: build
     {{bin}} {{ARGS}}
+
+# PyTorch (CPU) in .deps/bench-venv for the reference side of `mpdp bench sac` (a few GB).
+bench-setup:
+    @scripts/bench-setup
+
+# SAC update throughput: ours vs plain PyTorch on CPU, `ratio=X` last.
+bench-sac *ARGS: build bench-setup
+    {{bin}} bench sac {{ARGS}}

@@ -81,4 +81,25 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch CPU implementation.
+    Sac {
+        /// Updates per measurement.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// Measurements per implementation (the best counts).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value_t = 11)]
+        obs_dim: usize,
+        #[arg(long, default_value_t = 3)]
+        act_dim: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Skip the PyTorch reference.
+        #[arg(long)]
+        no_python: bool,
+        /// Python interpreter with PyTorch (default: the venv `just bench-setup` creates).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
 }

@@ -1,6 +1,9 @@
 //! mpdp: MPDP ("Theoretically Guaranteed Policy Improvement Distilled from Model-Based
 //! Planning") and its baselines on the MuJoCo tasks, as a declarative experiment pipeline.
 
+pub mod agent;
 pub mod bench;
 pub mod demo;
 pub mod env;
+pub mod nn;
+pub mod replay;

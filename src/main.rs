@@ -1,6 +1,9 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::Parser;
 
@@ -71,6 +74,26 @@ fn run(cli: Cli) -> Result<()> {
             };
             let rows = bench::env::run(&cfg, |task| eprintln!("bench env: {task} ..."))?;
             bench::env::print_report(&rows, &mut std::io::stdout().lock())?;
+        }
+        Command::Bench(BenchCommand::Sac {
+            updates,
+            repeats,
+            obs_dim,
+            act_dim,
+            batch,
+            no_python,
+            python,
+        }) => {
+            let cfg = bench::sac::SacBenchConfig {
+                obs_dim,
+                act_dim,
+                batch,
+                updates,
+                repeats,
+                python: (!no_python).then(|| python.unwrap_or_else(bench::default_torch_python)),
+            };
+            let result = bench::sac::run(&cfg)?;
+            bench::sac::print_report(&cfg, &result, &mut std::io::stdout().lock())?;
         }
     }
     Ok(())

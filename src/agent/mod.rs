@@ -1,0 +1,3 @@
+//! Agents and their learners.
+
+pub mod sac;

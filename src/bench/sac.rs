@@ -1,0 +1,158 @@
+//! `mpdp bench sac`: SAC updates per second (batch 256, Hopper sizes by default) on our stack
+//! and, in the same command, on the plain PyTorch CPU implementation in
+//! `bench/reference/sac_update.py`.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+use super::reference_script;
+use crate::agent::sac::{SacConfig, SacLearner};
+use crate::nn::normal_noise;
+use crate::replay::Batch;
+
+#[derive(Debug, Clone)]
+pub struct SacBenchConfig {
+    pub obs_dim: usize,
+    pub act_dim: usize,
+    pub batch: usize,
+    pub updates: usize,
+    pub repeats: usize,
+    /// Python with PyTorch; `None` skips the reference.
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SacBenchResult {
+    pub ours_updates_per_s: f64,
+    pub reference_updates_per_s: Option<f64>,
+    pub reference_version: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("running the PyTorch reference ({command}): {message}")]
+pub struct ReferenceError {
+    command: String,
+    message: String,
+}
+
+/// Random batches, drawn once before timing (as the reference does).
+fn batches(cfg: &SacBenchConfig, rng: &mut Xoshiro256PlusPlus) -> Vec<Batch> {
+    let (b, o, a) = (cfg.batch, cfg.obs_dim, cfg.act_dim);
+    (0..16)
+        .map(|i| Batch {
+            size: b,
+            obs: normal_noise(rng, b * o),
+            act: normal_noise(rng, b * a).iter().map(|v| v.tanh()).collect(),
+            rew: normal_noise(rng, b),
+            next_obs: normal_noise(rng, b * o),
+            terminated: (0..b)
+                .map(|j| if (i * b + j) % 100 == 0 { 1.0 } else { 0.0 })
+                .collect(),
+        })
+        .collect()
+}
+
+pub fn run(cfg: &SacBenchConfig) -> Result<SacBenchResult, ReferenceError> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let data = batches(cfg, &mut rng);
+    let sac = SacConfig {
+        batch_size: cfg.batch,
+        ..SacConfig::default()
+    };
+    let mut learner = SacLearner::new(cfg.obs_dim, cfg.act_dim, sac, &mut rng);
+    for i in 0..20 {
+        learner.update(&data[i % data.len()], &mut rng);
+    }
+    let mut best = f64::MAX;
+    for _ in 0..cfg.repeats.max(1) {
+        let start = Instant::now();
+        for i in 0..cfg.updates {
+            learner.update(&data[i % data.len()], &mut rng);
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let (reference_updates_per_s, reference_version) = match &cfg.python {
+        Some(python) => {
+            let (rate, version) = reference(python, cfg)?;
+            (Some(rate), Some(version))
+        }
+        None => (None, None),
+    };
+    Ok(SacBenchResult {
+        ours_updates_per_s: cfg.updates as f64 / best,
+        reference_updates_per_s,
+        reference_version,
+    })
+}
+
+fn reference(
+    python: &std::path::Path,
+    cfg: &SacBenchConfig,
+) -> Result<(f64, String), ReferenceError> {
+    let script = reference_script("sac_update.py");
+    let command = format!("{} {}", python.display(), script.display());
+    let fail = |message: String| ReferenceError {
+        command: command.clone(),
+        message,
+    };
+    let out = Command::new(python)
+        .arg(&script)
+        .args([
+            "--obs-dim",
+            &cfg.obs_dim.to_string(),
+            "--act-dim",
+            &cfg.act_dim.to_string(),
+        ])
+        .args([
+            "--batch",
+            &cfg.batch.to_string(),
+            "--updates",
+            &cfg.updates.to_string(),
+        ])
+        .args(["--repeats", &cfg.repeats.max(1).to_string()])
+        .output()
+        .map_err(|e| fail(format!("{e}; run `just bench-setup`")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
+    }
+    let rate = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("updates_per_s="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| fail(format!("no updates_per_s= line in: {stdout}")))?;
+    let version = stdout
+        .lines()
+        .find(|l| l.starts_with("torch="))
+        .unwrap_or("torch=?")
+        .to_string();
+    Ok((rate, version))
+}
+
+/// Prints both rates and, last, `ratio=X` (ours / PyTorch, higher is better).
+pub fn print_report(
+    cfg: &SacBenchConfig,
+    r: &SacBenchResult,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "SAC update: batch {}, obs {}, act {}, 2x256 actor and twin critics, auto-alpha",
+        cfg.batch, cfg.obs_dim, cfg.act_dim
+    )?;
+    writeln!(
+        out,
+        "ours (burn flex CPU): {:>8.1} updates/s",
+        r.ours_updates_per_s
+    )?;
+    if let (Some(theirs), Some(version)) = (r.reference_updates_per_s, &r.reference_version) {
+        writeln!(out, "PyTorch CPU ({version}): {theirs:>8.1} updates/s")?;
+        writeln!(out, "ratio={:.3}", r.ours_updates_per_s / theirs)?;
+    }
+    Ok(())
+}

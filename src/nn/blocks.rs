@@ -1,0 +1,145 @@
+//! MLP, twin Q critics, entropy temperature and Polyak averaging.
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use rand::{Rng, RngExt};
+
+/// A linear layer initialised as PyTorch's `nn.Linear`: weight and bias ~ U(±1/√fan_in),
+/// drawn from `rng`.
+pub(crate) fn linear<R: Rng>(d_in: usize, d_out: usize, rng: &mut R, device: &Device) -> Linear {
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let mut draw =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+    let weight = draw(d_in * d_out);
+    let bias = draw(d_out);
+    Linear {
+        weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
+        bias: Some(Param::from_data(TensorData::new(bias, [d_out]), device)),
+    }
+}
+
+/// Fully connected network with ReLU between layers and a linear output.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    /// `sizes` = [input, hidden..., output].
+    pub fn new<R: Rng>(sizes: &[usize], rng: &mut R, device: &Device) -> Self {
+        assert!(sizes.len() >= 2, "an MLP needs input and output sizes");
+        let layers = sizes
+            .windows(2)
+            .map(|w| linear(w[0], w[1], rng, device))
+            .collect();
+        Mlp { layers }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        self.layers.iter().enumerate().fold(x, |h, (i, layer)| {
+            let h = layer.forward(h);
+            if i < last { relu(h) } else { h }
+        })
+    }
+}
+
+/// Two independent Q networks Q(s, a) (clipped double-Q).
+#[derive(Module, Debug)]
+pub struct TwinQ {
+    q1: Mlp,
+    q2: Mlp,
+}
+
+impl TwinQ {
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        hidden: &[usize],
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let sizes: Vec<usize> = std::iter::once(obs_dim + act_dim)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .collect();
+        TwinQ {
+            q1: Mlp::new(&sizes, rng, device),
+            q2: Mlp::new(&sizes, rng, device),
+        }
+    }
+
+    /// Both Q values, each `[batch, 1]`.
+    pub fn forward(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let x = Tensor::cat(vec![obs, act], 1);
+        (self.q1.forward(x.clone()), self.q2.forward(x))
+    }
+
+    /// min(Q1, Q2), `[batch, 1]`.
+    pub fn min_q(&self, obs: Tensor<2>, act: Tensor<2>) -> Tensor<2> {
+        let (q1, q2) = self.forward(obs, act);
+        q1.min_pair(q2)
+    }
+}
+
+/// The SAC entropy temperature α, learned as log α.
+#[derive(Module, Debug)]
+pub struct Temperature {
+    log_alpha: Param<Tensor<1>>,
+}
+
+impl Temperature {
+    pub fn new(initial_alpha: f64, device: &Device) -> Self {
+        Temperature {
+            log_alpha: Param::from_data(
+                TensorData::new(vec![initial_alpha.ln() as f32], [1]),
+                device,
+            ),
+        }
+    }
+
+    pub fn log_alpha(&self) -> Tensor<1> {
+        self.log_alpha.val()
+    }
+
+    pub fn alpha(&self) -> f32 {
+        self.log_alpha.val().exp().into_scalar::<f32>()
+    }
+}
+
+/// Polyak averaging: returns `target ← τ·online + (1−τ)·target`, parameter by parameter.
+/// Both modules must have the same architecture.
+pub fn soft_update<M: Module>(online: &M, target: M, tau: f64) -> M {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let t = p.val().inner();
+            let n = t.shape().num_elements();
+            self.0.push(t.reshape([n]));
+        }
+    }
+    struct Blend {
+        src: std::vec::IntoIter<Tensor<1>>,
+        tau: f64,
+    }
+    impl ModuleMapper for Blend {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let s = self
+                .src
+                .next()
+                .expect("soft_update: modules differ in structure");
+            let tau = self.tau;
+            p.map(|t| {
+                let s: Tensor<D> = s.reshape(t.shape());
+                t.mul_scalar(1.0 - tau) + s.mul_scalar(tau)
+            })
+        }
+    }
+    let mut c = Collect(Vec::new());
+    online.visit(&mut c);
+    target.map(&mut Blend {
+        src: c.0.into_iter(),
+        tau,
+    })
+}

@@ -1,0 +1,157 @@
+//! Policies. Actions live in [-1, 1]^|A|; agents map them affinely onto the env's bounds, so
+//! log-probabilities and entropies are those of the normalised actions (as SB3 and MBPO's
+//! softlearning do).
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::{relu, softplus};
+use rand::Rng;
+
+use super::blocks::{Mlp, linear};
+
+const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
+
+/// Tanh-squashed Gaussian policy: u ~ N(μ(s), σ(s)²), a = tanh(u).
+///
+/// The log-std head is squashed into [log_std_min, log_std_max] with tanh (CleanRL's SAC).
+#[derive(Module, Debug)]
+pub struct GaussianPolicy {
+    trunk: Mlp,
+    mean: Linear,
+    log_std: Linear,
+    log_std_min: f64,
+    log_std_max: f64,
+}
+
+/// A reparameterised draw: the action and its log-probability `[batch, 1]`.
+pub struct PolicySample {
+    pub action: Tensor<2>,
+    pub log_prob: Tensor<2>,
+}
+
+impl GaussianPolicy {
+    /// `hidden` = the trunk's layer sizes, e.g. [256, 256].
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        hidden: &[usize],
+        log_std_range: (f64, f64),
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let sizes: Vec<usize> = std::iter::once(obs_dim)
+            .chain(hidden.iter().copied())
+            .collect();
+        let last = *sizes.last().expect("sizes");
+        GaussianPolicy {
+            trunk: Mlp::new(&sizes, rng, device),
+            mean: linear(last, act_dim, rng, device),
+            log_std: linear(last, act_dim, rng, device),
+            log_std_min: log_std_range.0,
+            log_std_max: log_std_range.1,
+        }
+    }
+
+    fn heads(&self, obs: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let h = relu(self.trunk.forward(obs));
+        let mean = self.mean.forward(h.clone());
+        let squashed = self.log_std.forward(h).tanh();
+        let (lo, hi) = (self.log_std_min, self.log_std_max);
+        let log_std = (squashed + 1.0).mul_scalar(0.5 * (hi - lo)).add_scalar(lo);
+        (mean, log_std)
+    }
+
+    /// Reparameterised sample with standard normal noise `eps` `[batch, act_dim]`.
+    ///
+    /// log π(a|s) = Σ_i [log N(u_i; μ_i, σ_i) − log(1 − tanh²(u_i))], with the exact, stable
+    /// form log(1 − tanh²(u)) = 2·(log 2 − u − softplus(−2u)).
+    pub fn sample(&self, obs: Tensor<2>, eps: Tensor<2>) -> PolicySample {
+        let (mean, log_std) = self.heads(obs);
+        let u = mean + log_std.clone().exp() * eps.clone();
+        let log_det = (u.clone().neg().add_scalar(std::f64::consts::LN_2)
+            - softplus(u.clone().mul_scalar(-2.0), 1.0))
+        .mul_scalar(2.0);
+        let log_normal = eps.powf_scalar(2.0).mul_scalar(-0.5) - log_std - HALF_LN_2PI;
+        PolicySample {
+            action: u.tanh(),
+            log_prob: (log_normal - log_det).sum_dim(1),
+        }
+    }
+
+    /// The deterministic action tanh(μ(s)), for evaluation.
+    pub fn mean_action(&self, obs: Tensor<2>) -> Tensor<2> {
+        self.heads(obs).0.tanh()
+    }
+}
+
+/// Deterministic policy a = tanh(f(s)) (DDPG's actor).
+#[derive(Module, Debug)]
+pub struct DeterministicPolicy {
+    net: Mlp,
+}
+
+impl DeterministicPolicy {
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        hidden: &[usize],
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let sizes: Vec<usize> = std::iter::once(obs_dim)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(act_dim))
+            .collect();
+        DeterministicPolicy {
+            net: Mlp::new(&sizes, rng, device),
+        }
+    }
+
+    pub fn forward(&self, obs: Tensor<2>) -> Tensor<2> {
+        self.net.forward(obs).tanh()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::Xoshiro256PlusPlus;
+
+    use super::*;
+    use crate::nn::{normal_noise, tensor2, to_vec};
+
+    /// The log-probability against a direct f64 computation of the change of variables.
+    #[test]
+    fn tanh_gaussian_log_prob_is_exact() {
+        let device = Device::flex();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let policy = GaussianPolicy::new(3, 2, &[8, 8], (-5.0, 2.0), &mut rng, &device);
+        let obs: Vec<f32> = normal_noise(&mut rng, 4 * 3);
+        let eps: Vec<f32> = normal_noise(&mut rng, 4 * 2);
+        let (mean, log_std) = policy.heads(tensor2(obs.clone(), 4, 3, &device));
+        let (mean, log_std) = (to_vec(mean), to_vec(log_std));
+        let s = policy.sample(
+            tensor2(obs, 4, 3, &device),
+            tensor2(eps.clone(), 4, 2, &device),
+        );
+        let (action, log_prob) = (to_vec(s.action), to_vec(s.log_prob));
+        for (row, &lp) in log_prob.iter().enumerate() {
+            let mut expected = 0.0f64;
+            for j in 0..2 {
+                let k = row * 2 + j;
+                assert!((-5.0..=2.0).contains(&log_std[k]));
+                let (mu, ls, e) = (mean[k] as f64, log_std[k] as f64, eps[k] as f64);
+                let u = mu + ls.exp() * e;
+                let normal = -0.5 * ((u - mu) / ls.exp()).powi(2)
+                    - ls
+                    - 0.5 * (2.0 * std::f64::consts::PI).ln();
+                expected += normal - (1.0 - u.tanh().powi(2)).ln();
+                assert!((action[k] as f64 - u.tanh()).abs() < 1e-6);
+            }
+            assert!(
+                (log_prob[row] as f64 - expected).abs() < 1e-4,
+                "{} vs {expected}",
+                log_prob[row]
+            );
+        }
+    }
+}

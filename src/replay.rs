@@ -1,0 +1,157 @@
+//! Replay buffers: transitions stored as flat `f32` arrays (struct of arrays), a ring of fixed
+//! capacity that grows on demand up to it, sampled uniformly into reusable batches.
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+/// A ring buffer of transitions `(s, a, r, s', terminated)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayBuffer {
+    obs_dim: usize,
+    act_dim: usize,
+    capacity: usize,
+    /// Index the next transition is written to once the buffer is full.
+    head: usize,
+    obs: Vec<f32>,
+    act: Vec<f32>,
+    rew: Vec<f32>,
+    next_obs: Vec<f32>,
+    terminated: Vec<f32>,
+}
+
+/// A sampled batch, row-major `[size, dim]` arrays ready to become tensors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub size: usize,
+    pub obs: Vec<f32>,
+    pub act: Vec<f32>,
+    pub rew: Vec<f32>,
+    pub next_obs: Vec<f32>,
+    /// 1.0 where the transition ended the episode by termination (no bootstrap), else 0.0.
+    pub terminated: Vec<f32>,
+}
+
+impl ReplayBuffer {
+    pub fn new(capacity: usize, obs_dim: usize, act_dim: usize) -> Self {
+        assert!(capacity > 0, "replay capacity must be positive");
+        ReplayBuffer {
+            obs_dim,
+            act_dim,
+            capacity,
+            head: 0,
+            obs: Vec::new(),
+            act: Vec::new(),
+            rew: Vec::new(),
+            next_obs: Vec::new(),
+            terminated: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rew.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rew.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Stores one transition, overwriting the oldest once full.
+    pub fn push(
+        &mut self,
+        obs: &[f64],
+        act: &[f64],
+        reward: f64,
+        next_obs: &[f64],
+        terminated: bool,
+    ) {
+        debug_assert_eq!(obs.len(), self.obs_dim);
+        debug_assert_eq!(act.len(), self.act_dim);
+        debug_assert_eq!(next_obs.len(), self.obs_dim);
+        let term = if terminated { 1.0 } else { 0.0 };
+        if self.len() < self.capacity {
+            self.obs.extend(obs.iter().map(|&v| v as f32));
+            self.act.extend(act.iter().map(|&v| v as f32));
+            self.rew.push(reward as f32);
+            self.next_obs.extend(next_obs.iter().map(|&v| v as f32));
+            self.terminated.push(term);
+        } else {
+            let i = self.head;
+            let (o, a) = (self.obs_dim, self.act_dim);
+            write_row(&mut self.obs, i, o, obs);
+            write_row(&mut self.act, i, a, act);
+            self.rew[i] = reward as f32;
+            write_row(&mut self.next_obs, i, o, next_obs);
+            self.terminated[i] = term;
+            self.head = (self.head + 1) % self.capacity;
+        }
+    }
+
+    /// Fills `batch` with `size` transitions drawn uniformly with replacement.
+    pub fn sample_into<R: Rng>(&self, rng: &mut R, size: usize, batch: &mut Batch) {
+        assert!(!self.is_empty(), "sampling an empty replay buffer");
+        let (o, a) = (self.obs_dim, self.act_dim);
+        batch.size = size;
+        for v in [
+            &mut batch.obs,
+            &mut batch.act,
+            &mut batch.rew,
+            &mut batch.next_obs,
+            &mut batch.terminated,
+        ] {
+            v.clear();
+        }
+        for _ in 0..size {
+            let i = rng.random_range(0..self.len());
+            batch.obs.extend_from_slice(&self.obs[i * o..(i + 1) * o]);
+            batch.act.extend_from_slice(&self.act[i * a..(i + 1) * a]);
+            batch.rew.push(self.rew[i]);
+            batch
+                .next_obs
+                .extend_from_slice(&self.next_obs[i * o..(i + 1) * o]);
+            batch.terminated.push(self.terminated[i]);
+        }
+    }
+}
+
+fn write_row(dst: &mut [f32], row: usize, width: usize, src: &[f64]) {
+    for (d, &s) in dst[row * width..(row + 1) * width].iter_mut().zip(src) {
+        *d = s as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::Xoshiro256PlusPlus;
+
+    use super::*;
+
+    #[test]
+    fn ring_overwrites_the_oldest_and_samples_rows_whole() {
+        let mut buf = ReplayBuffer::new(3, 2, 1);
+        for i in 0..5 {
+            let x = i as f64;
+            buf.push(&[x, x + 0.5], &[-x], x * 10.0, &[x + 1.0, x + 1.5], i == 4);
+        }
+        assert_eq!(buf.len(), 3);
+        // Transitions 2, 3, 4 remain (3 and 4 overwrote 0 and 1).
+        let mut rewards = buf.rew.clone();
+        rewards.sort_by(f32::total_cmp);
+        assert_eq!(rewards, vec![20.0, 30.0, 40.0]);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        let mut batch = Batch::default();
+        buf.sample_into(&mut rng, 64, &mut batch);
+        assert_eq!(batch.obs.len(), 128);
+        for r in 0..64 {
+            let x = batch.obs[2 * r];
+            assert_eq!(batch.obs[2 * r + 1], x + 0.5);
+            assert_eq!(batch.act[r], -x);
+            assert_eq!(batch.rew[r], x * 10.0);
+            assert_eq!(batch.next_obs[2 * r], x + 1.0);
+            assert_eq!(batch.terminated[r], if x == 4.0 { 1.0 } else { 0.0 });
+        }
+    }
+}
