@@ -147,11 +147,7 @@ mod tests {
                 expected += normal - (1.0 - u.tanh().powi(2)).ln();
                 assert!((action[k] as f64 - u.tanh()).abs() < 1e-6);
             }
-            assert!(
-                (log_prob[row] as f64 - expected).abs() < 1e-4,
-                "{} vs {expected}",
-                log_prob[row]
-            );
+            assert!((lp as f64 - expected).abs() < 1e-4, "{lp} vs {expected}");
         }
     }
 }
