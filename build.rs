@@ -27,4 +27,25 @@ fn main() {
         "cargo::rustc-env=MPDP_SETUP_ASSETS_DIR={}",
         assets.display()
     );
+
+    // Provenance: the commit this binary was built from, and whether tracked files differed.
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    println!("cargo::rustc-env=MPDP_GIT_COMMIT={commit}");
+    println!("cargo::rustc-env=MPDP_GIT_DIRTY={dirty}");
+    for watched in [".git/HEAD", ".git/index", "src"] {
+        if root.join(watched).exists() {
+            println!("cargo::rerun-if-changed={}", root.join(watched).display());
+        }
+    }
 }

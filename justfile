@@ -45,3 +45,7 @@ bench-setup:
 # SAC update throughput: ours vs plain PyTorch on CPU, `ratio=X` last.
 bench-sac *ARGS: build bench-setup
     {{bin}} bench sac {{ARGS}}
+
+# Opt-in learning checks on real tasks (minutes): SAC and DDPG on InvertedPendulum, SAC on Hopper.
+test-learning: setup
+    cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1

@@ -21,6 +21,8 @@ pub enum Command {
         /// The spec, e.g. experiments/quick.toml.
         spec: PathBuf,
     },
+    /// Train one agent on one env and write runs/<experiment>/<run_id>/ (rerun to resume).
+    RunOne(RunOneArgs),
     /// Inspect and drive the environments.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -102,4 +104,45 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct RunOneArgs {
+    /// Task name, e.g. InvertedPendulum or Hopper-v5.
+    #[arg(long)]
+    pub env: String,
+    /// Algorithm: sac or ddpg.
+    #[arg(long)]
+    pub algo: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Environment steps.
+    #[arg(long)]
+    pub steps: u64,
+    /// Observation variant: v5 or mbpo.
+    #[arg(long, default_value = "v5")]
+    pub variant: String,
+    /// Experiment name: the run goes to <runs-dir>/<experiment>/<run_id>.
+    #[arg(long, default_value = "adhoc")]
+    pub experiment: String,
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Training envs stepped in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub num_envs: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub eval_every: u64,
+    /// Deterministic eval episodes (run in parallel, one env each).
+    #[arg(long, default_value_t = 5)]
+    pub eval_episodes: usize,
+    #[arg(long, default_value_t = 5000)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 1000)]
+    pub log_every: u64,
+    /// Agent parameter, e.g. --set actor_lr=1e-3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }

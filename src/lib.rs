@@ -7,3 +7,5 @@ pub mod demo;
 pub mod env;
 pub mod nn;
 pub mod replay;
+pub mod runner;
+pub mod store;

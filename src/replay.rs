@@ -116,6 +116,80 @@ impl ReplayBuffer {
     }
 }
 
+const MAGIC: &[u8; 8] = b"MPDPRB1\n";
+
+impl ReplayBuffer {
+    /// Writes the buffer in a compact binary form: a magic line, six little-endian u64
+    /// (obs_dim, act_dim, capacity, head, len, 0), then the arrays as little-endian f32.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        w.write_all(MAGIC)?;
+        for v in [
+            self.obs_dim,
+            self.act_dim,
+            self.capacity,
+            self.head,
+            self.len(),
+            0,
+        ] {
+            w.write_all(&(v as u64).to_le_bytes())?;
+        }
+        for array in [
+            &self.obs,
+            &self.act,
+            &self.rew,
+            &self.next_obs,
+            &self.terminated,
+        ] {
+            for v in array.iter() {
+                w.write_all(&v.to_le_bytes())?;
+            }
+        }
+        w.flush()
+    }
+
+    /// Reads what [`ReplayBuffer::save`] wrote.
+    pub fn load(path: &std::path::Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        let bad = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("replay buffer file: {what}"),
+            )
+        };
+        if bytes.len() < 56 || &bytes[..8] != MAGIC {
+            return Err(bad("not a replay buffer"));
+        }
+        let word = |i: usize| {
+            u64::from_le_bytes(bytes[8 + 8 * i..16 + 8 * i].try_into().expect("8 bytes")) as usize
+        };
+        let (obs_dim, act_dim, capacity, head, len) = (word(0), word(1), word(2), word(3), word(4));
+        let sizes = [len * obs_dim, len * act_dim, len, len * obs_dim, len];
+        if bytes.len() != 56 + 4 * sizes.iter().sum::<usize>()
+            || len > capacity
+            || head >= capacity.max(1)
+        {
+            return Err(bad("truncated or inconsistent"));
+        }
+        let mut floats = bytes[56..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")));
+        let mut take = |n: usize| -> Vec<f32> { floats.by_ref().take(n).collect() };
+        Ok(ReplayBuffer {
+            obs_dim,
+            act_dim,
+            capacity,
+            head,
+            obs: take(sizes[0]),
+            act: take(sizes[1]),
+            rew: take(sizes[2]),
+            next_obs: take(sizes[3]),
+            terminated: take(sizes[4]),
+        })
+    }
+}
+
 fn write_row(dst: &mut [f32], row: usize, width: usize, src: &[f64]) {
     for (d, &s) in dst[row * width..(row + 1) * width].iter_mut().zip(src) {
         *d = s as f32;
@@ -153,5 +227,12 @@ mod tests {
             assert_eq!(batch.next_obs[2 * r], x + 1.0);
             assert_eq!(batch.terminated[r], if x == 4.0 { 1.0 } else { 0.0 });
         }
+        let path = std::env::temp_dir().join(format!("mpdp-replay-{}.bin", std::process::id()));
+        buf.save(&path).unwrap();
+        let back = ReplayBuffer::load(&path).unwrap();
+        std::fs::write(&path, b"MPDPRB1\nshort").unwrap();
+        assert!(ReplayBuffer::load(&path).is_err());
+        std::fs::remove_file(&path).ok();
+        assert_eq!(back, buf);
     }
 }

@@ -1,3 +1,235 @@
-//! Agents and their learners.
+//! Agents: the [`Agent`] trait, the registry keyed by `algo`, and per-environment presets.
+//!
+//! An agent's parameters resolve in three layers: the config struct's documented defaults,
+//! then the per-environment preset in `presets.toml` (data, with its provenance), then what
+//! the user set. Unknown keys and wrong types are errors naming the key.
 
+pub mod ddpg;
 pub mod sac;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::env::Task;
+
+/// Algorithms the registry knows.
+pub const ALGOS: [&str; 2] = ["sac", "ddpg"];
+
+/// One transition, with the action in the agent's normalised [-1, 1] space.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub obs: &'a [f64],
+    pub action: &'a [f64],
+    pub reward: f64,
+    pub next_obs: &'a [f64],
+    /// The episode ended by termination (not by the time limit): no bootstrap.
+    pub terminated: bool,
+}
+
+/// Named training statistics (means over the updates of one call).
+pub type Stats = Vec<(&'static str, f64)>;
+
+/// A learning agent. Actions are normalised to [-1, 1]^|A|; the runner maps them onto the
+/// env's bounds.
+pub trait Agent: Send {
+    /// Training-time actions for `rows` observations (row-major): uniform random before
+    /// learning starts, then the agent's exploration policy.
+    fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64>;
+    /// Evaluation actions (deterministic) for `rows` observations.
+    fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64>;
+    /// Stores a transition.
+    fn observe(&mut self, t: &Transition<'_>);
+    /// The learning due after `new_transitions` more transitions: gradient updates, target
+    /// updates. Returns the mean statistics of the updates made, if any; an error if a loss
+    /// or parameter became NaN or infinite.
+    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError>;
+    /// Writes everything needed to continue bit for bit into `dir`.
+    fn save(&self, dir: &Path) -> Result<(), AgentError>;
+    /// Restores what [`Agent::save`] wrote.
+    fn load(&mut self, dir: &Path) -> Result<(), AgentError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("unknown algo '{0}' (known: sac, ddpg)")]
+    UnknownAlgo(String),
+    #[error("agent parameters for {algo}: {message}")]
+    Params { algo: String, message: String },
+    #[error("diverged: {0}")]
+    Diverged(String),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+}
+
+impl AgentError {
+    pub(crate) fn checkpoint(path: &Path, message: impl std::fmt::Display) -> Self {
+        AgentError::Checkpoint {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}
+
+const PRESETS: &str = include_str!("presets.toml");
+
+/// The fully resolved parameters of `algo` on `task`: defaults, then the task's preset, then
+/// `overrides`. Every key is present in the result.
+pub fn resolve_params(
+    algo: &str,
+    task: Task,
+    overrides: &toml::Table,
+) -> Result<toml::Table, AgentError> {
+    match algo {
+        "sac" => resolve::<sac::SacConfig>(algo, task, overrides),
+        "ddpg" => resolve::<ddpg::DdpgConfig>(algo, task, overrides),
+        other => Err(AgentError::UnknownAlgo(other.to_string())),
+    }
+}
+
+fn resolve<C>(algo: &str, task: Task, overrides: &toml::Table) -> Result<toml::Table, AgentError>
+where
+    C: Default + Serialize + DeserializeOwned + Validate,
+{
+    let err = |message: String| AgentError::Params {
+        algo: algo.to_string(),
+        message,
+    };
+    let mut table = to_table(C::default()).map_err(err)?;
+    let presets: toml::Table = PRESETS.parse().expect("presets.toml parses");
+    if let Some(preset) = presets
+        .get(algo)
+        .and_then(|a| a.get(task.name()))
+        .and_then(|p| p.as_table())
+    {
+        table.extend(preset.clone());
+    }
+    table.extend(overrides.clone());
+    let config: C = from_table(table).map_err(err)?;
+    config.validate().map_err(err)?;
+    to_table(config).map_err(err)
+}
+
+/// Deserialises a config from a table; errors name the key path (`hidden[0]: ...`).
+fn from_table<C: DeserializeOwned>(table: toml::Table) -> Result<C, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_string();
+        if path == "." {
+            message
+        } else {
+            format!("{path}: {message}")
+        }
+    })
+}
+
+fn to_table<T: Serialize>(value: T) -> Result<toml::Table, String> {
+    match toml::Value::try_from(value) {
+        Ok(toml::Value::Table(t)) => Ok(t),
+        Ok(_) => Err("not a table".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Range checks beyond what the types express.
+pub trait Validate {
+    fn validate(&self) -> Result<(), String>;
+}
+
+/// Creates the agent for `algo` from resolved parameters (see [`resolve_params`]).
+pub fn make(
+    algo: &str,
+    params: &toml::Table,
+    obs_dim: usize,
+    act_dim: usize,
+    seed: u64,
+) -> Result<Box<dyn Agent>, AgentError> {
+    let parse = |message: String| AgentError::Params {
+        algo: algo.to_string(),
+        message,
+    };
+    Ok(match algo {
+        "sac" => Box::new(sac::Sac::new(
+            obs_dim,
+            act_dim,
+            from_table(params.clone()).map_err(parse)?,
+            seed,
+        )),
+        "ddpg" => Box::new(ddpg::Ddpg::new(
+            obs_dim,
+            act_dim,
+            from_table(params.clone()).map_err(parse)?,
+            seed,
+        )),
+        other => return Err(AgentError::UnknownAlgo(other.to_string())),
+    })
+}
+
+/// Positive finite number check for config validation.
+pub(crate) fn check_positive(name: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} = {v}: expected a positive finite number"))
+    }
+}
+
+/// Checkpoint helpers shared by agents: JSON files and the RNG.
+pub(crate) mod ckpt {
+    use std::path::Path;
+
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::AgentError;
+
+    pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), AgentError> {
+        let path = dir.join(name);
+        let text = serde_json::to_string(value).map_err(|e| AgentError::checkpoint(&path, e))?;
+        std::fs::write(&path, text).map_err(|e| AgentError::checkpoint(&path, e))
+    }
+
+    pub fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<T, AgentError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| AgentError::checkpoint(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_resolve_defaults_then_preset_then_overrides() {
+        let none = toml::Table::new();
+        let hopper = resolve_params("sac", Task::Hopper, &none).unwrap();
+        assert_eq!(hopper["learning_starts"].as_integer(), Some(5000));
+        let pendulum = resolve_params("sac", Task::InvertedPendulum, &none).unwrap();
+        assert_eq!(pendulum["learning_starts"].as_integer(), Some(1000));
+        let set: toml::Table = "learning_starts = 7\nactor_lr = 1e-3".parse().unwrap();
+        let custom = resolve_params("sac", Task::InvertedPendulum, &set).unwrap();
+        assert_eq!(custom["learning_starts"].as_integer(), Some(7));
+        assert_eq!(custom["actor_lr"].as_float(), Some(1e-3));
+    }
+
+    #[test]
+    fn bad_params_name_the_key() {
+        let typo: toml::Table = "actor_rl = 1e-3".parse().unwrap();
+        let e = resolve_params("sac", Task::Hopper, &typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("actor_rl"), "{e}");
+        let negative: toml::Table = "gamma = -0.5".parse().unwrap();
+        let e = resolve_params("ddpg", Task::Hopper, &negative)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gamma"), "{e}");
+        let e = resolve_params("ppo", Task::Hopper, &toml::Table::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown algo 'ppo'"), "{e}");
+    }
+}

@@ -6,15 +6,20 @@
 //!   actor:   L_π = mean(α·log π(ã|s) − min_j Q_j(s, ã)),  ã ~ π(·|s) (reparameterised)
 //!   α:       L_α = −log α · mean(log π(ã|s) + H̄)   with target entropy H̄ = −|A| by default
 //!   targets: Q̄ ← τ·Q + (1−τ)·Q̄
+use std::path::Path;
+
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use rand::Rng;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::{Agent, AgentError, Stats, Transition, Validate, check_positive, ckpt};
 use crate::nn::{
-    self, GaussianPolicy, Temperature, TwinQ, normal_noise, scalar, soft_update, tensor2,
+    self, GaussianPolicy, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
+    tensor2,
 };
-use crate::replay::Batch;
+use crate::replay::{Batch, ReplayBuffer};
 
 /// SAC hyperparameters. Defaults: the SAC paper's (Haarnoja et al. 2018, `examples/variants.py`:
 /// 2×256, Adam 3e-4 for every network, batch 256, γ 0.99, τ 0.005) with SAC v2's automatic
@@ -65,6 +70,46 @@ impl Default for SacConfig {
     }
 }
 
+impl Validate for SacConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("actor_lr", self.actor_lr),
+            ("critic_lr", self.critic_lr),
+            ("alpha_lr", self.alpha_lr),
+            ("tau", self.tau),
+            ("initial_alpha", self.initial_alpha),
+            ("adam_epsilon", self.adam_epsilon),
+        ] {
+            check_positive(name, v)?;
+        }
+        if !(0.0..=1.0).contains(&self.gamma) {
+            return Err(format!(
+                "gamma = {}: expected a value in [0, 1]",
+                self.gamma
+            ));
+        }
+        if self.tau > 1.0 {
+            return Err(format!("tau = {}: expected a value in (0, 1]", self.tau));
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err(format!(
+                "hidden = {:?}: expected one or more positive layer sizes",
+                self.hidden
+            ));
+        }
+        if self.batch_size == 0 || self.buffer_size == 0 || self.updates_per_step == 0 {
+            return Err("batch_size, buffer_size and updates_per_step must be positive".into());
+        }
+        if self.log_std_min >= self.log_std_max {
+            return Err(format!(
+                "log_std_min = {} must be below log_std_max = {}",
+                self.log_std_min, self.log_std_max
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Diagnostics of one update.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SacStats {
@@ -79,17 +124,15 @@ pub struct SacStats {
 }
 
 impl SacStats {
-    pub fn is_finite(&self) -> bool {
+    fn named(&self) -> [(&'static str, f32); 6] {
         [
-            self.critic_loss,
-            self.actor_loss,
-            self.alpha_loss,
-            self.alpha,
-            self.q_mean,
-            self.entropy,
+            ("critic_loss", self.critic_loss),
+            ("actor_loss", self.actor_loss),
+            ("alpha_loss", self.alpha_loss),
+            ("alpha", self.alpha),
+            ("q_mean", self.q_mean),
+            ("entropy", self.entropy),
         ]
-        .iter()
-        .all(|v| v.is_finite())
     }
 }
 
@@ -237,5 +280,203 @@ impl SacLearner {
             actor.sample(obs, eps).action
         };
         nn::to_vec(action)
+    }
+}
+
+impl SacLearner {
+    /// Whether every network parameter is finite.
+    pub fn parameters_finite(&self) -> bool {
+        all_finite(&self.actor) && all_finite(&self.critic) && all_finite(&self.temperature)
+    }
+
+    /// Networks and optimiser states into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        self.actor
+            .clone()
+            .save_file(dir.join("actor"))
+            .map_err(ck_err(dir, "actor"))?;
+        self.critic
+            .clone()
+            .save_file(dir.join("critic"))
+            .map_err(ck_err(dir, "critic"))?;
+        self.critic_target
+            .clone()
+            .save_file(dir.join("critic_target"))
+            .map_err(ck_err(dir, "critic_target"))?;
+        self.temperature
+            .clone()
+            .save_file(dir.join("temperature"))
+            .map_err(ck_err(dir, "temperature"))?;
+        for (name, opt) in [
+            ("actor_opt", &self.actor_opt),
+            ("critic_opt", &self.critic_opt),
+            ("alpha_opt", &self.alpha_opt),
+        ] {
+            opt.save(dir.join(name)).map_err(ck_err(dir, name))?;
+        }
+        Ok(())
+    }
+
+    /// Restores what [`SacLearner::save`] wrote (modules first: optimiser states are keyed
+    /// by parameter id).
+    pub fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+        self.actor = self
+            .actor
+            .clone()
+            .try_load_file(dir.join("actor"))
+            .map_err(ck_err(dir, "actor"))?;
+        self.critic = self
+            .critic
+            .clone()
+            .try_load_file(dir.join("critic"))
+            .map_err(ck_err(dir, "critic"))?;
+        self.critic_target = self
+            .critic_target
+            .clone()
+            .try_load_file(dir.join("critic_target"))
+            .map_err(ck_err(dir, "critic_target"))?;
+        self.temperature = self
+            .temperature
+            .clone()
+            .try_load_file(dir.join("temperature"))
+            .map_err(ck_err(dir, "temperature"))?;
+        let adam = || {
+            AdamConfig::new()
+                .with_epsilon(self.cfg.adam_epsilon as f32)
+                .init()
+        };
+        self.actor_opt = adam()
+            .load(dir.join("actor_opt"))
+            .map_err(ck_err(dir, "actor_opt"))?;
+        self.critic_opt = adam()
+            .load(dir.join("critic_opt"))
+            .map_err(ck_err(dir, "critic_opt"))?;
+        self.alpha_opt = adam()
+            .load(dir.join("alpha_opt"))
+            .map_err(ck_err(dir, "alpha_opt"))?;
+        Ok(())
+    }
+}
+
+/// Maps any error of writing or reading checkpoint part `name` in `dir`.
+pub(crate) fn ck_err<E: std::fmt::Debug>(dir: &Path, name: &str) -> impl FnOnce(E) -> AgentError {
+    let path = dir.join(name);
+    move |e| AgentError::checkpoint(&path, format!("{e:?}"))
+}
+
+/// Counters and RNG of an off-policy agent, saved with its checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct OffPolicyState {
+    pub rng: Xoshiro256PlusPlus,
+    pub transitions: usize,
+}
+
+/// Uniform random normalised actions, for the start of training.
+pub(crate) fn uniform_actions<R: Rng>(rng: &mut R, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+pub(crate) fn f32s(values: &[f64]) -> Vec<f32> {
+    values.iter().map(|&v| v as f32).collect()
+}
+
+/// The SAC agent (`algo = "sac"`): uniform random actions for `learning_starts` steps, then
+/// `updates_per_step` SAC updates per environment step on uniform replay batches.
+pub struct Sac {
+    learner: SacLearner,
+    replay: ReplayBuffer,
+    batch: Batch,
+    state: OffPolicyState,
+    act_dim: usize,
+}
+
+impl Sac {
+    pub fn new(obs_dim: usize, act_dim: usize, cfg: SacConfig, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let replay = ReplayBuffer::new(cfg.buffer_size, obs_dim, act_dim);
+        Sac {
+            learner: SacLearner::new(obs_dim, act_dim, cfg, &mut rng),
+            replay,
+            batch: Batch::default(),
+            state: OffPolicyState {
+                rng,
+                transitions: 0,
+            },
+            act_dim,
+        }
+    }
+}
+
+impl Agent for Sac {
+    fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        if self.state.transitions < self.learner.cfg.learning_starts {
+            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
+        }
+        let a = self
+            .learner
+            .act(&f32s(obs), rows, false, &mut self.state.rng);
+        a.into_iter().map(f64::from).collect()
+    }
+
+    fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        let a = self
+            .learner
+            .act(&f32s(obs), rows, true, &mut self.state.rng);
+        a.into_iter().map(f64::from).collect()
+    }
+
+    fn observe(&mut self, t: &Transition<'_>) {
+        self.replay
+            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
+        self.state.transitions += 1;
+    }
+
+    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+        let cfg = &self.learner.cfg;
+        if self.state.transitions < cfg.learning_starts.max(1) {
+            return Ok(None);
+        }
+        let updates = cfg.updates_per_step * new_transitions;
+        let batch_size = cfg.batch_size;
+        let mut sums = [0.0f64; 6];
+        let mut names = [""; 6];
+        for _ in 0..updates {
+            self.replay
+                .sample_into(&mut self.state.rng, batch_size, &mut self.batch);
+            let stats = self.learner.update(&self.batch, &mut self.state.rng);
+            for (k, (name, v)) in stats.named().into_iter().enumerate() {
+                if !v.is_finite() {
+                    return Err(AgentError::Diverged(format!("SAC {name} = {v}")));
+                }
+                names[k] = name;
+                sums[k] += v as f64;
+            }
+        }
+        Ok(Some(
+            names
+                .iter()
+                .zip(sums)
+                .map(|(&n, s)| (n, s / updates as f64))
+                .collect(),
+        ))
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        if !self.learner.parameters_finite() {
+            return Err(AgentError::Diverged("SAC parameters are not finite".into()));
+        }
+        self.learner.save(dir)?;
+        self.replay
+            .save(&dir.join("replay.bin"))
+            .map_err(ck_err(dir, "replay.bin"))?;
+        ckpt::write_json(dir, "agent_state.json", &self.state)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+        self.learner.load(dir)?;
+        self.replay =
+            ReplayBuffer::load(&dir.join("replay.bin")).map_err(ck_err(dir, "replay.bin"))?;
+        self.state = ckpt::read_json(dir, "agent_state.json")?;
+        Ok(())
     }
 }

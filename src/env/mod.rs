@@ -12,7 +12,7 @@ pub mod replay;
 mod termination;
 
 pub use assets::{AssetError, assets_dir, xml_sha256};
-pub use mujoco::MujocoEnv;
+pub use mujoco::{EnvSnapshot, MujocoEnv};
 
 use std::fmt;
 use std::str::FromStr;
@@ -234,6 +234,8 @@ pub enum EnvError {
     Assets(#[from] AssetError),
     #[error("MuJoCo could not load {path}: {message}")]
     ModelLoad { path: String, message: String },
+    #[error("cannot restore the environment: {0}")]
+    Snapshot(String),
     #[error("{what} has {got} values, {task} expects {expected}")]
     StateLength {
         task: Task,

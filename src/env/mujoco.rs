@@ -16,6 +16,20 @@ use rand_distr::StandardNormal;
 use super::assets::{asset_path, xml_sha256};
 use super::{Env, EnvError, EnvInfo, MAX_EPISODE_STEPS, ObsVariant, ResetNoise, Step, Task};
 
+/// `mjSTATE_INTEGRATION`: every input of `mj_step`, warm start included.
+const INTEGRATION_STATE: u32 = 16383;
+
+/// A serialisable copy of an env mid-episode (see [`MujocoEnv::snapshot`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnvSnapshot {
+    task: String,
+    physics: Vec<f64>,
+    obs: Vec<f64>,
+    position: f64,
+    elapsed: usize,
+    rng: Xoshiro256PlusPlus,
+}
+
 /// One MuJoCo task instance: model, simulation state, episode counter and reset RNG.
 pub struct MujocoEnv {
     info: EnvInfo,
@@ -24,6 +38,9 @@ pub struct MujocoEnv {
     obs: Vec<f64>,
     elapsed: usize,
     rng: Xoshiro256PlusPlus,
+    /// The forward position after the last step or reset: the next step's "before" value,
+    /// exactly what Gymnasium reads from `data` before stepping.
+    position: f64,
     /// Body masses and their sum, for Humanoid's centre of mass.
     body_mass: Vec<f64>,
     total_mass: f64,
@@ -65,6 +82,7 @@ impl MujocoEnv {
             obs: vec![0.0; obs_dim],
             elapsed: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(0),
+            position: 0.0,
             total_mass: body_mass.iter().sum(),
             body_mass,
         };
@@ -129,7 +147,40 @@ impl MujocoEnv {
     fn begin_episode(&mut self) {
         self.data.forward();
         self.elapsed = 0;
+        self.position = self.forward_position();
         self.write_obs();
+    }
+
+    /// Everything needed to continue this env bit for bit: MuJoCo's full integration state
+    /// (including the solver warm start), the observation, the episode counter and the RNG.
+    pub fn snapshot(&self) -> EnvSnapshot {
+        EnvSnapshot {
+            task: self.info.task.name().to_string(),
+            physics: self.data.state(INTEGRATION_STATE).to_vec(),
+            obs: self.obs.clone(),
+            position: self.position,
+            elapsed: self.elapsed,
+            rng: self.rng.clone(),
+        }
+    }
+
+    /// Restores a [`MujocoEnv::snapshot`] of the same task.
+    pub fn restore(&mut self, s: &EnvSnapshot) -> Result<(), EnvError> {
+        let task = self.info.task;
+        if s.task != task.name() || s.obs.len() != self.obs.len() {
+            return Err(EnvError::Snapshot(format!(
+                "snapshot of {} does not fit {task}",
+                s.task
+            )));
+        }
+        self.data
+            .set_state(&s.physics, INTEGRATION_STATE)
+            .map_err(|e| EnvError::Snapshot(e.to_string()))?;
+        self.obs.copy_from_slice(&s.obs);
+        self.position = s.position;
+        self.elapsed = s.elapsed;
+        self.rng = s.rng.clone();
+        Ok(())
     }
 
     /// The position whose change over `dt` is the forward-velocity reward.
@@ -286,7 +337,7 @@ impl Env for MujocoEnv {
             self.info.task,
             self.info.act_dim
         );
-        let before = self.forward_position();
+        let before = self.position;
         self.set_ctrl(action);
         self.step_physics(self.info.task.frame_skip());
         if self.info.task.reads_contact_forces() {
@@ -294,7 +345,8 @@ impl Env for MujocoEnv {
             // (cacc, cfrc_int, cfrc_ext), and they never feed back into the dynamics.
             self.data.rne_post_constraint();
         }
-        let x_velocity = (self.forward_position() - before) / self.info.dt;
+        self.position = self.forward_position();
+        let x_velocity = (self.position - before) / self.info.dt;
         self.write_obs();
         let (reward, terminated) = self.reward_and_termination(x_velocity, action);
         self.elapsed += 1;
@@ -508,6 +560,36 @@ mod tests {
             .reset_to_state(&[0.0, 1.25, 0.0, 0.0, 0.0, 0.0], &[0.0; 6])
             .unwrap();
         assert_eq!(obs[0], 1.25);
+    }
+
+    #[test]
+    fn a_restored_snapshot_continues_bit_for_bit() {
+        for task in Task::ALL {
+            let mut env = make(task, ObsVariant::V5).unwrap();
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+            let actions: Vec<Vec<f64>> = (0..60).map(|_| random_action(&env, &mut rng)).collect();
+            env.reset(Some(1));
+            let run = |env: &mut MujocoEnv, acts: &[Vec<f64>]| -> Vec<(Step, Vec<f64>)> {
+                acts.iter()
+                    .map(|a| {
+                        let s = env.step(a);
+                        if s.done() {
+                            env.reset(None);
+                        }
+                        (s, env.obs().to_vec())
+                    })
+                    .collect()
+            };
+            run(&mut env, &actions[..30]);
+            let snap = env.snapshot();
+            let json = serde_json::to_string(&snap).unwrap();
+            let expected = run(&mut env, &actions[30..]);
+            let mut fresh = make(task, ObsVariant::V5).unwrap();
+            fresh
+                .restore(&serde_json::from_str(&json).unwrap())
+                .unwrap();
+            assert_eq!(run(&mut fresh, &actions[30..]), expected, "{task}");
+        }
     }
 
     #[test]

@@ -45,14 +45,13 @@ impl Mlp {
     }
 }
 
-/// Two independent Q networks Q(s, a) (clipped double-Q).
+/// A Q network Q(s, a) = f([s, a]).
 #[derive(Module, Debug)]
-pub struct TwinQ {
-    q1: Mlp,
-    q2: Mlp,
+pub struct QNet {
+    net: Mlp,
 }
 
-impl TwinQ {
+impl QNet {
     pub fn new<R: Rng>(
         obs_dim: usize,
         act_dim: usize,
@@ -64,16 +63,44 @@ impl TwinQ {
             .chain(hidden.iter().copied())
             .chain(std::iter::once(1))
             .collect();
+        QNet {
+            net: Mlp::new(&sizes, rng, device),
+        }
+    }
+
+    /// Q values `[batch, 1]`.
+    pub fn forward(&self, obs: Tensor<2>, act: Tensor<2>) -> Tensor<2> {
+        self.net.forward(Tensor::cat(vec![obs, act], 1))
+    }
+}
+
+/// Two independent Q networks (clipped double-Q).
+#[derive(Module, Debug)]
+pub struct TwinQ {
+    q1: QNet,
+    q2: QNet,
+}
+
+impl TwinQ {
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        hidden: &[usize],
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
         TwinQ {
-            q1: Mlp::new(&sizes, rng, device),
-            q2: Mlp::new(&sizes, rng, device),
+            q1: QNet::new(obs_dim, act_dim, hidden, rng, device),
+            q2: QNet::new(obs_dim, act_dim, hidden, rng, device),
         }
     }
 
     /// Both Q values, each `[batch, 1]`.
     pub fn forward(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-        let x = Tensor::cat(vec![obs, act], 1);
-        (self.q1.forward(x.clone()), self.q2.forward(x))
+        (
+            self.q1.forward(obs.clone(), act.clone()),
+            self.q2.forward(obs, act),
+        )
     }
 
     /// min(Q1, Q2), `[batch, 1]`.
@@ -142,4 +169,22 @@ pub fn soft_update<M: Module>(online: &M, target: M, tau: f64) -> M {
         src: c.0.into_iter(),
         tau,
     })
+}
+
+/// Whether every parameter of `module` is finite (the divergence guard).
+pub fn all_finite<M: Module>(module: &M) -> bool {
+    struct Check(bool);
+    impl ModuleVisitor for Check {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if self.0 {
+                let t = p.val().inner();
+                let n = t.shape().num_elements();
+                // NaN or ±inf anywhere makes the sum non-finite.
+                self.0 = t.reshape([n]).abs().sum().into_scalar::<f32>().is_finite();
+            }
+        }
+    }
+    let mut c = Check(true);
+    module.visit(&mut c);
+    c.0
 }

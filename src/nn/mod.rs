@@ -7,7 +7,7 @@
 mod blocks;
 mod policy;
 
-pub use blocks::{Mlp, Temperature, TwinQ, soft_update};
+pub use blocks::{Mlp, QNet, Temperature, TwinQ, all_finite, soft_update};
 pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample};
 
 use burn::prelude::*;

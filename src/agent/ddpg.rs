@@ -1,0 +1,339 @@
+//! DDPG (`algo = "ddpg"`) with CleanRL's settings (`ddpg_continuous_action.py`):
+//!   critic:  y = r + γ·(1−terminated)·Q̄(s', μ̄(s')),  L_Q = mean (Q(s, a) − y)²   every step
+//!   actor:   L_μ = −mean Q(s, μ(s))                                              every `policy_frequency` steps
+//!   targets: μ̄ ← τ·μ + (1−τ)·μ̄,  Q̄ ← τ·Q + (1−τ)·Q̄                             with the actor
+//!   acting:  a = clip(μ(s) + N(0, σ²), −1, 1) in normalised action space (σ = 0.1 × action scale)
+use std::path::Path;
+
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+
+use super::sac::{OffPolicyState, ck_err, f32s, uniform_actions};
+use super::{Agent, AgentError, Stats, Transition, Validate, check_positive, ckpt};
+use crate::nn::{
+    self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
+};
+use crate::replay::{Batch, ReplayBuffer};
+
+/// DDPG hyperparameters; defaults are CleanRL's `ddpg_continuous_action.py` (the MPDP paper
+/// does not say which DDPG it ran).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdpgConfig {
+    pub hidden: Vec<usize>,
+    pub actor_lr: f64,
+    pub critic_lr: f64,
+    pub batch_size: usize,
+    pub gamma: f64,
+    pub tau: f64,
+    /// Std of the Gaussian exploration noise, in normalised action units.
+    pub exploration_noise: f64,
+    /// Actor and target updates happen every this many critic updates.
+    pub policy_frequency: usize,
+    pub adam_epsilon: f64,
+    pub learning_starts: usize,
+    pub updates_per_step: usize,
+    pub buffer_size: usize,
+}
+
+impl Default for DdpgConfig {
+    fn default() -> Self {
+        DdpgConfig {
+            hidden: vec![256, 256],
+            actor_lr: 3e-4,
+            critic_lr: 3e-4,
+            batch_size: 256,
+            gamma: 0.99,
+            tau: 0.005,
+            exploration_noise: 0.1,
+            policy_frequency: 2,
+            adam_epsilon: 1e-8,
+            learning_starts: 25_000,
+            updates_per_step: 1,
+            buffer_size: 1_000_000,
+        }
+    }
+}
+
+impl Validate for DdpgConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("actor_lr", self.actor_lr),
+            ("critic_lr", self.critic_lr),
+            ("tau", self.tau),
+            ("adam_epsilon", self.adam_epsilon),
+        ] {
+            check_positive(name, v)?;
+        }
+        if !(0.0..=1.0).contains(&self.gamma) {
+            return Err(format!(
+                "gamma = {}: expected a value in [0, 1]",
+                self.gamma
+            ));
+        }
+        if !(self.exploration_noise.is_finite() && self.exploration_noise >= 0.0) {
+            return Err(format!(
+                "exploration_noise = {}: expected >= 0",
+                self.exploration_noise
+            ));
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err(format!(
+                "hidden = {:?}: expected one or more positive layer sizes",
+                self.hidden
+            ));
+        }
+        if self.batch_size == 0
+            || self.buffer_size == 0
+            || self.updates_per_step == 0
+            || self.policy_frequency == 0
+        {
+            return Err(
+                "batch_size, buffer_size, updates_per_step and policy_frequency must be positive"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+pub struct Ddpg {
+    cfg: DdpgConfig,
+    obs_dim: usize,
+    act_dim: usize,
+    device: Device,
+    plain: Device,
+    actor: DeterministicPolicy,
+    actor_target: DeterministicPolicy,
+    critic: QNet,
+    critic_target: QNet,
+    actor_opt: ModuleOptimizer,
+    critic_opt: ModuleOptimizer,
+    replay: ReplayBuffer,
+    batch: Batch,
+    state: OffPolicyState,
+    /// Critic updates so far (the actor follows every `policy_frequency`).
+    updates: usize,
+}
+
+impl Ddpg {
+    pub fn new(obs_dim: usize, act_dim: usize, cfg: DdpgConfig, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let device = nn::device();
+        let plain = device.clone().without_autodiff();
+        let actor = DeterministicPolicy::new(obs_dim, act_dim, &cfg.hidden, &mut rng, &device);
+        let critic = QNet::new(obs_dim, act_dim, &cfg.hidden, &mut rng, &device);
+        let adam = || {
+            AdamConfig::new()
+                .with_epsilon(cfg.adam_epsilon as f32)
+                .init()
+        };
+        Ddpg {
+            obs_dim,
+            act_dim,
+            actor_target: actor.valid(),
+            critic_target: critic.valid(),
+            actor,
+            critic,
+            actor_opt: adam(),
+            critic_opt: adam(),
+            replay: ReplayBuffer::new(cfg.buffer_size, obs_dim, act_dim),
+            batch: Batch::default(),
+            state: OffPolicyState {
+                rng,
+                transitions: 0,
+            },
+            updates: 0,
+            device,
+            plain,
+            cfg,
+        }
+    }
+
+    fn actions(&self, obs: &[f64], rows: usize) -> Vec<f32> {
+        let obs = tensor2(f32s(obs), rows, self.obs_dim, &self.plain);
+        nn::to_vec(self.actor.valid().forward(obs))
+    }
+
+    /// One critic update, and an actor + target update when due. Returns (critic loss,
+    /// actor loss if updated, mean Q).
+    fn update(&mut self) -> (f32, Option<f32>, f32) {
+        let (n, o, a) = (self.batch.size, self.obs_dim, self.act_dim);
+        let b = &self.batch;
+        let next_obs = tensor2(b.next_obs.clone(), n, o, &self.plain);
+        let next_q = self
+            .critic_target
+            .forward(next_obs.clone(), self.actor_target.forward(next_obs));
+        let live: Vec<f32> = b.terminated.iter().map(|t| 1.0 - t).collect();
+        let target = tensor2(b.rew.clone(), n, 1, &self.plain)
+            + tensor2(live, n, 1, &self.plain) * next_q.mul_scalar(self.cfg.gamma);
+        let target = Tensor::from_inner(target);
+        let obs = tensor2(b.obs.clone(), n, o, &self.device);
+        let q = self
+            .critic
+            .forward(obs.clone(), tensor2(b.act.clone(), n, a, &self.device));
+        let q_mean = scalar(q.clone().inner().mean());
+        let critic_loss = (q - target).powf_scalar(2.0).mean();
+        let critic_loss_value = scalar(critic_loss.clone().inner());
+        let grads = GradientsParams::from_grads(critic_loss.backward(), &self.critic);
+        self.critic = self
+            .critic_opt
+            .step(self.cfg.critic_lr, self.critic.clone(), grads);
+        self.updates += 1;
+
+        if !self.updates.is_multiple_of(self.cfg.policy_frequency) {
+            return (critic_loss_value, None, q_mean);
+        }
+        let actor_loss = self
+            .critic
+            .clone()
+            .no_grad()
+            .forward(obs.clone(), self.actor.forward(obs))
+            .mean()
+            .neg();
+        let actor_loss_value = scalar(actor_loss.clone().inner());
+        let grads = GradientsParams::from_grads(actor_loss.backward(), &self.actor);
+        self.actor = self
+            .actor_opt
+            .step(self.cfg.actor_lr, self.actor.clone(), grads);
+        self.actor_target = soft_update(&self.actor, self.actor_target.clone(), self.cfg.tau);
+        self.critic_target = soft_update(&self.critic, self.critic_target.clone(), self.cfg.tau);
+        (critic_loss_value, Some(actor_loss_value), q_mean)
+    }
+}
+
+impl Agent for Ddpg {
+    fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        if self.state.transitions < self.cfg.learning_starts {
+            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
+        }
+        let noise = normal_noise(&mut self.state.rng, rows * self.act_dim);
+        self.actions(obs, rows)
+            .into_iter()
+            .zip(noise)
+            .map(|(a, e)| (a as f64 + self.cfg.exploration_noise * e as f64).clamp(-1.0, 1.0))
+            .collect()
+    }
+
+    fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        self.actions(obs, rows).into_iter().map(f64::from).collect()
+    }
+
+    fn observe(&mut self, t: &Transition<'_>) {
+        self.replay
+            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
+        self.state.transitions += 1;
+    }
+
+    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+        if self.state.transitions < self.cfg.learning_starts.max(1) {
+            return Ok(None);
+        }
+        let updates = self.cfg.updates_per_step * new_transitions;
+        let (mut critic, mut q) = (0.0f64, 0.0f64);
+        let (mut actor, mut actor_updates) = (0.0f64, 0usize);
+        for _ in 0..updates {
+            self.replay
+                .sample_into(&mut self.state.rng, self.cfg.batch_size, &mut self.batch);
+            let (c, a, qm) = self.update();
+            for (name, v) in [
+                ("critic_loss", Some(c)),
+                ("actor_loss", a),
+                ("q_mean", Some(qm)),
+            ] {
+                if let Some(v) = v.filter(|v| !v.is_finite()) {
+                    return Err(AgentError::Diverged(format!("DDPG {name} = {v}")));
+                }
+            }
+            critic += c as f64;
+            q += qm as f64;
+            if let Some(a) = a {
+                actor += a as f64;
+                actor_updates += 1;
+            }
+        }
+        let n = updates as f64;
+        let mut stats = vec![("critic_loss", critic / n), ("q_mean", q / n)];
+        if actor_updates > 0 {
+            stats.push(("actor_loss", actor / actor_updates as f64));
+        }
+        Ok(Some(stats))
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        if !(all_finite(&self.actor) && all_finite(&self.critic)) {
+            return Err(AgentError::Diverged(
+                "DDPG parameters are not finite".into(),
+            ));
+        }
+        self.actor
+            .clone()
+            .save_file(dir.join("actor"))
+            .map_err(ck_err(dir, "actor"))?;
+        self.actor_target
+            .clone()
+            .save_file(dir.join("actor_target"))
+            .map_err(ck_err(dir, "actor_target"))?;
+        self.critic
+            .clone()
+            .save_file(dir.join("critic"))
+            .map_err(ck_err(dir, "critic"))?;
+        self.critic_target
+            .clone()
+            .save_file(dir.join("critic_target"))
+            .map_err(ck_err(dir, "critic_target"))?;
+        self.actor_opt
+            .save(dir.join("actor_opt"))
+            .map_err(ck_err(dir, "actor_opt"))?;
+        self.critic_opt
+            .save(dir.join("critic_opt"))
+            .map_err(ck_err(dir, "critic_opt"))?;
+        self.replay
+            .save(&dir.join("replay.bin"))
+            .map_err(ck_err(dir, "replay.bin"))?;
+        ckpt::write_json(dir, "agent_state.json", &(&self.state, self.updates))
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+        self.actor = self
+            .actor
+            .clone()
+            .try_load_file(dir.join("actor"))
+            .map_err(ck_err(dir, "actor"))?;
+        self.actor_target = self
+            .actor_target
+            .clone()
+            .try_load_file(dir.join("actor_target"))
+            .map_err(ck_err(dir, "actor_target"))?;
+        self.critic = self
+            .critic
+            .clone()
+            .try_load_file(dir.join("critic"))
+            .map_err(ck_err(dir, "critic"))?;
+        self.critic_target = self
+            .critic_target
+            .clone()
+            .try_load_file(dir.join("critic_target"))
+            .map_err(ck_err(dir, "critic_target"))?;
+        let adam = || {
+            AdamConfig::new()
+                .with_epsilon(self.cfg.adam_epsilon as f32)
+                .init()
+        };
+        self.actor_opt = adam()
+            .load(dir.join("actor_opt"))
+            .map_err(ck_err(dir, "actor_opt"))?;
+        self.critic_opt = adam()
+            .load(dir.join("critic_opt"))
+            .map_err(ck_err(dir, "critic_opt"))?;
+        self.replay =
+            ReplayBuffer::load(&dir.join("replay.bin")).map_err(ck_err(dir, "replay.bin"))?;
+        let (state, updates): (OffPolicyState, usize) = ckpt::read_json(dir, "agent_state.json")?;
+        self.state = state;
+        self.updates = updates;
+        Ok(())
+    }
+}

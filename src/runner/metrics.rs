@@ -1,0 +1,167 @@
+//! Metrics in long format (step, wall_s, metric, value), stored as Parquet.
+//!
+//! While a run goes, rows gathered since the last checkpoint are written with it as
+//! `metrics/part-<step>-<n>.parquet`; a resumed run drops parts past its checkpoint (it will
+//! produce those rows again). A finished run has everything in `metrics.parquet`.
+use std::fs::File;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::RunConfig;
+use crate::env::EnvInfo;
+use crate::store;
+
+/// One metric value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub step: u64,
+    pub wall_s: f64,
+    pub metric: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Metrics {
+    /// Rows already in part files.
+    persisted: Vec<MetricRow>,
+    /// Rows since the last part.
+    pending: Vec<MetricRow>,
+    parts: usize,
+}
+
+impl Metrics {
+    pub fn push(&mut self, step: u64, wall_s: f64, metric: &str, value: f64) {
+        self.pending.push(MetricRow {
+            step,
+            wall_s,
+            metric: metric.to_string(),
+            value,
+        });
+    }
+
+    /// Writes the pending rows as a new part file.
+    pub fn flush_part(&mut self, run_dir: &Path, step: u64) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let dir = run_dir.join("metrics");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(format!("part-{step:012}-{:04}.parquet", self.parts));
+        write_parquet(&path, &self.pending)?;
+        self.parts += 1;
+        self.persisted.append(&mut self.pending);
+        Ok(())
+    }
+
+    /// Deletes parts written after the checkpoint at `step` and loads the rest.
+    pub fn clear_parts(&mut self, run_dir: &Path, step: u64) -> Result<(), String> {
+        self.persisted.clear();
+        self.pending.clear();
+        self.parts = 0;
+        let dir = run_dir.join("metrics");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let part_step: u64 = name[5..17]
+                .parse()
+                .map_err(|_| format!("{}: unexpected name", path.display()))?;
+            if part_step > step {
+                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            } else {
+                self.persisted.extend(read_metrics(&path)?);
+                self.parts += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `metrics.parquet` with every row and removes the parts.
+    pub fn finish(&mut self, run_dir: &Path) -> Result<(), String> {
+        let mut rows = std::mem::take(&mut self.persisted);
+        rows.append(&mut self.pending);
+        write_parquet(&run_dir.join("metrics.parquet"), &rows)?;
+        let _ = std::fs::remove_dir_all(run_dir.join("metrics"));
+        self.persisted = rows;
+        Ok(())
+    }
+}
+
+fn write_parquet(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let mut df = df!(
+        "step" => rows.iter().map(|r| r.step).collect::<Vec<u64>>(),
+        "wall_s" => rows.iter().map(|r| r.wall_s).collect::<Vec<f64>>(),
+        "metric" => rows.iter().map(|r| r.metric.as_str()).collect::<Vec<&str>>(),
+        "value" => rows.iter().map(|r| r.value).collect::<Vec<f64>>(),
+    )
+    .map_err(|e| err(&e))?;
+    let tmp = store::tmp_path(path);
+    {
+        let mut file = File::create(&tmp).map_err(|e| err(&e))?;
+        ParquetWriter::new(&mut file)
+            .finish(&mut df)
+            .map_err(|e| err(&e))?;
+        file.sync_all().map_err(|e| err(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+}
+
+/// Reads a metrics Parquet file written by a run.
+pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = File::open(path).map_err(|e| err(&e))?;
+    let df = ParquetReader::new(file).finish().map_err(|e| err(&e))?;
+    let col = |name: &str| df.column(name).map_err(|e| err(&e));
+    let steps = col("step")?.u64().map_err(|e| err(&e))?.clone();
+    let walls = col("wall_s")?.f64().map_err(|e| err(&e))?.clone();
+    let names = col("metric")?.str().map_err(|e| err(&e))?.clone();
+    let values = col("value")?.f64().map_err(|e| err(&e))?.clone();
+    Ok(steps
+        .iter()
+        .zip(walls.iter())
+        .zip(names.iter())
+        .zip(values.iter())
+        .map(|(((s, w), m), v)| MetricRow {
+            step: s.unwrap_or(0),
+            wall_s: w.unwrap_or(f64::NAN),
+            metric: m.unwrap_or("").to_string(),
+            value: v.unwrap_or(f64::NAN),
+        })
+        .collect())
+}
+
+/// `provenance.json`: what produced the run's numbers.
+pub(super) fn provenance(cfg: &RunConfig, info: &EnvInfo) -> String {
+    let (commit, dirty) = store::git_commit();
+    let device = crate::nn::device();
+    let value = serde_json::json!({
+        "run_id": cfg.run_id(),
+        "mpdp_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "crates": {"burn": "0.22.1", "mujoco-rs": "7.0.0", "polars": "0.55.2"},
+        "mujoco_version": mujoco_rs::mujoco_version(),
+        "env": {
+            "task": info.task.name(),
+            "gymnasium_id": info.task.gymnasium_id(),
+            "variant": info.variant.name(),
+            "xml_sha256": info.xml_sha256,
+            "obs_dim": info.obs_dim,
+            "act_dim": info.act_dim,
+        },
+        "backend": format!("{device:?}"),
+        "threads": rayon::current_num_threads(),
+        "host": store::hostname(),
+        "started_unix": store::unix_now(),
+    });
+    serde_json::to_string_pretty(&value).expect("provenance serialises")
+}

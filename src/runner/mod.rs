@@ -1,0 +1,497 @@
+//! One run, end to end: interaction loop, evaluation, metrics, checkpoints and resume.
+//!
+//! `run_one` is idempotent: a run whose status is `done` returns at once; a run with a
+//! checkpoint continues from it bit for bit (on CPU); otherwise it starts. SIGTERM/SIGINT
+//! (through the `stop` flag) finish the current step, checkpoint and mark the run
+//! `preempted`. NaN/inf in a loss or a parameter marks it `failed` with the reason. Nothing
+//! written before is lost either way: metric chunks are written with every checkpoint.
+
+mod metrics;
+mod pool;
+
+pub use metrics::{MetricRow, read_metrics};
+pub use pool::EnvPool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::agent::{self, Agent, AgentError, Transition};
+use crate::env::{Env, EnvError, EnvSnapshot, ObsVariant, Task};
+use crate::store::{self, RunLog, RunState, Status};
+use metrics::Metrics;
+
+/// Evaluation protocol: `episodes` deterministic episodes on separate envs every `every`
+/// environment steps (and at the end).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    pub every: u64,
+    pub episodes: usize,
+}
+
+/// The fully resolved configuration of one run. Its canonical form hashes to the run id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub experiment: String,
+    pub env: String,
+    pub variant: String,
+    pub seed: u64,
+    /// Environment steps (summed over the `num_envs` training envs).
+    pub total_steps: u64,
+    pub num_envs: usize,
+    pub eval: EvalConfig,
+    pub checkpoint_every: u64,
+    /// Training statistics are logged every this many steps.
+    pub log_every: u64,
+    pub algo: String,
+    /// Every agent parameter, resolved (defaults < env preset < user).
+    pub agent: toml::Table,
+}
+
+impl RunConfig {
+    /// Short hash of the canonical resolved config (keys sorted; formatting and key order of
+    /// the input do not matter).
+    pub fn run_id(&self) -> String {
+        let canonical =
+            serde_json::to_string(&serde_json::to_value(self).expect("config serialises"))
+                .expect("json serialises");
+        let digest = Sha256::digest(canonical.as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn task(&self) -> Result<Task, EnvError> {
+        self.env.parse()
+    }
+
+    pub fn obs_variant(&self) -> Result<ObsVariant, EnvError> {
+        self.variant.parse()
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("run config serialises to TOML")
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Done,
+    Preempted,
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds a run with a different configuration; refusing to mix them")]
+    ConfigMismatch { path: PathBuf },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Options that do not change results.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Show a progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+    /// Set by SIGTERM/SIGINT handlers: checkpoint and stop.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Counters of the interaction loop, saved with each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    evals: u64,
+    wall_offset: f64,
+    episode_returns: Vec<f64>,
+    episode_lengths: Vec<u64>,
+    last_eval: Option<f64>,
+    /// Sums of training statistics since the last log line, and how many calls they cover.
+    stats_sum: Vec<(String, f64)>,
+    stats_count: u64,
+}
+
+/// Runs (or resumes, or skips) the run described by `cfg` in `run_dir`.
+pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<RunOutcome, RunError> {
+    std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+    let resolved_path = run_dir.join("resolved.toml");
+    if let Ok(text) = std::fs::read_to_string(&resolved_path) {
+        let existing: RunConfig = toml::from_str(&text).map_err(|e| RunError::Corrupt {
+            path: resolved_path.clone(),
+            message: e.message().to_string(),
+        })?;
+        if &existing != cfg {
+            return Err(RunError::ConfigMismatch {
+                path: run_dir.to_path_buf(),
+            });
+        }
+    }
+    if store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done) {
+        return Ok(RunOutcome::Done);
+    }
+    store::write_atomic(&resolved_path, cfg.to_toml().as_bytes())
+        .map_err(io_err(&resolved_path))?;
+    Run::start(cfg, run_dir, opts)?.go()
+}
+
+struct Run<'a> {
+    cfg: &'a RunConfig,
+    dir: &'a Path,
+    opts: &'a RunOptions,
+    agent: Box<dyn Agent>,
+    train: EnvPool,
+    eval: EnvPool,
+    metrics: Metrics,
+    state: LoopState,
+    log: RunLog,
+    started: Instant,
+    rate_mark: (Instant, u64),
+}
+
+impl<'a> Run<'a> {
+    fn start(cfg: &'a RunConfig, dir: &'a Path, opts: &'a RunOptions) -> Result<Self, RunError> {
+        let (task, variant) = (cfg.task()?, cfg.obs_variant()?);
+        let train = EnvPool::new(task, variant, cfg.num_envs)?;
+        let eval = EnvPool::new(task, variant, cfg.eval.episodes)?;
+        let info = train.info().clone();
+        let agent = agent::make(&cfg.algo, &cfg.agent, info.obs_dim, info.act_dim, cfg.seed)?;
+        let provenance = metrics::provenance(cfg, &info);
+        let prov_path = dir.join("provenance.json");
+        store::write_atomic(&prov_path, provenance.as_bytes()).map_err(io_err(&prov_path))?;
+        let mut run = Run {
+            cfg,
+            dir,
+            opts,
+            agent,
+            train,
+            eval,
+            metrics: Metrics::default(),
+            state: LoopState {
+                step: 0,
+                evals: 0,
+                wall_offset: 0.0,
+                episode_returns: vec![0.0; cfg.num_envs],
+                episode_lengths: vec![0; cfg.num_envs],
+                last_eval: None,
+                stats_sum: Vec::new(),
+                stats_count: 0,
+            },
+            log: RunLog::open(dir).map_err(io_err(dir))?,
+            started: Instant::now(),
+            rate_mark: (Instant::now(), 0),
+        };
+        recover_checkpoint(dir);
+        if run.ckpt_dir().join("loop.json").exists() {
+            run.resume()?;
+            run.log.line(&format!(
+                "resumed from the checkpoint at step {}",
+                run.state.step
+            ));
+        } else {
+            for (i, env) in run.train.envs_mut().iter_mut().enumerate() {
+                env.reset(Some(mix(cfg.seed, 0, i as u64)));
+            }
+            run.metrics.clear_parts(dir, 0).map_err(RunError::Metrics)?;
+            run.log.line(&format!(
+                "started {} on {} (seed {})",
+                cfg.algo, cfg.env, cfg.seed
+            ));
+        }
+        run.rate_mark = (Instant::now(), run.state.step);
+        Ok(run)
+    }
+
+    fn ckpt_dir(&self) -> PathBuf {
+        self.dir.join("ckpt")
+    }
+
+    fn wall(&self) -> f64 {
+        self.state.wall_offset + self.started.elapsed().as_secs_f64()
+    }
+
+    fn status(&self, state: RunState, reason: Option<String>) -> Result<(), RunError> {
+        let s = Status::new(state, self.state.step, self.cfg.total_steps, reason);
+        store::write_status(self.dir, &s).map_err(io_err(self.dir))
+    }
+
+    fn go(mut self) -> Result<RunOutcome, RunError> {
+        self.status(RunState::Running, None)?;
+        let bar = progress_bar(self.opts.progress, self.cfg.total_steps, self.state.step);
+        let outcome = self.interact(&bar);
+        bar.finish_and_clear();
+        match outcome {
+            Ok(RunOutcome::Done) => {
+                self.metrics.finish(self.dir).map_err(RunError::Metrics)?;
+                self.log.line("done");
+                self.status(RunState::Done, None)?;
+                Ok(RunOutcome::Done)
+            }
+            Ok(RunOutcome::Preempted) => {
+                self.checkpoint()?;
+                self.log
+                    .line(&format!("preempted at step {}", self.state.step));
+                self.status(RunState::Preempted, Some("stopped by a signal".into()))?;
+                Ok(RunOutcome::Preempted)
+            }
+            Ok(RunOutcome::Failed(reason)) | Err(RunError::Agent(AgentError::Diverged(reason))) => {
+                let reason = format!("diverged at step {}: {reason}", self.state.step);
+                // Keep every metric row gathered so far.
+                self.metrics
+                    .flush_part(self.dir, self.state.step)
+                    .map_err(RunError::Metrics)?;
+                self.log.line(&reason);
+                self.status(RunState::Failed, Some(reason.clone()))?;
+                Ok(RunOutcome::Failed(reason))
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let _ = self.metrics.flush_part(self.dir, self.state.step);
+                self.log.line(&format!("failed: {reason}"));
+                let _ = self.status(RunState::Failed, Some(reason));
+                Err(e)
+            }
+        }
+    }
+
+    fn interact(&mut self, bar: &indicatif::ProgressBar) -> Result<RunOutcome, RunError> {
+        let n = self.cfg.num_envs as u64;
+        let info = self.train.info().clone();
+        while self.state.step < self.cfg.total_steps {
+            if self.opts.stop.load(Ordering::SeqCst) {
+                return Ok(RunOutcome::Preempted);
+            }
+            let obs = self.train.observations();
+            let actions = self.agent.explore(&obs, self.cfg.num_envs);
+            let steps = self.train.step(&actions);
+            for (i, step) in steps.iter().enumerate() {
+                let (o, a) = (info.obs_dim, info.act_dim);
+                let next_obs = self.train.envs()[i].obs().to_vec();
+                self.agent.observe(&Transition {
+                    obs: &obs[i * o..(i + 1) * o],
+                    action: &actions[i * a..(i + 1) * a],
+                    reward: step.reward,
+                    next_obs: &next_obs,
+                    terminated: step.terminated,
+                });
+                self.state.episode_returns[i] += step.reward;
+                self.state.episode_lengths[i] += 1;
+                if step.done() {
+                    let step_no = self.state.step + i as u64 + 1;
+                    let wall = self.wall();
+                    self.metrics.push(
+                        step_no,
+                        wall,
+                        "train/episode_return",
+                        self.state.episode_returns[i],
+                    );
+                    self.metrics.push(
+                        step_no,
+                        wall,
+                        "train/episode_length",
+                        self.state.episode_lengths[i] as f64,
+                    );
+                    self.state.episode_returns[i] = 0.0;
+                    self.state.episode_lengths[i] = 0;
+                    self.train.envs_mut()[i].reset(None);
+                }
+            }
+            let before = self.state.step;
+            self.state.step += n;
+            if let Some(stats) = self.agent.learn(self.cfg.num_envs)? {
+                self.accumulate(&stats);
+            }
+            let crossed = |every: u64, step: u64| every > 0 && step / every > before / every;
+            if crossed(self.cfg.log_every, self.state.step) {
+                self.log_training();
+            }
+            if crossed(self.cfg.eval.every, self.state.step)
+                || self.state.step >= self.cfg.total_steps
+            {
+                self.evaluate()?;
+            }
+            if crossed(self.cfg.checkpoint_every, self.state.step)
+                && self.state.step < self.cfg.total_steps
+            {
+                self.checkpoint()?;
+            }
+            bar.set_position(self.state.step);
+            if let Some(r) = self.state.last_eval {
+                bar.set_message(format!("eval {r:.1}"));
+            }
+        }
+        Ok(RunOutcome::Done)
+    }
+
+    fn accumulate(&mut self, stats: &[(&'static str, f64)]) {
+        for &(name, v) in stats {
+            match self.state.stats_sum.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 += v,
+                None => self.state.stats_sum.push((name.to_string(), v)),
+            }
+        }
+        self.state.stats_count += 1;
+    }
+
+    fn log_training(&mut self) {
+        let (step, wall) = (self.state.step, self.wall());
+        if self.state.stats_count > 0 {
+            let count = self.state.stats_count as f64;
+            for (name, sum) in std::mem::take(&mut self.state.stats_sum) {
+                self.metrics
+                    .push(step, wall, &format!("train/{name}"), sum / count);
+            }
+            self.state.stats_count = 0;
+        }
+        let (mark, mark_step) = self.rate_mark;
+        let rate = (step - mark_step) as f64 / mark.elapsed().as_secs_f64().max(1e-9);
+        self.metrics.push(step, wall, "train/steps_per_s", rate);
+        self.rate_mark = (Instant::now(), step);
+    }
+
+    /// `episodes` deterministic episodes, one per eval env, stepped together.
+    fn evaluate(&mut self) -> Result<(), RunError> {
+        let index = self.state.evals;
+        for (k, env) in self.eval.envs_mut().iter_mut().enumerate() {
+            env.reset(Some(mix(self.cfg.seed, index + 1, k as u64)));
+        }
+        let agent = &mut self.agent;
+        let (returns, lengths) = self.eval.run_episodes(|obs, rows| agent.exploit(obs, rows));
+        let count = returns.len() as f64;
+        let mean = returns.iter().sum::<f64>() / count;
+        let std = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / count).sqrt();
+        let (step, wall) = (self.state.step, self.wall());
+        self.metrics.push(step, wall, "eval/return_mean", mean);
+        self.metrics.push(step, wall, "eval/return_std", std);
+        self.metrics.push(
+            step,
+            wall,
+            "eval/length_mean",
+            lengths.iter().sum::<f64>() / count,
+        );
+        self.state.evals += 1;
+        self.state.last_eval = Some(mean);
+        self.log
+            .line(&format!("step {step}: eval return {mean:.2} ± {std:.2}"));
+        Ok(())
+    }
+
+    /// Writes the checkpoint atomically: `ckpt.new/`, then it replaces `ckpt/`.
+    fn checkpoint(&mut self) -> Result<(), RunError> {
+        let step = self.state.step;
+        self.metrics
+            .flush_part(self.dir, step)
+            .map_err(RunError::Metrics)?;
+        let new = self.dir.join("ckpt.new");
+        let _ = std::fs::remove_dir_all(&new);
+        let agent_dir = new.join("agent");
+        std::fs::create_dir_all(&agent_dir).map_err(io_err(&agent_dir))?;
+        self.agent.save(&agent_dir)?;
+        let envs: Vec<EnvSnapshot> = self.train.envs().iter().map(|e| e.snapshot()).collect();
+        let mut loop_state = self.state.clone();
+        loop_state.wall_offset = self.wall();
+        for (name, text) in [
+            (
+                "envs.json",
+                serde_json::to_string(&envs).expect("snapshots serialise"),
+            ),
+            (
+                "loop.json",
+                serde_json::to_string(&loop_state).expect("loop state serialises"),
+            ),
+        ] {
+            let path = new.join(name);
+            store::write_atomic(&path, text.as_bytes()).map_err(io_err(&path))?;
+        }
+        let (cur, old) = (self.ckpt_dir(), self.dir.join("ckpt.old"));
+        let _ = std::fs::remove_dir_all(&old);
+        if cur.exists() {
+            std::fs::rename(&cur, &old).map_err(io_err(&cur))?;
+        }
+        std::fs::rename(&new, &cur).map_err(io_err(&new))?;
+        let _ = std::fs::remove_dir_all(&old);
+        self.log.line(&format!("checkpoint at step {step}"));
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), RunError> {
+        let dir = self.ckpt_dir();
+        let read = |name: &str| -> Result<String, RunError> {
+            let p = dir.join(name);
+            std::fs::read_to_string(&p).map_err(io_err(&p))
+        };
+        let corrupt = |name: &str, e: serde_json::Error| RunError::Corrupt {
+            path: dir.join(name),
+            message: e.to_string(),
+        };
+        let envs: Vec<EnvSnapshot> =
+            serde_json::from_str(&read("envs.json")?).map_err(|e| corrupt("envs.json", e))?;
+        let state: LoopState =
+            serde_json::from_str(&read("loop.json")?).map_err(|e| corrupt("loop.json", e))?;
+        for (env, snap) in self.train.envs_mut().iter_mut().zip(&envs) {
+            env.restore(snap)?;
+        }
+        self.agent.load(&dir.join("agent"))?;
+        self.metrics
+            .clear_parts(self.dir, state.step)
+            .map_err(RunError::Metrics)?;
+        self.state = state;
+        Ok(())
+    }
+}
+
+/// Recovers `ckpt/` from `ckpt.old/` when a crash fell between the two renames.
+pub fn recover_checkpoint(run_dir: &Path) {
+    let (cur, old) = (run_dir.join("ckpt"), run_dir.join("ckpt.old"));
+    if !cur.exists() && old.exists() {
+        let _ = std::fs::rename(&old, &cur);
+    }
+}
+
+/// A seed for stream `stream`, item `item` of a run seeded `seed` (SplitMix64 finaliser).
+pub fn mix(seed: u64, stream: u64, item: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(item.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn progress_bar(show: bool, total: u64, at: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {human_pos}/{human_len} steps  {per_sec}  {msg}  ETA {eta}",
+        )
+        .expect("template"),
+    );
+    bar.set_position(at);
+    bar
+}

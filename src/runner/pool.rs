@@ -1,0 +1,107 @@
+//! A pool of environments stepped in parallel on rayon's thread pool: the training envs of a
+//! run (`num_envs`) and its evaluation envs (one per eval episode).
+use rayon::prelude::*;
+
+use crate::env::{self, Env, EnvError, EnvInfo, MujocoEnv, ObsVariant, Step, Task};
+
+pub struct EnvPool {
+    envs: Vec<MujocoEnv>,
+    info: EnvInfo,
+}
+
+impl EnvPool {
+    pub fn new(task: Task, variant: ObsVariant, n: usize) -> Result<Self, EnvError> {
+        let envs = (0..n.max(1))
+            .map(|_| env::make(task, variant))
+            .collect::<Result<Vec<_>, _>>()?;
+        let info = envs[0].info().clone();
+        Ok(EnvPool { envs, info })
+    }
+
+    pub fn info(&self) -> &EnvInfo {
+        &self.info
+    }
+
+    pub fn envs(&self) -> &[MujocoEnv] {
+        &self.envs
+    }
+
+    pub fn envs_mut(&mut self) -> &mut [MujocoEnv] {
+        &mut self.envs
+    }
+
+    /// The current observations, row-major.
+    pub fn observations(&self) -> Vec<f64> {
+        self.envs
+            .iter()
+            .flat_map(|e| e.obs().iter().copied())
+            .collect()
+    }
+
+    /// Steps every env with its row of normalised actions in [-1, 1].
+    pub fn step(&mut self, actions: &[f64]) -> Vec<Step> {
+        let info = &self.info;
+        let step = |(env, a): (&mut MujocoEnv, &[f64])| env.step(&to_bounds(a, info));
+        let rows = actions.chunks(info.act_dim);
+        if self.envs.len() == 1 {
+            self.envs.iter_mut().zip(rows).map(step).collect()
+        } else {
+            self.envs
+                .par_iter_mut()
+                .zip(actions.par_chunks(info.act_dim))
+                .map(step)
+                .collect()
+        }
+    }
+
+    /// Runs one episode in every env (already reset) with `policy(obs, rows)` → normalised
+    /// actions, stepping the unfinished envs together. Returns returns and lengths.
+    pub fn run_episodes(
+        &mut self,
+        mut policy: impl FnMut(&[f64], usize) -> Vec<f64>,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let n = self.envs.len();
+        let mut returns = vec![0.0; n];
+        let mut lengths = vec![0.0; n];
+        let mut active: Vec<usize> = (0..n).collect();
+        while !active.is_empty() {
+            let obs: Vec<f64> = active
+                .iter()
+                .flat_map(|&i| self.envs[i].obs().iter().copied())
+                .collect();
+            let actions = policy(&obs, active.len());
+            let info = &self.info;
+            let mut running: Vec<&mut MujocoEnv> = self
+                .envs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| active.contains(i))
+                .map(|(_, e)| e)
+                .collect();
+            let steps: Vec<Step> = running
+                .par_iter_mut()
+                .zip(actions.par_chunks(info.act_dim))
+                .map(|(env, a)| env.step(&to_bounds(a, info)))
+                .collect();
+            for (&i, s) in active.iter().zip(&steps) {
+                returns[i] += s.reward;
+                lengths[i] += 1.0;
+            }
+            active = active
+                .into_iter()
+                .zip(&steps)
+                .filter(|(_, s)| !s.done())
+                .map(|(i, _)| i)
+                .collect();
+        }
+        (returns, lengths)
+    }
+}
+
+/// Maps a normalised action in [-1, 1] onto the env's bounds.
+fn to_bounds(a: &[f64], info: &EnvInfo) -> Vec<f64> {
+    a.iter()
+        .zip(info.action_low.iter().zip(&info.action_high))
+        .map(|(&x, (&lo, &hi))| lo + (x.clamp(-1.0, 1.0) + 1.0) * 0.5 * (hi - lo))
+        .collect()
+}

@@ -1,0 +1,143 @@
+//! The runs/ directory contract: atomic writes, status files, logs, provenance.
+//!
+//! A run directory `runs/<experiment>/<run_id>/` holds `resolved.toml` (the fully resolved run
+//! config), `provenance.json`, `status.json` (written last, atomically), `metrics.parquet` once
+//! done (and `metrics/part-*.parquet` chunks written with each checkpoint while running),
+//! `ckpt/` and `log.txt`.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
+/// then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// `dir/.name.tmp` for `dir/name`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
+}
+
+/// Lifecycle of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Done,
+    Failed,
+    Preempted,
+}
+
+/// `status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: RunState,
+    pub step: u64,
+    pub total_steps: u64,
+    /// Why a run failed or stopped.
+    pub reason: Option<String>,
+    pub host: String,
+    pub pid: u32,
+    /// Seconds since the Unix epoch.
+    pub updated: f64,
+}
+
+impl Status {
+    pub fn new(state: RunState, step: u64, total_steps: u64, reason: Option<String>) -> Self {
+        Status {
+            state,
+            step,
+            total_steps,
+            reason,
+            host: hostname(),
+            pid: std::process::id(),
+            updated: unix_now(),
+        }
+    }
+}
+
+pub fn status_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("status.json")
+}
+
+pub fn read_status(run_dir: &Path) -> Option<Status> {
+    let text = std::fs::read_to_string(status_path(run_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn write_status(run_dir: &Path, status: &Status) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(status).expect("status serialises");
+    write_atomic(&status_path(run_dir), text.as_bytes())
+}
+
+/// Appends timestamped lines to `log.txt`.
+pub struct RunLog {
+    file: std::fs::File,
+}
+
+impl RunLog {
+    pub fn open(run_dir: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join("log.txt"))?;
+        Ok(RunLog { file })
+    }
+
+    pub fn line(&mut self, message: &str) {
+        // A log line that cannot be written must not stop training.
+        let _ = writeln!(self.file, "[{:.3}] {message}", unix_now());
+    }
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Code version the binary was built from (build.rs).
+pub fn git_commit() -> (&'static str, bool) {
+    (env!("MPDP_GIT_COMMIT"), env!("MPDP_GIT_DIRTY") == "true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_files() {
+        let dir = std::env::temp_dir().join(format!("mpdp-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("status.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        assert!(!tmp_path(&p).exists());
+        let s = Status::new(RunState::Preempted, 5, 10, Some("SIGTERM".into()));
+        write_status(&dir, &s).unwrap();
+        assert_eq!(read_status(&dir).unwrap(), s);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,119 @@
+//! Learning checks on real MuJoCo tasks: minutes of CPU each, so opt-in (`just test-learning`,
+//! which runs them with `--ignored` on a release build). Each prints its eval curve.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use mpdp::runner::read_metrics;
+
+/// Runs `mpdp run-one` and returns the eval curve (step, mean return) and the wall time.
+fn train(
+    runs: &Path,
+    env: &str,
+    algo: &str,
+    seed: u64,
+    steps: u64,
+    eval_every: u64,
+) -> (Vec<(u64, f64)>, f64) {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args([
+            "run-one",
+            "--env",
+            env,
+            "--algo",
+            algo,
+            "--quiet",
+            "--experiment",
+            "learning",
+        ])
+        .args(["--seed", &seed.to_string(), "--steps", &steps.to_string()])
+        .args([
+            "--eval-every",
+            &eval_every.to_string(),
+            "--eval-episodes",
+            "5",
+        ])
+        .arg("--runs-dir")
+        .arg(runs)
+        .output()
+        .expect("spawn mpdp");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let dir = stderr.lines().find_map(|l| {
+        l.strip_prefix("done (")
+            .and_then(|r| r.split_once("): "))
+            .map(|(_, d)| d.to_string())
+    });
+    let dir = PathBuf::from(dir.expect("run dir in output"));
+    let curve = read_metrics(&dir.join("metrics.parquet"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.metric == "eval/return_mean")
+        .map(|r| (r.step, r.value))
+        .collect();
+    (curve, start.elapsed().as_secs_f64())
+}
+
+fn runs_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mpdp-learning-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn show(label: &str, curve: &[(u64, f64)], secs: f64) {
+    let points: Vec<String> = curve
+        .iter()
+        .map(|(s, r)| format!("{}k:{r:.0}", s / 1000))
+        .collect();
+    println!("{label} ({secs:.0} s): {}", points.join(" "));
+}
+
+#[test]
+#[ignore = "minutes of CPU: run with `just test-learning`"]
+fn sac_solves_inverted_pendulum_within_20k_steps() {
+    let runs = runs_dir("sac-ip");
+    for seed in 0..3 {
+        let (curve, secs) = train(&runs, "InvertedPendulum", "sac", seed, 20_000, 1000);
+        show(&format!("SAC InvertedPendulum seed {seed}"), &curve, secs);
+        let best = curve.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+        assert!(
+            best >= 950.0,
+            "seed {seed}: best eval return {best:.1} < 950 within 20k steps"
+        );
+    }
+}
+
+#[test]
+#[ignore = "minutes of CPU: run with `just test-learning`"]
+fn ddpg_learns_inverted_pendulum() {
+    let runs = runs_dir("ddpg-ip");
+    let (curve, secs) = train(&runs, "InvertedPendulum", "ddpg", 0, 20_000, 1000);
+    show("DDPG InvertedPendulum seed 0", &curve, secs);
+    let first = curve.iter().find(|c| c.1 >= 950.0).map(|c| c.0);
+    println!("DDPG first eval >= 950 at step {first:?}");
+    assert!(first.is_some(), "DDPG never reached 950 within 20k steps");
+}
+
+#[test]
+#[ignore = "minutes of CPU: run with `just test-learning`"]
+fn sac_on_hopper_improves_over_30k_steps() {
+    let runs = runs_dir("sac-hopper");
+    let (curve, secs) = train(&runs, "Hopper", "sac", 0, 30_000, 2500);
+    show("SAC Hopper seed 0", &curve, secs);
+    let early = curve
+        .iter()
+        .filter(|c| c.0 <= 7_500)
+        .map(|c| c.1)
+        .fold(f64::MIN, f64::max);
+    let late: Vec<f64> = curve.iter().rev().take(3).map(|c| c.1).collect();
+    let late = late.iter().sum::<f64>() / late.len() as f64;
+    assert!(
+        late > early,
+        "eval return did not rise: first evals best {early:.1}, last three mean {late:.1}"
+    );
+}

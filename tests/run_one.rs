@@ -1,0 +1,360 @@
+//! `mpdp run-one` end to end on InvertedPendulum with small networks and budgets: the run
+//! directory contract, determinism, resume after SIGKILL and SIGTERM, the divergence guard.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use mpdp::runner::{MetricRow, read_metrics};
+use mpdp::store::{self, RunState};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("mpdp-run-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// A small SAC run: about 2000 updates of 32-unit networks.
+fn args(runs: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run-one",
+        "--env",
+        "InvertedPendulum",
+        "--algo",
+        "sac",
+        "--seed",
+        "3",
+        "--eval-every",
+        "250",
+        "--eval-episodes",
+        "3",
+        "--checkpoint-every",
+        "50",
+        "--log-every",
+        "100",
+        "--quiet",
+        "--set",
+        "hidden=[32, 32]",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "learning_starts=100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend([
+        "--steps".into(),
+        steps.to_string(),
+        "--runs-dir".into(),
+        runs.display().to_string(),
+    ]);
+    // A flag in `extra` (other than the repeatable --set) replaces the default one.
+    for flag in extra
+        .iter()
+        .filter(|e| e.starts_with("--") && **e != "--set")
+    {
+        if let Some(i) = a.iter().position(|x| x == flag) {
+            a.drain(i..i + 2);
+        }
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn mpdp(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(args)
+        .output()
+        .expect("spawn mpdp")
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mpdp")
+}
+
+/// The single run directory under `runs/adhoc/`.
+fn run_dir(runs: &Path) -> PathBuf {
+    let exp = runs.join("adhoc");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&exp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+/// Metrics that must not depend on timing.
+fn deterministic_metrics(dir: &Path) -> Vec<(u64, String, f64)> {
+    let rows: Vec<MetricRow> = read_metrics(&dir.join("metrics.parquet")).unwrap();
+    rows.into_iter()
+        .filter(|r| r.metric != "train/steps_per_s")
+        .map(|r| (r.step, r.metric, r.value))
+        .collect()
+}
+
+/// Equal metric lists, reporting the first difference only.
+fn assert_same(got: &[(u64, String, f64)], want: &[(u64, String, f64)], what: &str) {
+    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
+        panic!("{what}: row {i} differs: {:?} vs {:?}", got[i], want[i]);
+    }
+    assert_eq!(got.len(), want.len(), "{what}: row counts differ");
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "mpdp failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_run_writes_the_run_directory_contract() {
+    let runs = Dir::new("contract");
+    assert_ok(&mpdp(&args(&runs.0, 600, &[])));
+    let dir = run_dir(&runs.0);
+    let status = store::read_status(&dir).unwrap();
+    assert_eq!((status.state, status.step), (RunState::Done, 600));
+    for f in [
+        "resolved.toml",
+        "provenance.json",
+        "metrics.parquet",
+        "log.txt",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("provenance.json")).unwrap())
+            .unwrap();
+    assert_eq!(prov["env"]["task"], "InvertedPendulum");
+    assert_eq!(prov["env"]["xml_sha256"].as_str().unwrap().len(), 64);
+    assert!(prov["mujoco_version"].as_str().unwrap().starts_with("3.17"));
+    assert_eq!(prov["git_commit"].as_str().unwrap().len(), 40);
+    let resolved = std::fs::read_to_string(dir.join("resolved.toml")).unwrap();
+    assert!(
+        resolved.contains("learning_starts = 100") && resolved.contains("actor_lr = 0.0003"),
+        "{resolved}"
+    );
+
+    let metrics = deterministic_metrics(&dir);
+    let evals: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m.1 == "eval/return_mean")
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(evals, vec![250, 500, 600], "every 250 steps and at the end");
+    for name in [
+        "train/critic_loss",
+        "train/actor_loss",
+        "train/alpha",
+        "train/q_mean",
+        "train/episode_return",
+    ] {
+        assert!(metrics.iter().any(|m| m.1 == name), "{name} missing");
+    }
+    // Rerunning a finished run does nothing.
+    let before = std::fs::metadata(dir.join("metrics.parquet"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_ok(&mpdp(&args(&runs.0, 600, &[])));
+    assert_eq!(
+        std::fs::metadata(dir.join("metrics.parquet"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+}
+
+#[test]
+fn the_same_seed_gives_identical_metrics() {
+    let (a, b) = (Dir::new("det-a"), Dir::new("det-b"));
+    assert_ok(&mpdp(&args(&a.0, 500, &["--set", "learning_starts=150"])));
+    assert_ok(&mpdp(&args(&b.0, 500, &["--set", "learning_starts=150"])));
+    let (ma, mb) = (
+        deterministic_metrics(&run_dir(&a.0)),
+        deterministic_metrics(&run_dir(&b.0)),
+    );
+    assert!(ma.len() > 10);
+    assert_same(&ma, &mb, "same seed");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics() {
+    let reference = Dir::new("kill-ref");
+    assert_ok(&mpdp(&args(&reference.0, 3000, &[])));
+    let expected = deterministic_metrics(&run_dir(&reference.0));
+
+    // Kill at a random point after the first checkpoint; retry if the run finished first.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    for attempt in 0..4 {
+        let runs = Dir::new(&format!("kill-{attempt}"));
+        let a = args(&runs.0, 3000, &[]);
+        let mut child = spawn(&a);
+        let start = Instant::now();
+        // Wait for a checkpoint, then a random extra delay of up to 0.2 s.
+        let delay = Duration::from_millis(u64::from(seed.wrapping_mul(attempt + 1) % 200));
+        let mut resumable = false;
+        while start.elapsed() < Duration::from_secs(60) {
+            if std::fs::read_dir(runs.0.join("adhoc")).is_ok_and(|mut d| {
+                d.next()
+                    .is_some_and(|e| e.unwrap().path().join("ckpt/loop.json").exists())
+            }) {
+                resumable = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(resumable, "no checkpoint within 60 s");
+        std::thread::sleep(delay);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let dir = run_dir(&runs.0);
+        if store::read_status(&dir).is_some_and(|s| s.state == RunState::Done) {
+            continue;
+        }
+        assert_ok(&mpdp(&a));
+        let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+        assert!(log.contains("resumed from the checkpoint"), "{log}");
+        assert_same(
+            &deterministic_metrics(&dir),
+            &expected,
+            &format!("killed after {delay:?}"),
+        );
+        return;
+    }
+    panic!("the run always finished before it could be killed");
+}
+
+#[test]
+fn sigterm_checkpoints_and_marks_the_run_preempted() {
+    let reference = Dir::new("term-ref");
+    assert_ok(&mpdp(&args(&reference.0, 800, &[])));
+    let runs = Dir::new("term");
+    let a = args(&runs.0, 800, &[]);
+    let mut child = spawn(&a);
+    let start = Instant::now();
+    while !std::fs::read_dir(runs.0.join("adhoc")).is_ok_and(|mut d| {
+        d.next()
+            .is_some_and(|e| e.unwrap().path().join("ckpt/loop.json").exists())
+    }) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    let dir = run_dir(&runs.0);
+    let s = store::read_status(&dir).unwrap();
+    if s.state == RunState::Done {
+        return; // finished before the signal arrived
+    }
+    assert_eq!(code, Some(75));
+    assert_eq!(s.state, RunState::Preempted);
+    assert_ok(&mpdp(&a));
+    assert_same(
+        &deterministic_metrics(&dir),
+        &deterministic_metrics(&run_dir(&reference.0)),
+        "after SIGTERM",
+    );
+}
+
+#[test]
+fn divergence_fails_the_run_and_keeps_what_was_written() {
+    let runs = Dir::new("nan");
+    let out = mpdp(&args(
+        &runs.0,
+        600,
+        &[
+            "--set",
+            "critic_lr=1e30",
+            "--set",
+            "actor_lr=1e30",
+            "--eval-every",
+            "100",
+            "--set",
+            "learning_starts=200",
+        ],
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("diverged"), "{stderr}");
+    let dir = run_dir(&runs.0);
+    let s = store::read_status(&dir).unwrap();
+    assert_eq!(s.state, RunState::Failed);
+    assert!(s.reason.unwrap().contains("diverged at step"));
+    // The evaluations before the divergence are on disk.
+    let parts: Vec<PathBuf> = std::fs::read_dir(dir.join("metrics"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let rows: Vec<MetricRow> = parts
+        .iter()
+        .flat_map(|p| read_metrics(p).unwrap())
+        .collect();
+    let evals: Vec<u64> = rows
+        .iter()
+        .filter(|r| r.metric == "eval/return_mean")
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(
+        evals,
+        vec![100],
+        "the eval before the first update survives"
+    );
+}
+
+#[test]
+fn bad_run_arguments_are_user_errors() {
+    let runs = Dir::new("bad");
+    for (extra, needle) in [
+        (vec!["--set", "actor_rl=1e-3"], "actor_rl"),
+        (vec!["--set", "gamma=2"], "gamma"),
+        (vec!["--set", "hidden=[]"], "hidden"),
+        (vec!["--set", "batch_size=-1"], "batch_size"),
+        (vec!["--set", "noequals"], "KEY=VALUE"),
+    ] {
+        let out = mpdp(&args(&runs.0, 100, &extra));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    }
+    let mut a = args(&runs.0, 100, &[]);
+    let i = a.iter().position(|x| x == "sac").unwrap();
+    a[i] = "ppo".into();
+    let out = mpdp(&a);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algo 'ppo'"));
+    assert!(
+        !runs.0.join("adhoc").exists(),
+        "nothing written for bad input"
+    );
+}
