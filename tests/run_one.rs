@@ -197,6 +197,29 @@ fn the_same_seed_gives_identical_metrics() {
 }
 
 #[test]
+fn vectorised_collection_steps_several_envs_per_step() {
+    let (a, b) = (Dir::new("vec-a"), Dir::new("vec-b"));
+    let extra = ["--num-envs", "4", "--eval-every", "200"];
+    assert_ok(&mpdp(&args(&a.0, 400, &extra)));
+    assert_ok(&mpdp(&args(&b.0, 400, &extra)));
+    let dir = run_dir(&a.0);
+    assert_eq!(store::read_status(&dir).unwrap().step, 400);
+    let metrics = deterministic_metrics(&dir);
+    let evals: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m.1 == "eval/return_mean")
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(evals, vec![200, 400]);
+    assert!(metrics.iter().any(|m| m.1 == "train/critic_loss"));
+    assert_same(
+        &metrics,
+        &deterministic_metrics(&run_dir(&b.0)),
+        "num_envs 4, same seed",
+    );
+}
+
+#[test]
 fn a_killed_run_resumes_to_the_same_metrics() {
     let reference = Dir::new("kill-ref");
     assert_ok(&mpdp(&args(&reference.0, 3000, &[])));
