@@ -1,22 +1,22 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::{Context, Result};
 use clap::Parser;
-
+use mpdp::agent::{self, AgentError};
 use mpdp::bench;
 use mpdp::demo::{self, DemoError, DemoSpec};
 use mpdp::env::replay::{self, ReplayError};
 use mpdp::env::{self, AssetError, Env, EnvError, ObsVariant, Task};
+use mpdp::runner::{self, EvalConfig, RunConfig, RunError, RunOptions, RunOutcome};
 
 mod cli;
 
 use cli::{BenchCommand, Cli, Command, EnvCommand, ReplayArgs, RunOneArgs};
-use mpdp::agent::{self, AgentError};
-use mpdp::runner::{self, EvalConfig, RunConfig, RunError, RunOptions, RunOutcome};
+
+/// mimalloc: burn allocates many short-lived buffers per update (fewer page faults than glibc's).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code of a run stopped by SIGTERM/SIGINT after checkpointing (EX_TEMPFAIL): rerun it.
 const EXIT_PREEMPTED: u8 = 75;
