@@ -74,11 +74,68 @@ impl QNet {
     }
 }
 
-/// Two independent Q networks (clipped double-Q).
+/// `E` independent linear layers applied together as one batched matmul:
+/// `[E, batch, in] → [E, batch, out]`. Each member is initialised as PyTorch's `nn.Linear`.
+#[derive(Module, Debug)]
+pub struct EnsembleLinear {
+    weight: Param<Tensor<3>>,
+    bias: Param<Tensor<3>>,
+}
+
+impl EnsembleLinear {
+    pub fn new<R: Rng>(
+        members: usize,
+        d_in: usize,
+        d_out: usize,
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let bound = 1.0 / (d_in as f32).sqrt();
+        let mut draw =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let weight = draw(members * d_in * d_out);
+        let bias = draw(members * d_out);
+        EnsembleLinear {
+            weight: Param::from_data(TensorData::new(weight, [members, d_in, d_out]), device),
+            bias: Param::from_data(TensorData::new(bias, [members, 1, d_out]), device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        x.matmul(self.weight.val()) + self.bias.val()
+    }
+}
+
+/// `E` MLPs of the same shape evaluated together (ReLU between layers, linear output).
+#[derive(Module, Debug)]
+pub struct EnsembleMlp {
+    layers: Vec<EnsembleLinear>,
+}
+
+impl EnsembleMlp {
+    /// `sizes` = [input, hidden..., output].
+    pub fn new<R: Rng>(members: usize, sizes: &[usize], rng: &mut R, device: &Device) -> Self {
+        assert!(sizes.len() >= 2, "an MLP needs input and output sizes");
+        let layers = sizes
+            .windows(2)
+            .map(|w| EnsembleLinear::new(members, w[0], w[1], rng, device))
+            .collect();
+        EnsembleMlp { layers }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let last = self.layers.len() - 1;
+        self.layers.iter().enumerate().fold(x, |h, (i, layer)| {
+            let h = layer.forward(h);
+            if i < last { relu(h) } else { h }
+        })
+    }
+}
+
+/// Two independent Q networks (clipped double-Q), evaluated as one 2-member ensemble.
 #[derive(Module, Debug)]
 pub struct TwinQ {
-    q1: QNet,
-    q2: QNet,
+    net: EnsembleMlp,
 }
 
 impl TwinQ {
@@ -89,18 +146,25 @@ impl TwinQ {
         rng: &mut R,
         device: &Device,
     ) -> Self {
+        let sizes: Vec<usize> = std::iter::once(obs_dim + act_dim)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .collect();
         TwinQ {
-            q1: QNet::new(obs_dim, act_dim, hidden, rng, device),
-            q2: QNet::new(obs_dim, act_dim, hidden, rng, device),
+            net: EnsembleMlp::new(2, &sizes, rng, device),
         }
     }
 
     /// Both Q values, each `[batch, 1]`.
     pub fn forward(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-        (
-            self.q1.forward(obs.clone(), act.clone()),
-            self.q2.forward(obs, act),
-        )
+        let x = Tensor::cat(vec![obs, act], 1);
+        let [batch, width] = x.dims();
+        // Materialised (not broadcast) copies: batched matmul on expanded inputs is slow.
+        let x = x.unsqueeze_dim::<3>(0).repeat_dim(0, 2);
+        let q = self.net.forward(x.reshape([2, batch, width]));
+        let q1 = q.clone().slice([0..1, 0..batch, 0..1]).reshape([batch, 1]);
+        let q2 = q.slice([1..2, 0..batch, 0..1]).reshape([batch, 1]);
+        (q1, q2)
     }
 
     /// min(Q1, Q2), `[batch, 1]`.
