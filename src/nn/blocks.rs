@@ -252,3 +252,60 @@ pub fn all_finite<M: Module>(module: &M) -> bool {
     module.visit(&mut c);
     c.0
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::Xoshiro256PlusPlus;
+
+    use super::*;
+    use crate::nn::{normal_noise, tensor2, to_vec};
+
+    /// Each ensemble member is an independent layer: the batched forward equals member-wise
+    /// matrix products computed by hand.
+    #[test]
+    fn ensemble_members_are_independent_layers() {
+        let device = Device::flex();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let (e, b, i, o) = (3, 4, 5, 2);
+        let layer = EnsembleLinear::new(e, i, o, &mut rng, &device);
+        let x = normal_noise(&mut rng, e * b * i);
+        let y = to_vec(layer.forward(Tensor::from_data(
+            TensorData::new(x.clone(), [e, b, i]),
+            &device,
+        )));
+        let w = to_vec(layer.weight.val());
+        let bias = to_vec(layer.bias.val());
+        for m in 0..e {
+            for r in 0..b {
+                for c in 0..o {
+                    let dot: f32 = (0..i)
+                        .map(|k| x[(m * b + r) * i + k] * w[(m * i + k) * o + c])
+                        .sum();
+                    let got = y[(m * b + r) * o + c];
+                    assert!(
+                        (got - dot - bias[m * o + c]).abs() < 1e-5,
+                        "member {m} row {r} col {c}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn twin_q_heads_differ_and_min_is_elementwise() {
+        let device = Device::flex();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+        let q = TwinQ::new(3, 2, &[16, 16], &mut rng, &device);
+        let obs = tensor2(normal_noise(&mut rng, 8 * 3), 8, 3, &device);
+        let act = tensor2(normal_noise(&mut rng, 8 * 2), 8, 2, &device);
+        let (q1, q2) = q.forward(obs.clone(), act.clone());
+        let (q1, q2) = (to_vec(q1), to_vec(q2));
+        assert_eq!(q1.len(), 8);
+        assert_ne!(q1, q2);
+        let min = to_vec(q.min_q(obs, act));
+        for k in 0..8 {
+            assert_eq!(min[k], q1[k].min(q2[k]));
+        }
+    }
+}

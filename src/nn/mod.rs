@@ -7,7 +7,9 @@
 mod blocks;
 mod policy;
 
-pub use blocks::{Mlp, QNet, Temperature, TwinQ, all_finite, soft_update};
+pub use blocks::{
+    EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, soft_update,
+};
 pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample};
 
 use burn::prelude::*;
