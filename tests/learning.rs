@@ -68,7 +68,7 @@ fn runs_dir(tag: &str) -> PathBuf {
 fn show(label: &str, curve: &[(u64, f64)], secs: f64) {
     let points: Vec<String> = curve
         .iter()
-        .map(|(s, r)| format!("{}k:{r:.0}", s / 1000))
+        .map(|(s, r)| format!("{}k:{r:.0}", *s as f64 / 1000.0))
         .collect();
     println!("{label} ({secs:.0} s): {}", points.join(" "));
 }
