@@ -39,6 +39,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || e.is::<DemoError>()
             || e.is::<AssetError>()
             || e.is::<UsageError>()
+            || e.is::<mpdp::nn::DeviceError>()
             || matches!(
                 e.downcast_ref::<AgentError>(),
                 Some(AgentError::Params { .. } | AgentError::UnknownAlgo(_))
@@ -68,6 +69,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 struct UsageError(String);
 
 fn run(cli: Cli) -> Result<u8> {
+    if matches!(
+        cli.command,
+        Command::RunOne(_) | Command::Bench(BenchCommand::Sac { .. })
+    ) {
+        mpdp::nn::requested_device()?;
+    }
     match cli.command {
         Command::RunOne(args) => return run_one(&args),
         Command::Run { spec } => {

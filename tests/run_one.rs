@@ -370,6 +370,13 @@ fn bad_run_arguments_are_user_errors() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
         assert!(stderr.contains(needle), "{extra:?}: {stderr}");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(args(&runs.0, 100, &[]))
+        .env("MPDP_DEVICE", "tpu")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MPDP_DEVICE=tpu: expected cpu or wgpu"));
     let mut a = args(&runs.0, 100, &[]);
     let i = a.iter().position(|x| x == "sac").unwrap();
     a[i] = "ppo".into();

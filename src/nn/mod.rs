@@ -14,11 +14,35 @@ pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample};
 
 use burn::prelude::*;
 
+/// Environment variable choosing the compute device: `cpu` (default) or `wgpu`.
+pub const DEVICE_ENV_VAR: &str = "MPDP_DEVICE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{DEVICE_ENV_VAR}={0}: expected cpu or wgpu")]
+    Unknown(String),
+    #[error(
+        "{DEVICE_ENV_VAR}=wgpu, but this binary was built without the `wgpu` feature (cargo build --features wgpu)"
+    )]
+    NotBuilt,
+}
+
+/// The device `MPDP_DEVICE` asks for, checked against the features this binary has.
+pub fn requested_device() -> Result<&'static str, DeviceError> {
+    match std::env::var(DEVICE_ENV_VAR).as_deref() {
+        Err(_) | Ok("") | Ok("cpu") => Ok("cpu"),
+        Ok("wgpu") if cfg!(feature = "wgpu") => Ok("wgpu"),
+        Ok("wgpu") => Err(DeviceError::NotBuilt),
+        Ok(other) => Err(DeviceError::Unknown(other.to_string())),
+    }
+}
+
 /// The compute device: burn's `flex` CPU backend by default, a GPU through wgpu when the
-/// `wgpu` feature is on and `MPDP_DEVICE=wgpu`. Always with autodiff.
+/// `wgpu` feature is on and `MPDP_DEVICE=wgpu`. Always with autodiff. Check the request
+/// first with [`requested_device`]; an invalid one falls back to the CPU here.
 pub fn device() -> Device {
     #[cfg(feature = "wgpu")]
-    if std::env::var("MPDP_DEVICE").as_deref() == Ok("wgpu") {
+    if requested_device().ok() == Some("wgpu") {
         return Device::wgpu(DeviceKind::DefaultDevice).autodiff();
     }
     Device::flex().autodiff()
