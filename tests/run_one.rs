@@ -108,6 +108,21 @@ fn deterministic_metrics(dir: &Path) -> Vec<(u64, String, f64)> {
         .collect()
 }
 
+/// Waits (up to 60 s) until the run under `runs` has written its first checkpoint.
+fn wait_for_checkpoint(runs: &Path) {
+    let start = Instant::now();
+    while !std::fs::read_dir(runs.join("adhoc")).is_ok_and(|mut d| {
+        d.next()
+            .is_some_and(|e| e.unwrap().path().join("ckpt/loop.json").exists())
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Equal metric lists, reporting the first difference only.
 fn assert_same(got: &[(u64, String, f64)], want: &[(u64, String, f64)], what: &str) {
     if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
@@ -234,21 +249,9 @@ fn a_killed_run_resumes_to_the_same_metrics() {
         let runs = Dir::new(&format!("kill-{attempt}"));
         let a = args(&runs.0, 3000, &[]);
         let mut child = spawn(&a);
-        let start = Instant::now();
-        // Wait for a checkpoint, then a random extra delay of up to 0.2 s.
+        // After the first checkpoint, a random extra delay of up to 0.2 s.
         let delay = Duration::from_millis(u64::from(seed.wrapping_mul(attempt + 1) % 200));
-        let mut resumable = false;
-        while start.elapsed() < Duration::from_secs(60) {
-            if std::fs::read_dir(runs.0.join("adhoc")).is_ok_and(|mut d| {
-                d.next()
-                    .is_some_and(|e| e.unwrap().path().join("ckpt/loop.json").exists())
-            }) {
-                resumable = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(resumable, "no checkpoint within 60 s");
+        wait_for_checkpoint(&runs.0);
         std::thread::sleep(delay);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -276,14 +279,7 @@ fn sigterm_checkpoints_and_marks_the_run_preempted() {
     let runs = Dir::new("term");
     let a = args(&runs.0, 800, &[]);
     let mut child = spawn(&a);
-    let start = Instant::now();
-    while !std::fs::read_dir(runs.0.join("adhoc")).is_ok_and(|mut d| {
-        d.next()
-            .is_some_and(|e| e.unwrap().path().join("ckpt/loop.json").exists())
-    }) {
-        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_checkpoint(&runs.0);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

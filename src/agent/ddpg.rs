@@ -12,7 +12,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use super::sac::{OffPolicyState, ck_err, f32s, uniform_actions};
-use super::{Agent, AgentError, Stats, Transition, Validate, check_positive, ckpt};
+use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -60,41 +60,27 @@ impl Default for DdpgConfig {
 
 impl Validate for DdpgConfig {
     fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("actor_lr", self.actor_lr),
-            ("critic_lr", self.critic_lr),
-            ("tau", self.tau),
-            ("adam_epsilon", self.adam_epsilon),
-        ] {
-            check_positive(name, v)?;
-        }
-        if !(0.0..=1.0).contains(&self.gamma) {
-            return Err(format!(
-                "gamma = {}: expected a value in [0, 1]",
-                self.gamma
-            ));
-        }
+        check_common(
+            &[
+                ("actor_lr", self.actor_lr),
+                ("critic_lr", self.critic_lr),
+                ("adam_epsilon", self.adam_epsilon),
+            ],
+            self.gamma,
+            self.tau,
+            &self.hidden,
+            &[
+                ("batch_size", self.batch_size),
+                ("buffer_size", self.buffer_size),
+                ("updates_per_step", self.updates_per_step),
+                ("policy_frequency", self.policy_frequency),
+            ],
+        )?;
         if !(self.exploration_noise.is_finite() && self.exploration_noise >= 0.0) {
             return Err(format!(
                 "exploration_noise = {}: expected >= 0",
                 self.exploration_noise
             ));
-        }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(format!(
-                "hidden = {:?}: expected one or more positive layer sizes",
-                self.hidden
-            ));
-        }
-        if self.batch_size == 0
-            || self.buffer_size == 0
-            || self.updates_per_step == 0
-            || self.policy_frequency == 0
-        {
-            return Err(
-                "batch_size, buffer_size, updates_per_step and policy_frequency must be positive"
-                    .into(),
-            );
         }
         Ok(())
     }

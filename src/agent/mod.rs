@@ -167,12 +167,34 @@ pub fn make(
     })
 }
 
-/// Positive finite number check for config validation.
-pub(crate) fn check_positive(name: &str, v: f64) -> Result<(), String> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(format!("{name} = {v}: expected a positive finite number"))
+/// Range checks shared by the off-policy agents' configs: positive finite rates, γ in [0, 1],
+/// τ in (0, 1], at least one positive hidden layer size, positive counts.
+pub(crate) fn check_common(
+    rates: &[(&str, f64)],
+    gamma: f64,
+    tau: f64,
+    hidden: &[usize],
+    counts: &[(&str, usize)],
+) -> Result<(), String> {
+    for &(name, v) in rates.iter().chain(&[("tau", tau)]) {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(format!("{name} = {v}: expected a positive finite number"));
+        }
+    }
+    if !(0.0..=1.0).contains(&gamma) {
+        return Err(format!("gamma = {gamma}: expected a value in [0, 1]"));
+    }
+    if tau > 1.0 {
+        return Err(format!("tau = {tau}: expected a value in (0, 1]"));
+    }
+    if hidden.is_empty() || hidden.contains(&0) {
+        return Err(format!(
+            "hidden = {hidden:?}: expected one or more positive layer sizes"
+        ));
+    }
+    match counts.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(format!("{name} = 0: expected a positive count")),
+        None => Ok(()),
     }
 }
 

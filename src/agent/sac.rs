@@ -14,7 +14,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::{Agent, AgentError, Stats, Transition, Validate, check_positive, ckpt};
+use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, GaussianPolicy, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
     tensor2,
@@ -72,34 +72,23 @@ impl Default for SacConfig {
 
 impl Validate for SacConfig {
     fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("actor_lr", self.actor_lr),
-            ("critic_lr", self.critic_lr),
-            ("alpha_lr", self.alpha_lr),
-            ("tau", self.tau),
-            ("initial_alpha", self.initial_alpha),
-            ("adam_epsilon", self.adam_epsilon),
-        ] {
-            check_positive(name, v)?;
-        }
-        if !(0.0..=1.0).contains(&self.gamma) {
-            return Err(format!(
-                "gamma = {}: expected a value in [0, 1]",
-                self.gamma
-            ));
-        }
-        if self.tau > 1.0 {
-            return Err(format!("tau = {}: expected a value in (0, 1]", self.tau));
-        }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(format!(
-                "hidden = {:?}: expected one or more positive layer sizes",
-                self.hidden
-            ));
-        }
-        if self.batch_size == 0 || self.buffer_size == 0 || self.updates_per_step == 0 {
-            return Err("batch_size, buffer_size and updates_per_step must be positive".into());
-        }
+        check_common(
+            &[
+                ("actor_lr", self.actor_lr),
+                ("critic_lr", self.critic_lr),
+                ("alpha_lr", self.alpha_lr),
+                ("initial_alpha", self.initial_alpha),
+                ("adam_epsilon", self.adam_epsilon),
+            ],
+            self.gamma,
+            self.tau,
+            &self.hidden,
+            &[
+                ("batch_size", self.batch_size),
+                ("buffer_size", self.buffer_size),
+                ("updates_per_step", self.updates_per_step),
+            ],
+        )?;
         if self.log_std_min >= self.log_std_max {
             return Err(format!(
                 "log_std_min = {} must be below log_std_max = {}",

@@ -37,12 +37,29 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let last = self.layers.len() - 1;
-        self.layers.iter().enumerate().fold(x, |h, (i, layer)| {
-            let h = layer.forward(h);
-            if i < last { relu(h) } else { h }
-        })
+        relu_between(&self.layers, x, Linear::forward)
     }
+}
+
+/// Applies `layers` in turn with ReLU between them (not after the last).
+fn relu_between<L, const D: usize>(
+    layers: &[L],
+    x: Tensor<D>,
+    forward: impl Fn(&L, Tensor<D>) -> Tensor<D>,
+) -> Tensor<D> {
+    let last = layers.len() - 1;
+    layers.iter().enumerate().fold(x, |h, (i, layer)| {
+        let h = forward(layer, h);
+        if i < last { relu(h) } else { h }
+    })
+}
+
+/// Layer sizes `[input, hidden..., output]`.
+pub(crate) fn layer_sizes(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
+    std::iter::once(input)
+        .chain(hidden.iter().copied())
+        .chain(std::iter::once(output))
+        .collect()
 }
 
 /// A Q network Q(s, a) = f([s, a]).
@@ -59,10 +76,7 @@ impl QNet {
         rng: &mut R,
         device: &Device,
     ) -> Self {
-        let sizes: Vec<usize> = std::iter::once(obs_dim + act_dim)
-            .chain(hidden.iter().copied())
-            .chain(std::iter::once(1))
-            .collect();
+        let sizes = layer_sizes(obs_dim + act_dim, hidden, 1);
         QNet {
             net: Mlp::new(&sizes, rng, device),
         }
@@ -124,11 +138,7 @@ impl EnsembleMlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let last = self.layers.len() - 1;
-        self.layers.iter().enumerate().fold(x, |h, (i, layer)| {
-            let h = layer.forward(h);
-            if i < last { relu(h) } else { h }
-        })
+        relu_between(&self.layers, x, EnsembleLinear::forward)
     }
 }
 
@@ -146,10 +156,7 @@ impl TwinQ {
         rng: &mut R,
         device: &Device,
     ) -> Self {
-        let sizes: Vec<usize> = std::iter::once(obs_dim + act_dim)
-            .chain(hidden.iter().copied())
-            .chain(std::iter::once(1))
-            .collect();
+        let sizes = layer_sizes(obs_dim + act_dim, hidden, 1);
         TwinQ {
             net: EnsembleMlp::new(2, &sizes, rng, device),
         }

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, softplus};
 use rand::Rng;
 
-use super::blocks::{Mlp, linear};
+use super::blocks::{Mlp, layer_sizes, linear};
 
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
 
@@ -97,10 +97,7 @@ impl DeterministicPolicy {
         rng: &mut R,
         device: &Device,
     ) -> Self {
-        let sizes: Vec<usize> = std::iter::once(obs_dim)
-            .chain(hidden.iter().copied())
-            .chain(std::iter::once(act_dim))
-            .collect();
+        let sizes = layer_sizes(obs_dim, hidden, act_dim);
         DeterministicPolicy {
             net: Mlp::new(&sizes, rng, device),
         }
