@@ -7,16 +7,15 @@ use std::path::Path;
 
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
-use super::sac::{OffPolicyState, ck_err, f32s, uniform_actions};
+use super::off_policy::{OffPolicy, Schedule};
+use super::sac::{ck_err, f32s};
 use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
-use crate::replay::{Batch, ReplayBuffer};
+use crate::replay::Batch;
 
 /// DDPG hyperparameters; defaults are CleanRL's `ddpg_continuous_action.py` (the MPDP paper
 /// does not say which DDPG it ran).
@@ -86,7 +85,8 @@ impl Validate for DdpgConfig {
     }
 }
 
-pub struct Ddpg {
+/// Networks, targets and optimisers of DDPG.
+struct DdpgLearner {
     cfg: DdpgConfig,
     obs_dim: usize,
     act_dim: usize,
@@ -98,57 +98,19 @@ pub struct Ddpg {
     critic_target: QNet,
     actor_opt: ModuleOptimizer,
     critic_opt: ModuleOptimizer,
-    replay: ReplayBuffer,
-    batch: Batch,
-    state: OffPolicyState,
     /// Critic updates so far (the actor follows every `policy_frequency`).
     updates: usize,
 }
 
-impl Ddpg {
-    pub fn new(obs_dim: usize, act_dim: usize, cfg: DdpgConfig, seed: u64) -> Self {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let device = nn::device();
-        let plain = device.clone().without_autodiff();
-        let actor = DeterministicPolicy::new(obs_dim, act_dim, &cfg.hidden, &mut rng, &device);
-        let critic = QNet::new(obs_dim, act_dim, &cfg.hidden, &mut rng, &device);
-        let adam = || {
-            AdamConfig::new()
-                .with_epsilon(cfg.adam_epsilon as f32)
-                .init()
-        };
-        Ddpg {
-            obs_dim,
-            act_dim,
-            actor_target: actor.valid(),
-            critic_target: critic.valid(),
-            actor,
-            critic,
-            actor_opt: adam(),
-            critic_opt: adam(),
-            replay: ReplayBuffer::new(cfg.buffer_size, obs_dim, act_dim),
-            batch: Batch::default(),
-            state: OffPolicyState {
-                rng,
-                transitions: 0,
-            },
-            updates: 0,
-            device,
-            plain,
-            cfg,
-        }
-    }
-
+impl DdpgLearner {
     fn actions(&self, obs: &[f64], rows: usize) -> Vec<f32> {
         let obs = tensor2(f32s(obs), rows, self.obs_dim, &self.plain);
         nn::to_vec(self.actor.valid().forward(obs))
     }
 
-    /// One critic update, and an actor + target update when due. Returns (critic loss,
-    /// actor loss if updated, mean Q).
-    fn update(&mut self) -> (f32, Option<f32>, f32) {
-        let (n, o, a) = (self.batch.size, self.obs_dim, self.act_dim);
-        let b = &self.batch;
+    /// One critic update, and an actor + target update when due.
+    fn update(&mut self, b: &Batch) -> Vec<(&'static str, f32)> {
+        let (n, o, a) = (b.size, self.obs_dim, self.act_dim);
         let next_obs = tensor2(b.next_obs.clone(), n, o, &self.plain);
         let next_q = self
             .critic_target
@@ -163,15 +125,17 @@ impl Ddpg {
             .forward(obs.clone(), tensor2(b.act.clone(), n, a, &self.device));
         let q_mean = scalar(q.clone().inner().mean());
         let critic_loss = (q - target).powf_scalar(2.0).mean();
-        let critic_loss_value = scalar(critic_loss.clone().inner());
+        let mut stats = vec![
+            ("critic_loss", scalar(critic_loss.clone().inner())),
+            ("q_mean", q_mean),
+        ];
         let grads = GradientsParams::from_grads(critic_loss.backward(), &self.critic);
         self.critic = self
             .critic_opt
             .step(self.cfg.critic_lr, self.critic.clone(), grads);
         self.updates += 1;
-
         if !self.updates.is_multiple_of(self.cfg.policy_frequency) {
-            return (critic_loss_value, None, q_mean);
+            return stats;
         }
         let actor_loss = self
             .critic
@@ -180,146 +144,159 @@ impl Ddpg {
             .forward(obs.clone(), self.actor.forward(obs))
             .mean()
             .neg();
-        let actor_loss_value = scalar(actor_loss.clone().inner());
+        stats.push(("actor_loss", scalar(actor_loss.clone().inner())));
         let grads = GradientsParams::from_grads(actor_loss.backward(), &self.actor);
         self.actor = self
             .actor_opt
             .step(self.cfg.actor_lr, self.actor.clone(), grads);
         self.actor_target = soft_update(&self.actor, self.actor_target.clone(), self.cfg.tau);
         self.critic_target = soft_update(&self.critic, self.critic_target.clone(), self.cfg.tau);
-        (critic_loss_value, Some(actor_loss_value), q_mean)
+        stats
+    }
+}
+
+pub struct Ddpg {
+    learner: DdpgLearner,
+    core: OffPolicy,
+}
+
+impl Ddpg {
+    pub fn new(obs_dim: usize, act_dim: usize, cfg: DdpgConfig, seed: u64) -> Self {
+        let schedule = Schedule {
+            buffer_size: cfg.buffer_size,
+            batch_size: cfg.batch_size,
+            learning_starts: cfg.learning_starts,
+            updates_per_step: cfg.updates_per_step,
+        };
+        let mut core = OffPolicy::new(obs_dim, act_dim, schedule, seed);
+        let device = nn::device();
+        let plain = device.clone().without_autodiff();
+        let rng = core.rng();
+        let actor = DeterministicPolicy::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
+        let critic = QNet::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
+        let adam = || {
+            AdamConfig::new()
+                .with_epsilon(cfg.adam_epsilon as f32)
+                .init()
+        };
+        let learner = DdpgLearner {
+            obs_dim,
+            act_dim,
+            actor_target: actor.valid(),
+            critic_target: critic.valid(),
+            actor,
+            critic,
+            actor_opt: adam(),
+            critic_opt: adam(),
+            updates: 0,
+            device,
+            plain,
+            cfg,
+        };
+        Ddpg { learner, core }
     }
 }
 
 impl Agent for Ddpg {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        if self.state.transitions < self.cfg.learning_starts {
-            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
+        if let Some(random) = self.core.random_actions(rows) {
+            return random;
         }
-        let noise = normal_noise(&mut self.state.rng, rows * self.act_dim);
-        self.actions(obs, rows)
+        let noise = normal_noise(self.core.rng(), rows * self.learner.act_dim);
+        let sigma = self.learner.cfg.exploration_noise;
+        self.learner
+            .actions(obs, rows)
             .into_iter()
             .zip(noise)
-            .map(|(a, e)| (a as f64 + self.cfg.exploration_noise * e as f64).clamp(-1.0, 1.0))
+            .map(|(a, e)| (a as f64 + sigma * e as f64).clamp(-1.0, 1.0))
             .collect()
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        self.actions(obs, rows).into_iter().map(f64::from).collect()
+        self.learner
+            .actions(obs, rows)
+            .into_iter()
+            .map(f64::from)
+            .collect()
     }
 
     fn observe(&mut self, t: &Transition<'_>) {
-        self.replay
-            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
-        self.state.transitions += 1;
+        self.core.observe(t);
     }
 
     fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
-        if self.state.transitions < self.cfg.learning_starts.max(1) {
-            return Ok(None);
-        }
-        let updates = self.cfg.updates_per_step * new_transitions;
-        let (mut critic, mut q) = (0.0f64, 0.0f64);
-        let (mut actor, mut actor_updates) = (0.0f64, 0usize);
-        for _ in 0..updates {
-            self.replay
-                .sample_into(&mut self.state.rng, self.cfg.batch_size, &mut self.batch);
-            let (c, a, qm) = self.update();
-            for (name, v) in [
-                ("critic_loss", Some(c)),
-                ("actor_loss", a),
-                ("q_mean", Some(qm)),
-            ] {
-                if let Some(v) = v.filter(|v| !v.is_finite()) {
-                    return Err(AgentError::Diverged(format!("DDPG {name} = {v}")));
-                }
-            }
-            critic += c as f64;
-            q += qm as f64;
-            if let Some(a) = a {
-                actor += a as f64;
-                actor_updates += 1;
-            }
-        }
-        let n = updates as f64;
-        let mut stats = vec![("critic_loss", critic / n), ("q_mean", q / n)];
-        if actor_updates > 0 {
-            stats.push(("actor_loss", actor / actor_updates as f64));
-        }
-        Ok(Some(stats))
+        let learner = &mut self.learner;
+        self.core
+            .learn("DDPG", new_transitions, |batch, _| learner.update(batch))
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {
-        if !(all_finite(&self.actor) && all_finite(&self.critic)) {
+        let l = &self.learner;
+        if !(all_finite(&l.actor) && all_finite(&l.critic)) {
             return Err(AgentError::Diverged(
                 "DDPG parameters are not finite".into(),
             ));
         }
-        self.actor
+        l.actor
             .clone()
             .save_file(dir.join("actor"))
             .map_err(ck_err(dir, "actor"))?;
-        self.actor_target
+        l.actor_target
             .clone()
             .save_file(dir.join("actor_target"))
             .map_err(ck_err(dir, "actor_target"))?;
-        self.critic
+        l.critic
             .clone()
             .save_file(dir.join("critic"))
             .map_err(ck_err(dir, "critic"))?;
-        self.critic_target
+        l.critic_target
             .clone()
             .save_file(dir.join("critic_target"))
             .map_err(ck_err(dir, "critic_target"))?;
-        self.actor_opt
+        l.actor_opt
             .save(dir.join("actor_opt"))
             .map_err(ck_err(dir, "actor_opt"))?;
-        self.critic_opt
+        l.critic_opt
             .save(dir.join("critic_opt"))
             .map_err(ck_err(dir, "critic_opt"))?;
-        self.replay
-            .save(&dir.join("replay.bin"))
-            .map_err(ck_err(dir, "replay.bin"))?;
-        ckpt::write_json(dir, "agent_state.json", &(&self.state, self.updates))
+        ckpt::write_json(dir, "ddpg_updates.json", &l.updates)?;
+        self.core.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
-        self.actor = self
+        let l = &mut self.learner;
+        l.actor = l
             .actor
             .clone()
             .try_load_file(dir.join("actor"))
             .map_err(ck_err(dir, "actor"))?;
-        self.actor_target = self
+        l.actor_target = l
             .actor_target
             .clone()
             .try_load_file(dir.join("actor_target"))
             .map_err(ck_err(dir, "actor_target"))?;
-        self.critic = self
+        l.critic = l
             .critic
             .clone()
             .try_load_file(dir.join("critic"))
             .map_err(ck_err(dir, "critic"))?;
-        self.critic_target = self
+        l.critic_target = l
             .critic_target
             .clone()
             .try_load_file(dir.join("critic_target"))
             .map_err(ck_err(dir, "critic_target"))?;
         let adam = || {
             AdamConfig::new()
-                .with_epsilon(self.cfg.adam_epsilon as f32)
+                .with_epsilon(l.cfg.adam_epsilon as f32)
                 .init()
         };
-        self.actor_opt = adam()
+        l.actor_opt = adam()
             .load(dir.join("actor_opt"))
             .map_err(ck_err(dir, "actor_opt"))?;
-        self.critic_opt = adam()
+        l.critic_opt = adam()
             .load(dir.join("critic_opt"))
             .map_err(ck_err(dir, "critic_opt"))?;
-        self.replay =
-            ReplayBuffer::load(&dir.join("replay.bin")).map_err(ck_err(dir, "replay.bin"))?;
-        let (state, updates): (OffPolicyState, usize) = ckpt::read_json(dir, "agent_state.json")?;
-        self.state = state;
-        self.updates = updates;
-        Ok(())
+        l.updates = ckpt::read_json(dir, "ddpg_updates.json")?;
+        self.core.load(dir)
     }
 }

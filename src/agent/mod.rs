@@ -5,6 +5,7 @@
 //! the user set. Unknown keys and wrong types are errors naming the key.
 
 pub mod ddpg;
+mod off_policy;
 pub mod sac;
 
 use std::path::{Path, PathBuf};

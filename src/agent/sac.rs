@@ -10,16 +10,16 @@ use std::path::Path;
 
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use rand::rngs::Xoshiro256PlusPlus;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
+use super::off_policy::{OffPolicy, Schedule};
+use super::{Agent, AgentError, Stats, Transition, Validate, check_common};
 use crate::nn::{
     self, GaussianPolicy, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
     tensor2,
 };
-use crate::replay::{Batch, ReplayBuffer};
+use crate::replay::Batch;
 
 /// SAC hyperparameters. Defaults: the SAC paper's (Haarnoja et al. 2018, `examples/variants.py`:
 /// 2×256, Adam 3e-4 for every network, batch 256, γ 0.99, τ 0.005) with SAC v2's automatic
@@ -353,18 +353,6 @@ pub(crate) fn ck_err<E: std::fmt::Debug>(dir: &Path, name: &str) -> impl FnOnce(
     move |e| AgentError::checkpoint(&path, format!("{e:?}"))
 }
 
-/// Counters and RNG of an off-policy agent, saved with its checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct OffPolicyState {
-    pub rng: Xoshiro256PlusPlus,
-    pub transitions: usize,
-}
-
-/// Uniform random normalised actions, for the start of training.
-pub(crate) fn uniform_actions<R: Rng>(rng: &mut R, n: usize) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
 pub(crate) fn f32s(values: &[f64]) -> Vec<f32> {
     values.iter().map(|&v| v as f32).collect()
 }
@@ -373,81 +361,48 @@ pub(crate) fn f32s(values: &[f64]) -> Vec<f32> {
 /// `updates_per_step` SAC updates per environment step on uniform replay batches.
 pub struct Sac {
     learner: SacLearner,
-    replay: ReplayBuffer,
-    batch: Batch,
-    state: OffPolicyState,
-    act_dim: usize,
+    core: OffPolicy,
 }
 
 impl Sac {
     pub fn new(obs_dim: usize, act_dim: usize, cfg: SacConfig, seed: u64) -> Self {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let replay = ReplayBuffer::new(cfg.buffer_size, obs_dim, act_dim);
+        let schedule = Schedule {
+            buffer_size: cfg.buffer_size,
+            batch_size: cfg.batch_size,
+            learning_starts: cfg.learning_starts,
+            updates_per_step: cfg.updates_per_step,
+        };
+        let mut core = OffPolicy::new(obs_dim, act_dim, schedule, seed);
         Sac {
-            learner: SacLearner::new(obs_dim, act_dim, cfg, &mut rng),
-            replay,
-            batch: Batch::default(),
-            state: OffPolicyState {
-                rng,
-                transitions: 0,
-            },
-            act_dim,
+            learner: SacLearner::new(obs_dim, act_dim, cfg, core.rng()),
+            core,
         }
     }
 }
 
 impl Agent for Sac {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        if self.state.transitions < self.learner.cfg.learning_starts {
-            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
+        if let Some(random) = self.core.random_actions(rows) {
+            return random;
         }
-        let a = self
-            .learner
-            .act(&f32s(obs), rows, false, &mut self.state.rng);
+        let a = self.learner.act(&f32s(obs), rows, false, self.core.rng());
         a.into_iter().map(f64::from).collect()
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        let a = self
-            .learner
-            .act(&f32s(obs), rows, true, &mut self.state.rng);
+        let a = self.learner.act(&f32s(obs), rows, true, self.core.rng());
         a.into_iter().map(f64::from).collect()
     }
 
     fn observe(&mut self, t: &Transition<'_>) {
-        self.replay
-            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
-        self.state.transitions += 1;
+        self.core.observe(t);
     }
 
     fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
-        let cfg = &self.learner.cfg;
-        if self.state.transitions < cfg.learning_starts.max(1) {
-            return Ok(None);
-        }
-        let updates = cfg.updates_per_step * new_transitions;
-        let batch_size = cfg.batch_size;
-        let mut sums = [0.0f64; 6];
-        let mut names = [""; 6];
-        for _ in 0..updates {
-            self.replay
-                .sample_into(&mut self.state.rng, batch_size, &mut self.batch);
-            let stats = self.learner.update(&self.batch, &mut self.state.rng);
-            for (k, (name, v)) in stats.named().into_iter().enumerate() {
-                if !v.is_finite() {
-                    return Err(AgentError::Diverged(format!("SAC {name} = {v}")));
-                }
-                names[k] = name;
-                sums[k] += v as f64;
-            }
-        }
-        Ok(Some(
-            names
-                .iter()
-                .zip(sums)
-                .map(|(&n, s)| (n, s / updates as f64))
-                .collect(),
-        ))
+        let learner = &mut self.learner;
+        self.core.learn("SAC", new_transitions, |batch, rng| {
+            learner.update(batch, rng).named().to_vec()
+        })
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {
@@ -455,17 +410,11 @@ impl Agent for Sac {
             return Err(AgentError::Diverged("SAC parameters are not finite".into()));
         }
         self.learner.save(dir)?;
-        self.replay
-            .save(&dir.join("replay.bin"))
-            .map_err(ck_err(dir, "replay.bin"))?;
-        ckpt::write_json(dir, "agent_state.json", &self.state)
+        self.core.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
         self.learner.load(dir)?;
-        self.replay =
-            ReplayBuffer::load(&dir.join("replay.bin")).map_err(ck_err(dir, "replay.bin"))?;
-        self.state = ckpt::read_json(dir, "agent_state.json")?;
-        Ok(())
+        self.core.load(dir)
     }
 }
