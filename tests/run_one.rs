@@ -108,6 +108,15 @@ fn deterministic_metrics(dir: &Path) -> Vec<(u64, String, f64)> {
         .collect()
 }
 
+/// Steps that have an eval row.
+fn eval_steps(metrics: &[(u64, String, f64)]) -> Vec<u64> {
+    metrics
+        .iter()
+        .filter(|m| m.1 == "eval/return_mean")
+        .map(|m| m.0)
+        .collect()
+}
+
 /// Waits (up to 60 s) until the run under `runs` has written its first checkpoint.
 fn wait_for_checkpoint(runs: &Path) {
     let start = Instant::now();
@@ -168,11 +177,7 @@ fn a_run_writes_the_run_directory_contract() {
     );
 
     let metrics = deterministic_metrics(&dir);
-    let evals: Vec<u64> = metrics
-        .iter()
-        .filter(|m| m.1 == "eval/return_mean")
-        .map(|m| m.0)
-        .collect();
+    let evals = eval_steps(&metrics);
     assert_eq!(evals, vec![250, 500, 600], "every 250 steps and at the end");
     for name in [
         "train/critic_loss",
@@ -220,11 +225,7 @@ fn vectorised_collection_steps_several_envs_per_step() {
     let dir = run_dir(&a.0);
     assert_eq!(store::read_status(&dir).unwrap().step, 400);
     let metrics = deterministic_metrics(&dir);
-    let evals: Vec<u64> = metrics
-        .iter()
-        .filter(|m| m.1 == "eval/return_mean")
-        .map(|m| m.0)
-        .collect();
+    let evals = eval_steps(&metrics);
     assert_eq!(evals, vec![200, 400]);
     assert!(metrics.iter().any(|m| m.1 == "train/critic_loss"));
     assert_same(

@@ -5,12 +5,12 @@
 //!   acting:  a = clip(μ(s) + N(0, σ²), −1, 1) in normalised action space (σ = 0.1 × action scale)
 use std::path::Path;
 
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::{OffPolicy, Schedule};
-use super::sac::{ck_err, f32s};
+use super::sac::f32s;
 use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
@@ -174,11 +174,6 @@ impl Ddpg {
         let rng = core.rng();
         let actor = DeterministicPolicy::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
         let critic = QNet::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
-        let adam = || {
-            AdamConfig::new()
-                .with_epsilon(cfg.adam_epsilon as f32)
-                .init()
-        };
         let learner = DdpgLearner {
             obs_dim,
             act_dim,
@@ -186,8 +181,8 @@ impl Ddpg {
             critic_target: critic.valid(),
             actor,
             critic,
-            actor_opt: adam(),
-            critic_opt: adam(),
+            actor_opt: nn::adam(cfg.adam_epsilon),
+            critic_opt: nn::adam(cfg.adam_epsilon),
             updates: 0,
             device,
             plain,
@@ -237,65 +232,24 @@ impl Agent for Ddpg {
                 "DDPG parameters are not finite".into(),
             ));
         }
-        l.actor
-            .clone()
-            .save_file(dir.join("actor"))
-            .map_err(ck_err(dir, "actor"))?;
-        l.actor_target
-            .clone()
-            .save_file(dir.join("actor_target"))
-            .map_err(ck_err(dir, "actor_target"))?;
-        l.critic
-            .clone()
-            .save_file(dir.join("critic"))
-            .map_err(ck_err(dir, "critic"))?;
-        l.critic_target
-            .clone()
-            .save_file(dir.join("critic_target"))
-            .map_err(ck_err(dir, "critic_target"))?;
-        l.actor_opt
-            .save(dir.join("actor_opt"))
-            .map_err(ck_err(dir, "actor_opt"))?;
-        l.critic_opt
-            .save(dir.join("critic_opt"))
-            .map_err(ck_err(dir, "critic_opt"))?;
+        ckpt::save_module(dir, "actor", &l.actor)?;
+        ckpt::save_module(dir, "actor_target", &l.actor_target)?;
+        ckpt::save_module(dir, "critic", &l.critic)?;
+        ckpt::save_module(dir, "critic_target", &l.critic_target)?;
+        ckpt::save_optimizer(dir, "actor_opt", &l.actor_opt)?;
+        ckpt::save_optimizer(dir, "critic_opt", &l.critic_opt)?;
         ckpt::write_json(dir, "ddpg_updates.json", &l.updates)?;
         self.core.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
         let l = &mut self.learner;
-        l.actor = l
-            .actor
-            .clone()
-            .try_load_file(dir.join("actor"))
-            .map_err(ck_err(dir, "actor"))?;
-        l.actor_target = l
-            .actor_target
-            .clone()
-            .try_load_file(dir.join("actor_target"))
-            .map_err(ck_err(dir, "actor_target"))?;
-        l.critic = l
-            .critic
-            .clone()
-            .try_load_file(dir.join("critic"))
-            .map_err(ck_err(dir, "critic"))?;
-        l.critic_target = l
-            .critic_target
-            .clone()
-            .try_load_file(dir.join("critic_target"))
-            .map_err(ck_err(dir, "critic_target"))?;
-        let adam = || {
-            AdamConfig::new()
-                .with_epsilon(l.cfg.adam_epsilon as f32)
-                .init()
-        };
-        l.actor_opt = adam()
-            .load(dir.join("actor_opt"))
-            .map_err(ck_err(dir, "actor_opt"))?;
-        l.critic_opt = adam()
-            .load(dir.join("critic_opt"))
-            .map_err(ck_err(dir, "critic_opt"))?;
+        l.actor = ckpt::load_module(dir, "actor", &l.actor)?;
+        l.actor_target = ckpt::load_module(dir, "actor_target", &l.actor_target)?;
+        l.critic = ckpt::load_module(dir, "critic", &l.critic)?;
+        l.critic_target = ckpt::load_module(dir, "critic_target", &l.critic_target)?;
+        l.actor_opt = ckpt::load_optimizer(dir, "actor_opt", l.cfg.adam_epsilon)?;
+        l.critic_opt = ckpt::load_optimizer(dir, "critic_opt", l.cfg.adam_epsilon)?;
         l.updates = ckpt::read_json(dir, "ddpg_updates.json")?;
         self.core.load(dir)
     }

@@ -203,6 +203,9 @@ pub(crate) fn check_common(
 pub(crate) mod ckpt {
     use std::path::Path;
 
+    use burn::module::Module;
+    use burn::optim::ModuleOptimizer;
+
     use serde::Serialize;
     use serde::de::DeserializeOwned;
 
@@ -212,6 +215,43 @@ pub(crate) mod ckpt {
         let path = dir.join(name);
         let text = serde_json::to_string(value).map_err(|e| AgentError::checkpoint(&path, e))?;
         std::fs::write(&path, text).map_err(|e| AgentError::checkpoint(&path, e))
+    }
+
+    /// Writes a module's parameters to `dir/name` (a burnpack record, parameter ids included).
+    pub fn save_module<M: Module>(dir: &Path, name: &str, module: &M) -> Result<(), AgentError> {
+        let path = dir.join(name);
+        module
+            .clone()
+            .save_file(&path)
+            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
+    }
+
+    /// Loads `dir/name` into a module of the same architecture.
+    pub fn load_module<M: Module>(dir: &Path, name: &str, module: &M) -> Result<M, AgentError> {
+        let path = dir.join(name);
+        module
+            .clone()
+            .try_load_file(&path)
+            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
+    }
+
+    pub fn save_optimizer(dir: &Path, name: &str, opt: &ModuleOptimizer) -> Result<(), AgentError> {
+        let path = dir.join(name);
+        opt.save(&path)
+            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
+    }
+
+    /// Loads an Adam state saved by [`save_optimizer`]; load the module it optimises first
+    /// (states are keyed by parameter id).
+    pub fn load_optimizer(
+        dir: &Path,
+        name: &str,
+        adam_epsilon: f64,
+    ) -> Result<ModuleOptimizer, AgentError> {
+        let path = dir.join(name);
+        crate::nn::adam(adam_epsilon)
+            .load(&path)
+            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
     }
 
     pub fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<T, AgentError> {

@@ -8,13 +8,13 @@
 //!   targets: Q̄ ← τ·Q + (1−τ)·Q̄
 use std::path::Path;
 
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::{OffPolicy, Schedule};
-use super::{Agent, AgentError, Stats, Transition, Validate, check_common};
+use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, GaussianPolicy, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
     tensor2,
@@ -151,11 +151,6 @@ impl SacLearner {
         let critic = TwinQ::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
         let critic_target = critic.valid();
         let temperature = Temperature::new(cfg.initial_alpha, &device);
-        let adam = || {
-            AdamConfig::new()
-                .with_epsilon(cfg.adam_epsilon as f32)
-                .init()
-        };
         SacLearner {
             target_entropy: cfg.target_entropy.unwrap_or(-(act_dim as f64)),
             obs_dim,
@@ -166,9 +161,9 @@ impl SacLearner {
             critic,
             critic_target,
             temperature,
-            actor_opt: adam(),
-            critic_opt: adam(),
-            alpha_opt: adam(),
+            actor_opt: nn::adam(cfg.adam_epsilon),
+            critic_opt: nn::adam(cfg.adam_epsilon),
+            alpha_opt: nn::adam(cfg.adam_epsilon),
             cfg,
         }
     }
@@ -280,77 +275,28 @@ impl SacLearner {
 
     /// Networks and optimiser states into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
-        self.actor
-            .clone()
-            .save_file(dir.join("actor"))
-            .map_err(ck_err(dir, "actor"))?;
-        self.critic
-            .clone()
-            .save_file(dir.join("critic"))
-            .map_err(ck_err(dir, "critic"))?;
-        self.critic_target
-            .clone()
-            .save_file(dir.join("critic_target"))
-            .map_err(ck_err(dir, "critic_target"))?;
-        self.temperature
-            .clone()
-            .save_file(dir.join("temperature"))
-            .map_err(ck_err(dir, "temperature"))?;
-        for (name, opt) in [
-            ("actor_opt", &self.actor_opt),
-            ("critic_opt", &self.critic_opt),
-            ("alpha_opt", &self.alpha_opt),
-        ] {
-            opt.save(dir.join(name)).map_err(ck_err(dir, name))?;
-        }
-        Ok(())
+        ckpt::save_module(dir, "actor", &self.actor)?;
+        ckpt::save_module(dir, "critic", &self.critic)?;
+        ckpt::save_module(dir, "critic_target", &self.critic_target)?;
+        ckpt::save_module(dir, "temperature", &self.temperature)?;
+        ckpt::save_optimizer(dir, "actor_opt", &self.actor_opt)?;
+        ckpt::save_optimizer(dir, "critic_opt", &self.critic_opt)?;
+        ckpt::save_optimizer(dir, "alpha_opt", &self.alpha_opt)
     }
 
     /// Restores what [`SacLearner::save`] wrote (modules first: optimiser states are keyed
     /// by parameter id).
     pub fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
-        self.actor = self
-            .actor
-            .clone()
-            .try_load_file(dir.join("actor"))
-            .map_err(ck_err(dir, "actor"))?;
-        self.critic = self
-            .critic
-            .clone()
-            .try_load_file(dir.join("critic"))
-            .map_err(ck_err(dir, "critic"))?;
-        self.critic_target = self
-            .critic_target
-            .clone()
-            .try_load_file(dir.join("critic_target"))
-            .map_err(ck_err(dir, "critic_target"))?;
-        self.temperature = self
-            .temperature
-            .clone()
-            .try_load_file(dir.join("temperature"))
-            .map_err(ck_err(dir, "temperature"))?;
-        let adam = || {
-            AdamConfig::new()
-                .with_epsilon(self.cfg.adam_epsilon as f32)
-                .init()
-        };
-        self.actor_opt = adam()
-            .load(dir.join("actor_opt"))
-            .map_err(ck_err(dir, "actor_opt"))?;
-        self.critic_opt = adam()
-            .load(dir.join("critic_opt"))
-            .map_err(ck_err(dir, "critic_opt"))?;
-        self.alpha_opt = adam()
-            .load(dir.join("alpha_opt"))
-            .map_err(ck_err(dir, "alpha_opt"))?;
+        self.actor = ckpt::load_module(dir, "actor", &self.actor)?;
+        self.critic = ckpt::load_module(dir, "critic", &self.critic)?;
+        self.critic_target = ckpt::load_module(dir, "critic_target", &self.critic_target)?;
+        self.temperature = ckpt::load_module(dir, "temperature", &self.temperature)?;
+        let eps = self.cfg.adam_epsilon;
+        self.actor_opt = ckpt::load_optimizer(dir, "actor_opt", eps)?;
+        self.critic_opt = ckpt::load_optimizer(dir, "critic_opt", eps)?;
+        self.alpha_opt = ckpt::load_optimizer(dir, "alpha_opt", eps)?;
         Ok(())
     }
-}
-
-/// Maps any error of writing or reading checkpoint part `name` in `dir`.
-pub(crate) fn ck_err<E: std::fmt::Debug>(dir: &Path, name: &str) -> impl FnOnce(E) -> AgentError {
-    let path = dir.join(name);
-    move |e| AgentError::checkpoint(&path, format!("{e:?}"))
 }
 
 pub(crate) fn f32s(values: &[f64]) -> Vec<f32> {

@@ -48,6 +48,13 @@ pub fn device() -> Device {
     Device::flex().autodiff()
 }
 
+/// Adam with PyTorch's defaults (β 0.9, 0.999) and the given ε; one per module.
+pub fn adam(epsilon: f64) -> burn::optim::ModuleOptimizer {
+    burn::optim::AdamConfig::new()
+        .with_epsilon(epsilon as f32)
+        .init()
+}
+
 /// A `[rows, cols]` float tensor from row-major `f32` values.
 pub fn tensor2(values: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [rows, cols]), device)

@@ -289,12 +289,11 @@ impl<'a> Run<'a> {
             let steps = self.train.step(&actions);
             for (i, step) in steps.iter().enumerate() {
                 let (o, a) = (info.obs_dim, info.act_dim);
-                let next_obs = self.train.envs()[i].obs().to_vec();
                 self.agent.observe(&Transition {
                     obs: &obs[i * o..(i + 1) * o],
                     action: &actions[i * a..(i + 1) * a],
                     reward: step.reward,
-                    next_obs: &next_obs,
+                    next_obs: self.train.envs()[i].obs(),
                     terminated: step.terminated,
                 });
                 self.state.episode_returns[i] += step.reward;
