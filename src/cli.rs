@@ -16,11 +16,38 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run an experiment spec (for now: a uniform-random policy on the spec's environments).
+    /// Run every run of a spec that is not done yet, as many at once as its device slots
+    /// allow (rerun to resume after a crash or Ctrl-C).
     Run {
-        /// The spec, e.g. experiments/quick.toml.
-        spec: PathBuf,
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Run failed runs again (by default they are listed and left alone).
+        #[arg(long)]
+        retry_failed: bool,
     },
+    /// List every run of a spec with its id and status (todo, running, done, failed...).
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the plan as JSON lines (the file `run-one --plan` reads).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the fully resolved config of every run and where each value came from.
+    Explain {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Only the run whose id starts with this.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Progress of a spec's runs: counts, active and failed runs, ETA.
+    Status {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Hand the runs that are not done to a cluster scheduler (one Slurm job array).
+    Submit(SubmitArgs),
     /// Train one agent on one env and write runs/<experiment>/<run_id>/ (rerun to resume).
     RunOne(RunOneArgs),
     /// Inspect and drive the environments.
@@ -106,19 +133,88 @@ pub enum BenchCommand {
     },
 }
 
+/// A spec and its command-line overrides.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The spec, e.g. experiments/quick.toml.
+    pub spec: PathBuf,
+    /// Override a spec value, e.g. --set agents.SAC.actor_lr=1e-3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Where run directories live: <runs-dir>/<experiment>/<run_id>/.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Executor {
+    Slurm,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    #[arg(long, value_enum)]
+    pub executor: Executor,
+    #[arg(long)]
+    pub partition: Option<String>,
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Time limit per run, e.g. 12:00:00.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Memory per run, e.g. 8G.
+    #[arg(long)]
+    pub mem: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub gpus_per_run: u32,
+    /// CPUs per run (default: the spec's devices.threads_per_run).
+    #[arg(long)]
+    pub cpus_per_run: Option<usize>,
+    /// Array elements running at once.
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Seconds before the time limit at which a run checkpoints and is requeued.
+    #[arg(long, default_value_t = 120)]
+    pub signal_before: u32,
+    /// Extra #SBATCH option, e.g. --sbatch-arg=--qos=long (repeatable).
+    #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+    /// Write the script and plan but do not submit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stay and report progress until the job array has finished.
+    #[arg(long)]
+    pub wait: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct RunOneArgs {
+    /// Plan file (JSON lines, written by `mpdp run`/`submit`): run the run with --run-id or
+    /// the one at --index from it; the flags below are then not used.
+    #[arg(long, conflicts_with_all = ["env", "algo", "steps"])]
+    pub plan: Option<PathBuf>,
+    /// With --plan: the run's id.
+    #[arg(long, requires = "plan", conflicts_with = "index")]
+    pub run_id: Option<String>,
+    /// With --plan: the run's line number, from 0 (a job array's element index).
+    #[arg(long, requires = "plan")]
+    pub index: Option<usize>,
+    /// Recorded in the run's lock as who runs it.
+    #[arg(long, default_value = "run-one")]
+    pub owner: String,
     /// Task name, e.g. InvertedPendulum or Hopper-v5.
-    #[arg(long)]
-    pub env: String,
+    #[arg(long, required_unless_present = "plan")]
+    pub env: Option<String>,
     /// Algorithm: sac or ddpg.
-    #[arg(long)]
-    pub algo: String,
+    #[arg(long, required_unless_present = "plan")]
+    pub algo: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Environment steps.
-    #[arg(long)]
-    pub steps: u64,
+    #[arg(long, required_unless_present = "plan")]
+    pub steps: Option<u64>,
     /// Observation variant: v5 or mbpo.
     #[arg(long, default_value = "v5")]
     pub variant: String,

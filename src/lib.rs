@@ -3,9 +3,10 @@
 
 pub mod agent;
 pub mod bench;
-pub mod demo;
 pub mod env;
 pub mod nn;
 pub mod replay;
 pub mod runner;
+pub mod sched;
+pub mod spec;
 pub mod store;

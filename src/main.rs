@@ -1,25 +1,26 @@
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use mpdp::agent::{self, AgentError};
 use mpdp::bench;
-use mpdp::demo::{self, DemoError, DemoSpec};
 use mpdp::env::replay::{self, ReplayError};
 use mpdp::env::{self, AssetError, Env, EnvError, ObsVariant, Task};
 use mpdp::runner::{self, EvalConfig, RunConfig, RunError, RunOptions, RunOutcome};
+use mpdp::sched::{self, EXIT_BUSY, EXIT_PREEMPTED, SchedError};
+use mpdp::spec::{self, Plan, SpecError};
 
 mod cli;
 
-use cli::{BenchCommand, Cli, Command, EnvCommand, ReplayArgs, RunOneArgs};
+use cli::{BenchCommand, Cli, Command, EnvCommand, ReplayArgs, RunOneArgs, SpecArgs, SubmitArgs};
 
 /// mimalloc: burn allocates many short-lived buffers per update (fewer page faults than glibc's).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Exit code of a run stopped by SIGTERM/SIGINT after checkpointing (EX_TEMPFAIL): rerun it.
-const EXIT_PREEMPTED: u8 = 75;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,7 +37,11 @@ fn main() -> ExitCode {
 fn exit_code(err: &anyhow::Error) -> u8 {
     let user = err.chain().any(|e| {
         e.is::<ReplayError>()
-            || e.is::<DemoError>()
+            || e.is::<SpecError>()
+            || matches!(
+                e.downcast_ref::<SchedError>(),
+                Some(SchedError::Usage(_) | SchedError::PlanFile { .. })
+            )
             || e.is::<AssetError>()
             || e.is::<UsageError>()
             || e.is::<mpdp::nn::DeviceError>()
@@ -71,16 +76,20 @@ struct UsageError(String);
 fn run(cli: Cli) -> Result<u8> {
     if matches!(
         cli.command,
-        Command::RunOne(_) | Command::Bench(BenchCommand::Sac { .. })
+        Command::RunOne(_) | Command::Bench(BenchCommand::Sac { .. }) | Command::Run { .. }
     ) {
         mpdp::nn::requested_device()?;
     }
     match cli.command {
         Command::RunOne(args) => return run_one(&args),
-        Command::Run { spec } => {
-            let spec = DemoSpec::load(&spec)?;
-            demo::run(&spec, &mut std::io::stdout().lock())?;
+        Command::Run { spec, retry_failed } => return run_spec(&spec, retry_failed),
+        Command::Plan { spec, json } => plan_cmd(&spec, json)?,
+        Command::Explain { spec, run } => explain(&spec, run.as_deref())?,
+        Command::Status { spec } => {
+            let plan = spec::load(&spec.spec, &spec.set)?;
+            sched::print_status(&plan, &spec.runs_dir, &mut std::io::stdout().lock())?;
         }
+        Command::Submit(args) => return submit(&args),
         Command::Env(EnvCommand::List { variant }) => list(variant.parse()?)?,
         Command::Env(EnvCommand::Replay(args)) => replay_cmd(&args)?,
         Command::Bench(BenchCommand::Env {
@@ -146,11 +155,59 @@ fn parse_sets(sets: &[String]) -> Result<toml::Table, UsageError> {
     Ok(table)
 }
 
-fn run_one(args: &RunOneArgs) -> Result<u8> {
-    let task: Task = args.env.parse()?;
+/// Sets `stop` on SIGTERM, SIGINT and SIGUSR1 (Slurm's warning before a time limit).
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGUSR1,
+    ] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// The run's config: from a plan file, or from the ad-hoc flags.
+fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
+    if let Some(path) = &args.plan {
+        let runs = sched::read_plan_file(path)?;
+        let run = match (&args.run_id, args.index) {
+            (Some(id), _) => runs
+                .iter()
+                .find(|r| &r.run_id == id)
+                .ok_or_else(|| UsageError(format!("{}: no run with id {id}", path.display())))?,
+            (None, Some(i)) => runs.get(i).ok_or_else(|| {
+                UsageError(format!(
+                    "{}: --index {i}, but the plan has {} runs",
+                    path.display(),
+                    runs.len()
+                ))
+            })?,
+            (None, None) => {
+                return Err(UsageError("--plan needs --run-id or --index".into()).into());
+            }
+        };
+        if run.config.run_id() != run.run_id {
+            return Err(UsageError(format!(
+                "{}: run {} was edited (its config hashes to {})",
+                path.display(),
+                run.run_id,
+                run.config.run_id()
+            ))
+            .into());
+        }
+        return Ok(run.config.clone());
+    }
+    let (Some(env), Some(algo), Some(steps)) = (&args.env, &args.algo, args.steps) else {
+        return Err(
+            UsageError("--env, --algo and --steps are needed without --plan".into()).into(),
+        );
+    };
+    let task: Task = env.parse()?;
     let variant: ObsVariant = args.variant.parse()?;
     for (name, v) in [
-        ("--steps", args.steps),
+        ("--steps", steps),
         ("--eval-every", args.eval_every),
         ("--log-every", args.log_every),
     ] {
@@ -162,13 +219,13 @@ fn run_one(args: &RunOneArgs) -> Result<u8> {
         return Err(UsageError("--num-envs and --eval-episodes must be positive".into()).into());
     }
     let overrides = parse_sets(&args.set)?;
-    let agent = agent::resolve_params(&args.algo, task, &overrides)?;
-    let cfg = RunConfig {
+    let agent = agent::resolve_params(algo, task, &overrides)?;
+    Ok(RunConfig {
         experiment: args.experiment.clone(),
         env: task.name().to_string(),
-        variant: variant.name().to_string(),
+        obs: variant.name().to_string(),
         seed: args.seed,
-        total_steps: args.steps,
+        total_steps: steps,
         num_envs: args.num_envs,
         eval: EvalConfig {
             every: args.eval_every,
@@ -176,17 +233,18 @@ fn run_one(args: &RunOneArgs) -> Result<u8> {
         },
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,
-        algo: args.algo.clone(),
+        algo: algo.clone(),
         agent,
-    };
+    })
+}
+
+fn run_one(args: &RunOneArgs) -> Result<u8> {
+    let cfg = run_one_config(args)?;
     let run_dir = args.runs_dir.join(&cfg.experiment).join(cfg.run_id());
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
     let opts = RunOptions {
         progress: !args.quiet,
-        stop,
+        stop: stop_flag()?,
+        owner: args.owner.clone(),
     };
     eprintln!("run {}", run_dir.display());
     match runner::run_one(&cfg, &run_dir, &opts)? {
@@ -205,7 +263,259 @@ fn run_one(args: &RunOneArgs) -> Result<u8> {
             eprintln!("error: run failed: {reason}");
             Ok(1)
         }
+        RunOutcome::Busy(holder) => {
+            eprintln!(
+                "{} is held by {} (pid {} on {}, step {}/{}); leaving it to them",
+                run_dir.display(),
+                holder.owner,
+                holder.pid,
+                holder.host,
+                holder.step,
+                holder.total_steps
+            );
+            Ok(EXIT_BUSY)
+        }
     }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{}", path.display()))
+}
+
+/// Loads the plan and writes it to runs/<experiment>/plan.jsonl for the children.
+fn load_for_running(args: &SpecArgs) -> Result<(Plan, PathBuf, PathBuf)> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    sched::check_device(plan.spec.devices.kind)?;
+    let runs_dir = absolute(&args.runs_dir)?;
+    let plan_file = sched::plan_path(&runs_dir, &plan);
+    sched::write_plan_file(&plan_file, &sched::unique_runs(&plan))?;
+    Ok((plan, runs_dir, plan_file))
+}
+
+fn run_spec(args: &SpecArgs, retry_failed: bool) -> Result<u8> {
+    let (plan, runs_dir, plan_file) = load_for_running(args)?;
+    let opts = sched::local::LocalOptions {
+        runs_dir,
+        plan_file,
+        exe: std::env::current_exe().context("locating the mpdp binary")?,
+        retry_failed,
+        stop: stop_flag()?,
+    };
+    let summary = sched::local::run(&plan, &opts)?;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{}: {} runs: {} done before, {} finished now, {} finished by another executor, {} \
+         failed, {} stopped",
+        plan.spec.name,
+        summary.total,
+        summary.skipped,
+        summary.finished,
+        summary.finished_elsewhere,
+        summary.failed.len(),
+        summary.preempted
+    )?;
+    for f in &summary.failed {
+        writeln!(
+            err,
+            "FAILED {} {} seed {} ({}): {}",
+            f.run.label(),
+            f.run.env,
+            f.run.seed,
+            f.run.run_id,
+            f.reason
+        )?;
+        for line in &f.tail {
+            writeln!(err, "    {line}")?;
+        }
+    }
+    if summary.stopped {
+        writeln!(err, "stopped: rerun the same command to resume")?;
+        return Ok(EXIT_PREEMPTED);
+    }
+    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for run in sched::unique_runs(&plan) {
+            writeln!(out, "{}", serde_json::to_string(run)?)?;
+        }
+        return Ok(());
+    }
+    let width = plan
+        .runs
+        .iter()
+        .map(|r| r.label().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "{:<12}  {:<width$}  {:<17} {:>5} {:>9}  status",
+        "run_id", "agent", "env", "seed", "steps"
+    )?;
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for run in &plan.runs {
+        let dir = sched::run_dir(&args.runs_dir, run);
+        let status = sched::status_of(&dir);
+        *counts.entry(status.name()).or_default() += 1;
+        let detail = match &status {
+            sched::RunStatus::Running(l) => format!(" ({}/{} steps)", l.step, l.total_steps),
+            sched::RunStatus::Failed(r) => format!(" ({r})"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{:<12}  {:<width$}  {:<17} {:>5} {:>9}  {}{detail}",
+            run.run_id,
+            run.label(),
+            run.env,
+            run.seed,
+            run.config.total_steps,
+            status.name()
+        )?;
+    }
+    let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    writeln!(out, "{} runs: {}", plan.runs.len(), counts.join(", "))?;
+    Ok(())
+}
+
+fn explain(args: &SpecArgs, only: Option<&str>) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    let mut out = std::io::stdout().lock();
+    let runs: Vec<_> = plan
+        .runs
+        .iter()
+        .filter(|r| only.is_none_or(|p| r.run_id.starts_with(p)))
+        .collect();
+    if runs.is_empty() {
+        return Err(UsageError(format!("no run id starts with {:?}", only.unwrap_or(""))).into());
+    }
+    for run in runs {
+        writeln!(
+            out,
+            "run {}: {} on {} seed {}",
+            run.run_id,
+            run.label(),
+            run.env,
+            run.seed
+        )?;
+        let value = toml::Value::try_from(&run.config).context("serialising a run config")?;
+        let mut rows = Vec::new();
+        flatten_toml("", &value, &mut rows);
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, v) in rows {
+            let from = run.sources.get(&key).map_or("", String::as_str);
+            writeln!(out, "  {key:<width$} = {v:<24} {from}")?;
+        }
+    }
+    Ok(())
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_toml(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+fn submit(args: &SubmitArgs) -> Result<u8> {
+    let cli::Executor::Slurm = args.executor;
+    let plan = spec::load(&args.spec.spec, &args.spec.set)?;
+    let runs_dir = absolute(&args.spec.runs_dir)?;
+    let opts = sched::slurm::SlurmOptions {
+        partition: args.partition.clone(),
+        account: args.account.clone(),
+        time: args.time.clone(),
+        mem: args.mem.clone(),
+        gpus_per_run: args.gpus_per_run,
+        cpus_per_run: args.cpus_per_run,
+        max_parallel: args.max_parallel,
+        signal_before: args.signal_before,
+        extra: args.sbatch_args.clone(),
+    };
+    let exe = std::env::current_exe().context("locating the mpdp binary")?;
+    let sub = sched::slurm::submit(&plan, &runs_dir, &exe, &opts, args.dry_run)?;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{}: {} runs to do ({} done or running elsewhere); script {}",
+        plan.spec.name,
+        sub.runs.len(),
+        sub.skipped,
+        sub.script.display()
+    )?;
+    let Some(job) = &sub.job_id else {
+        if sub.runs.is_empty() {
+            writeln!(err, "nothing to submit")?;
+        } else {
+            writeln!(
+                err,
+                "dry run: not submitted (sbatch {})",
+                sub.script.display()
+            )?;
+        }
+        return Ok(0);
+    };
+    writeln!(
+        err,
+        "submitted job array {job} ({} elements)",
+        sub.runs.len()
+    )?;
+    println!("{job}");
+    if !args.wait {
+        return Ok(0);
+    }
+    let mut last = String::new();
+    loop {
+        let active = sched::slurm::job_active(job)?;
+        let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+        for run in &sub.runs {
+            let status = sched::status_of(&sched::run_dir(&runs_dir, run));
+            *counts.entry(status.name()).or_default() += 1;
+        }
+        let line: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let line = line.join(", ");
+        if line != last {
+            writeln!(err, "job {job}: {line}")?;
+            last = line;
+        }
+        if !active {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    let failed = sub
+        .runs
+        .iter()
+        .filter(|r| {
+            !matches!(
+                sched::status_of(&sched::run_dir(&runs_dir, r)),
+                sched::RunStatus::Done
+            )
+        })
+        .count();
+    if failed > 0 {
+        writeln!(
+            err,
+            "job {job} finished with {failed} runs not done (see `mpdp status`)"
+        )?;
+        return Ok(1);
+    }
+    writeln!(err, "job {job}: all {} runs done", sub.runs.len())?;
+    Ok(0)
 }
 
 fn list(variant: ObsVariant) -> Result<()> {

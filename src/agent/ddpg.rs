@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::off_policy::{OffPolicy, Schedule};
 use super::sac::f32s;
-use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
+use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -58,7 +58,7 @@ impl Default for DdpgConfig {
 }
 
 impl Validate for DdpgConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         check_common(
             &[
                 ("actor_lr", self.actor_lr),
@@ -76,9 +76,12 @@ impl Validate for DdpgConfig {
             ],
         )?;
         if !(self.exploration_noise.is_finite() && self.exploration_noise >= 0.0) {
-            return Err(format!(
-                "exploration_noise = {}: expected >= 0",
-                self.exploration_noise
+            return Err(Invalid::new(
+                "exploration_noise",
+                format!(
+                    "expected a finite value >= 0, found {}",
+                    self.exploration_noise
+                ),
             ));
         }
         Ok(())

@@ -56,8 +56,13 @@ pub trait Agent: Send {
 pub enum AgentError {
     #[error("unknown algo '{0}' (known: sac, ddpg)")]
     UnknownAlgo(String),
-    #[error("agent parameters for {algo}: {message}")]
-    Params { algo: String, message: String },
+    #[error("agent parameters for {algo}: {}", match key { Some(k) => format!("{k}: {message}"), None => message.clone() })]
+    Params {
+        algo: String,
+        /// The parameter at fault, when one is.
+        key: Option<String>,
+        message: String,
+    },
     #[error("diverged: {0}")]
     Diverged(String),
     #[error("checkpoint {path}: {message}")]
@@ -93,11 +98,14 @@ fn resolve<C>(algo: &str, task: Task, overrides: &toml::Table) -> Result<toml::T
 where
     C: Default + Serialize + DeserializeOwned + Validate,
 {
-    let err = |message: String| AgentError::Params {
+    let err = |e: Invalid| AgentError::Params {
         algo: algo.to_string(),
-        message,
+        key: e.key,
+        message: e.message,
     };
-    let mut table = to_table(C::default()).map_err(err)?;
+    let mut table = to_table(C::default())
+        .map_err(Invalid::whole)
+        .map_err(err)?;
     let presets: toml::Table = PRESETS.parse().expect("presets.toml parses");
     if let Some(preset) = presets
         .get(algo)
@@ -109,19 +117,56 @@ where
     table.extend(overrides.clone());
     let config: C = from_table(table).map_err(err)?;
     config.validate().map_err(err)?;
-    to_table(config).map_err(err)
+    to_table(config).map_err(Invalid::whole).map_err(err)
 }
 
-/// Deserialises a config from a table; errors name the key path (`hidden[0]: ...`).
-fn from_table<C: DeserializeOwned>(table: toml::Table) -> Result<C, String> {
+/// The defaults of `algo`'s config and its preset for `task` (the first two layers of
+/// [`resolve_params`]), for `mpdp explain`.
+pub fn param_layers(algo: &str, task: Task) -> Result<(toml::Table, toml::Table), AgentError> {
+    let defaults = match algo {
+        "sac" => to_table(sac::SacConfig::default()),
+        "ddpg" => to_table(ddpg::DdpgConfig::default()),
+        other => return Err(AgentError::UnknownAlgo(other.to_string())),
+    }
+    .expect("default configs serialise");
+    let presets: toml::Table = PRESETS.parse().expect("presets.toml parses");
+    let preset = presets
+        .get(algo)
+        .and_then(|a| a.get(task.name()))
+        .and_then(|p| p.as_table())
+        .cloned()
+        .unwrap_or_default();
+    Ok((defaults, preset))
+}
+
+/// A parameter that failed to parse or validate: which one (if one) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Invalid {
+            key: Some(key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn whole(message: String) -> Self {
+        Invalid { key: None, message }
+    }
+}
+
+/// Deserialises a config from a table; errors name the key path (`hidden[0]`).
+fn from_table<C: DeserializeOwned>(table: toml::Table) -> Result<C, Invalid> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = inner.message().to_string();
-        if path == "." {
-            message
-        } else {
-            format!("{path}: {message}")
+        let message = e.into_inner().message().to_string();
+        Invalid {
+            key: (path != ".").then_some(path),
+            message,
         }
     })
 }
@@ -136,7 +181,7 @@ fn to_table<T: Serialize>(value: T) -> Result<toml::Table, String> {
 
 /// Range checks beyond what the types express.
 pub trait Validate {
-    fn validate(&self) -> Result<(), String>;
+    fn validate(&self) -> Result<(), Invalid>;
 }
 
 /// Creates the agent for `algo` from resolved parameters (see [`resolve_params`]).
@@ -147,9 +192,10 @@ pub fn make(
     act_dim: usize,
     seed: u64,
 ) -> Result<Box<dyn Agent>, AgentError> {
-    let parse = |message: String| AgentError::Params {
+    let parse = |e: Invalid| AgentError::Params {
         algo: algo.to_string(),
-        message,
+        key: e.key,
+        message: e.message,
     };
     Ok(match algo {
         "sac" => Box::new(sac::Sac::new(
@@ -176,25 +222,35 @@ pub(crate) fn check_common(
     tau: f64,
     hidden: &[usize],
     counts: &[(&str, usize)],
-) -> Result<(), String> {
+) -> Result<(), Invalid> {
     for &(name, v) in rates.iter().chain(&[("tau", tau)]) {
         if !(v.is_finite() && v > 0.0) {
-            return Err(format!("{name} = {v}: expected a positive finite number"));
+            return Err(Invalid::new(
+                name,
+                format!("expected a positive finite number, found {v}"),
+            ));
         }
     }
     if !(0.0..=1.0).contains(&gamma) {
-        return Err(format!("gamma = {gamma}: expected a value in [0, 1]"));
+        return Err(Invalid::new(
+            "gamma",
+            format!("expected a value in [0, 1], found {gamma}"),
+        ));
     }
     if tau > 1.0 {
-        return Err(format!("tau = {tau}: expected a value in (0, 1]"));
+        return Err(Invalid::new(
+            "tau",
+            format!("expected a value in (0, 1], found {tau}"),
+        ));
     }
     if hidden.is_empty() || hidden.contains(&0) {
-        return Err(format!(
-            "hidden = {hidden:?}: expected one or more positive layer sizes"
+        return Err(Invalid::new(
+            "hidden",
+            format!("expected one or more positive layer sizes, found {hidden:?}"),
         ));
     }
     match counts.iter().find(|(_, v)| *v == 0) {
-        Some((name, _)) => Err(format!("{name} = 0: expected a positive count")),
+        Some((name, _)) => Err(Invalid::new(name, "expected a positive count, found 0")),
         None => Ok(()),
     }
 }

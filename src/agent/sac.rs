@@ -14,7 +14,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::{OffPolicy, Schedule};
-use super::{Agent, AgentError, Stats, Transition, Validate, check_common, ckpt};
+use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
     self, GaussianPolicy, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
     tensor2,
@@ -71,7 +71,7 @@ impl Default for SacConfig {
 }
 
 impl Validate for SacConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         check_common(
             &[
                 ("actor_lr", self.actor_lr),
@@ -90,9 +90,12 @@ impl Validate for SacConfig {
             ],
         )?;
         if self.log_std_min >= self.log_std_max {
-            return Err(format!(
-                "log_std_min = {} must be below log_std_max = {}",
-                self.log_std_min, self.log_std_max
+            return Err(Invalid::new(
+                "log_std_min",
+                format!(
+                    "expected a value below log_std_max = {}, found {}",
+                    self.log_std_max, self.log_std_min
+                ),
             ));
         }
         Ok(())

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::{self, Agent, AgentError, Transition};
 use crate::env::{Env, EnvError, EnvSnapshot, ObsVariant, Task};
+use crate::store::lock::{Claim, Live, Lock, LockInfo};
 use crate::store::{self, RunLog, RunState, Status};
 use metrics::Metrics;
 
@@ -40,7 +41,8 @@ pub struct EvalConfig {
 pub struct RunConfig {
     pub experiment: String,
     pub env: String,
-    pub variant: String,
+    /// Observation variant (`v5` or `mbpo`).
+    pub obs: String,
     pub seed: u64,
     /// Environment steps (summed over the `num_envs` training envs).
     pub total_steps: u64,
@@ -70,7 +72,7 @@ impl RunConfig {
     }
 
     pub fn obs_variant(&self) -> Result<ObsVariant, EnvError> {
-        self.variant.parse()
+        self.obs.parse()
     }
 
     pub fn to_toml(&self) -> String {
@@ -84,6 +86,8 @@ pub enum RunOutcome {
     Done,
     Preempted,
     Failed(String),
+    /// Another live process holds the run; nothing was done.
+    Busy(LockInfo),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +123,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set by SIGTERM/SIGINT handlers: checkpoint and stop.
     pub stop: Arc<AtomicBool>,
+    /// Who runs it, recorded in the lock (`mpdp run (pid N)`, `slurm 12_3`).
+    pub owner: String,
 }
 
 /// Counters of the interaction loop, saved with each checkpoint.
@@ -150,12 +156,37 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
             });
         }
     }
-    if store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done) {
+    let done = || store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done);
+    if done() {
+        return Ok(RunOutcome::Done);
+    }
+    let live = Arc::new(Live::new(0));
+    let lock = match Lock::claim(
+        run_dir,
+        &opts.owner,
+        cfg.total_steps,
+        live.clone(),
+        opts.stop.clone(),
+    )
+    .map_err(io_err(run_dir))?
+    {
+        Claim::Acquired(lock) => lock,
+        Claim::Busy(holder) => return Ok(RunOutcome::Busy(holder)),
+    };
+    // It may have finished between the check and the claim.
+    if done() {
+        lock.release();
         return Ok(RunOutcome::Done);
     }
     store::write_atomic(&resolved_path, cfg.to_toml().as_bytes())
         .map_err(io_err(&resolved_path))?;
-    Run::start(cfg, run_dir, opts)?.go()
+    let outcome = Run::start(cfg, run_dir, opts, live)?.go();
+    if lock.lost() {
+        let mut log = RunLog::open(run_dir).map_err(io_err(run_dir))?;
+        log.line("another process took the lock over; stopped");
+    }
+    lock.release();
+    outcome
 }
 
 struct Run<'a> {
@@ -170,10 +201,16 @@ struct Run<'a> {
     log: RunLog,
     started: Instant,
     rate_mark: (Instant, u64),
+    live: Arc<Live>,
 }
 
 impl<'a> Run<'a> {
-    fn start(cfg: &'a RunConfig, dir: &'a Path, opts: &'a RunOptions) -> Result<Self, RunError> {
+    fn start(
+        cfg: &'a RunConfig,
+        dir: &'a Path,
+        opts: &'a RunOptions,
+        live: Arc<Live>,
+    ) -> Result<Self, RunError> {
         let (task, variant) = (cfg.task()?, cfg.obs_variant()?);
         let train = EnvPool::new(task, variant, cfg.num_envs)?;
         let eval = EnvPool::new(task, variant, cfg.eval.episodes)?;
@@ -203,6 +240,7 @@ impl<'a> Run<'a> {
             log: RunLog::open(dir).map_err(io_err(dir))?,
             started: Instant::now(),
             rate_mark: (Instant::now(), 0),
+            live,
         };
         recover_checkpoint(dir);
         if run.ckpt_dir().join("loop.json").exists() {
@@ -222,6 +260,7 @@ impl<'a> Run<'a> {
             ));
         }
         run.rate_mark = (Instant::now(), run.state.step);
+        run.live.step.store(run.state.step, Ordering::Relaxed);
         Ok(run)
     }
 
@@ -244,6 +283,7 @@ impl<'a> Run<'a> {
         let outcome = self.interact(&bar);
         bar.finish_and_clear();
         match outcome {
+            Ok(busy @ RunOutcome::Busy(_)) => Ok(busy),
             Ok(RunOutcome::Done) => {
                 self.metrics.finish(self.dir).map_err(RunError::Metrics)?;
                 self.log.line("done");
@@ -338,8 +378,10 @@ impl<'a> Run<'a> {
                 self.checkpoint()?;
             }
             bar.set_position(self.state.step);
+            self.live.step.store(self.state.step, Ordering::Relaxed);
             if let Some(r) = self.state.last_eval {
                 bar.set_message(format!("eval {r:.1}"));
+                self.live.set_eval(r);
             }
         }
         Ok(RunOutcome::Done)

@@ -4,6 +4,8 @@
 //! config), `provenance.json`, `status.json` (written last, atomically), `metrics.parquet` once
 //! done (and `metrics/part-*.parquet` chunks written with each checkpoint while running),
 //! `ckpt/` and `log.txt`.
+pub mod lock;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,652 @@
+//! Validation and expansion: a [`Source`] becomes a [`Plan`], agents × variants × envs ×
+//! seeds, every run fully resolved, with where each of its values came from.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{DeviceKind, FigureEntry, FigureKind, Source, SpecError, SpecFile, insert_dotted};
+use crate::agent::{self, AgentError};
+use crate::env::{ObsVariant, Task};
+use crate::runner::{EvalConfig, RunConfig};
+
+/// The validated spec, apart from its runs.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub description: String,
+    pub path: PathBuf,
+    /// Agent names, sorted.
+    pub agents: Vec<String>,
+    /// Tasks in the paper's order.
+    pub envs: Vec<Task>,
+    pub devices: Devices,
+    pub figures: Vec<FigureEntry>,
+}
+
+/// Device slots: how many runs execute at once and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Devices {
+    pub kind: DeviceKind,
+    pub threads_per_run: usize,
+    pub slots: Vec<Slot>,
+}
+
+/// One place a run can execute: the CPU, or one GPU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    pub gpu: Option<usize>,
+}
+
+/// Every run of a spec.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub spec: Spec,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// One run: its group (agent, sweep variant, env, seed) and its resolved config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedRun {
+    pub run_id: String,
+    pub agent: String,
+    /// Sweep point, e.g. `beta=0.2`; empty without sweeps.
+    pub variant: String,
+    pub env: String,
+    pub seed: u64,
+    pub config: RunConfig,
+    /// Where each value of `config` came from (`mpdp explain`), by field path.
+    #[serde(skip)]
+    pub sources: BTreeMap<String, String>,
+}
+
+impl PlannedRun {
+    /// `MPDP` or `MPDP[beta=0.2]`.
+    pub fn label(&self) -> String {
+        if self.variant.is_empty() {
+            self.agent.clone()
+        } else {
+            format!("{}[{}]", self.agent, self.variant)
+        }
+    }
+}
+
+/// What all runs of one (sweep point of a) spec share.
+struct Common {
+    name: String,
+    seeds: Vec<u64>,
+    envs: Vec<EnvPlan>,
+    eval: EvalConfig,
+    num_envs: usize,
+    checkpoint_every: u64,
+    log_every: u64,
+}
+
+struct EnvPlan {
+    /// The key as written (`Hopper-v5`), for key paths in messages.
+    key: String,
+    task: Task,
+    obs: ObsVariant,
+    steps: u64,
+}
+
+/// An agent with `extends` resolved: its algo and its parameters, each with the spec key
+/// that set it.
+struct AgentDef {
+    algo: String,
+    algo_key: String,
+    params: BTreeMap<String, (toml::Value, String)>,
+    per_env: BTreeMap<Task, BTreeMap<String, (toml::Value, String)>>,
+}
+
+/// One grid axis of `[sweep]`.
+struct Axis {
+    key: String,
+    values: Vec<toml::Value>,
+    /// `Some(agent)` for `agents.<agent>.*` keys (only that agent's runs multiply).
+    agent: Option<String>,
+}
+
+/// Validates `source` and expands it into every run.
+pub fn expand(source: &Source) -> Result<Plan, SpecError> {
+    let file = source.extract()?;
+    let common = check_common(&file, source)?;
+    for name in file.agents.keys() {
+        check_name(source, &format!("agents.{name}"), name)?;
+        resolve_agent(name, &file, source, &mut Vec::new())?;
+    }
+    let spec = Spec {
+        name: common.name.clone(),
+        description: file.description.clone(),
+        path: source.path.clone(),
+        agents: file.agents.keys().cloned().collect(),
+        envs: common.envs.iter().map(|e| e.task).collect(),
+        devices: check_devices(&file, source)?,
+        figures: check_figures(&file, &common, source)?,
+    };
+    let axes = sweep_axes(&file, source)?;
+    let mut runs = Vec::new();
+    for name in file.agents.keys() {
+        let mine: Vec<&Axis> = axes
+            .iter()
+            .filter(|a| a.agent.as_ref().is_none_or(|n| n == name))
+            .collect();
+        for point in grid(&mine) {
+            let (variant, src) = if point.is_empty() {
+                (String::new(), source.clone())
+            } else {
+                let variant = variant_name(name, &point);
+                let mut layer = toml::Table::new();
+                for (axis, value) in &point {
+                    insert_dotted(&mut layer, &axis.key, (*value).clone())
+                        .map_err(|m| source.invalid(&format!("sweep.{}", axis.key), m))?;
+                }
+                let src = source.with_layer(format!("sweep point {variant}"), layer);
+                (variant, src)
+            };
+            let file = src.extract()?;
+            let common = check_common(&file, &src)?;
+            let def = resolve_agent(name, &file, &src, &mut Vec::new())?;
+            for env in &common.envs {
+                for &seed in &common.seeds {
+                    runs.push(plan_run(&src, &common, name, &variant, &def, env, seed)?);
+                }
+            }
+        }
+    }
+    let mut seen: BTreeMap<&str, &PlannedRun> = BTreeMap::new();
+    for run in &runs {
+        if let Some(other) = seen.insert(&run.run_id, run) {
+            return Err(source.invalid(
+                &format!("agents.{}", run.agent),
+                format!(
+                    "resolves to the same run as {} on {} seed {} (id {}): give it different \
+                     parameters or remove one",
+                    other.label(),
+                    run.env,
+                    run.seed,
+                    run.run_id
+                ),
+            ));
+        }
+    }
+    Ok(Plan { spec, runs })
+}
+
+fn plan_run(
+    src: &Source,
+    common: &Common,
+    name: &str,
+    variant: &str,
+    def: &AgentDef,
+    env: &EnvPlan,
+    seed: u64,
+) -> Result<PlannedRun, SpecError> {
+    let mut set: BTreeMap<String, (toml::Value, String)> = def.params.clone();
+    if let Some(per_env) = def.per_env.get(&env.task) {
+        set.extend(per_env.clone());
+    }
+    let overrides: toml::Table = set
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    let params = agent::resolve_params(&def.algo, env.task, &overrides).map_err(|e| match e {
+        AgentError::Params { key, message, .. } => {
+            let top = key
+                .as_deref()
+                .map(|k| k.split(['.', '[']).next().unwrap_or(k));
+            let at = match top.and_then(|k| set.get(k)) {
+                Some((_, spec_key)) => spec_key.clone(),
+                None => format!("agents.{name}"),
+            };
+            let what = match (&key, top.and_then(|k| set.get(k))) {
+                (Some(k), None) => format!("{k}: {message} (on {})", env.task.name()),
+                _ => format!("{message} (on {})", env.task.name()),
+            };
+            src.invalid(&at, what)
+        }
+        other => src.invalid(&format!("agents.{name}"), other.to_string()),
+    })?;
+    let config = RunConfig {
+        experiment: common.name.clone(),
+        env: env.task.name().to_string(),
+        obs: env.obs.name().to_string(),
+        seed,
+        total_steps: env.steps,
+        num_envs: common.num_envs,
+        eval: common.eval.clone(),
+        checkpoint_every: common.checkpoint_every,
+        log_every: common.log_every,
+        algo: def.algo.clone(),
+        agent: params,
+    };
+    let origin = |key: &str| -> String {
+        match src.origin(key) {
+            Some(layer) => format!("{layer} ({key})"),
+            None => "default".into(),
+        }
+    };
+    let e = &env.key;
+    let mut sources = BTreeMap::from([
+        ("experiment".to_string(), origin("name")),
+        ("env".into(), origin(&format!("envs.{e}"))),
+        ("obs".into(), origin(&format!("envs.{e}.variant"))),
+        ("seed".into(), origin("seeds")),
+        ("total_steps".into(), origin(&format!("envs.{e}.steps"))),
+        ("num_envs".into(), origin("run.num_envs")),
+        ("eval.every".into(), origin("eval.every")),
+        ("eval.episodes".into(), origin("eval.episodes")),
+        ("checkpoint_every".into(), origin("run.checkpoint_every")),
+        ("log_every".into(), origin("run.log_every")),
+        ("algo".into(), origin(&def.algo_key)),
+    ]);
+    let (_, preset) = agent::param_layers(&def.algo, env.task)
+        .expect("the algo was checked when the agent was resolved");
+    for key in config.agent.keys() {
+        let from = match set.get(key) {
+            Some((_, spec_key)) => origin(spec_key),
+            None if preset.contains_key(key) => {
+                format!("preset (presets.toml [{}.{}])", def.algo, env.task.name())
+            }
+            None => "default".into(),
+        };
+        sources.insert(format!("agent.{key}"), from);
+    }
+    Ok(PlannedRun {
+        run_id: config.run_id(),
+        agent: name.to_string(),
+        variant: variant.to_string(),
+        env: env.task.name().to_string(),
+        seed,
+        config,
+        sources,
+    })
+}
+
+fn check_common(file: &SpecFile, src: &Source) -> Result<Common, SpecError> {
+    if file.schema != super::SCHEMA {
+        return Err(src.invalid(
+            "schema",
+            format!(
+                "this mpdp reads schema {}, found {}",
+                super::SCHEMA,
+                file.schema
+            ),
+        ));
+    }
+    check_name(src, "name", &file.name)?;
+    if file.seeds.is_empty() {
+        return Err(src.invalid("seeds", "expected at least one seed, e.g. seeds = [0, 1]"));
+    }
+    let mut unique = BTreeSet::new();
+    if let Some(dup) = file.seeds.iter().find(|s| !unique.insert(**s)) {
+        return Err(src.invalid("seeds", format!("seed {dup} is listed twice")));
+    }
+    if file.envs.is_empty() {
+        return Err(src.invalid(
+            "envs",
+            "expected at least one env, e.g. [envs.Hopper] steps = 100000",
+        ));
+    }
+    if file.agents.is_empty() {
+        return Err(src.invalid(
+            "agents",
+            "expected at least one agent, e.g. [agents.SAC] algo = \"sac\"",
+        ));
+    }
+    let mut envs: Vec<EnvPlan> = Vec::new();
+    for (key, entry) in &file.envs {
+        let task: Task = key.parse().map_err(|_| {
+            src.invalid(
+                &format!("envs.{key}"),
+                format!("unknown env (known: {})", task_names()),
+            )
+        })?;
+        if let Some(other) = envs.iter().find(|e| e.task == task) {
+            return Err(src.invalid(
+                &format!("envs.{key}"),
+                format!("the same task as envs.{}", other.key),
+            ));
+        }
+        let obs: ObsVariant = entry.variant.parse().map_err(|_| {
+            src.invalid(
+                &format!("envs.{key}.variant"),
+                format!("expected \"v5\" or \"mbpo\", found {:?}", entry.variant),
+            )
+        })?;
+        if entry.steps == 0 {
+            return Err(src.invalid(
+                &format!("envs.{key}.steps"),
+                "expected a positive number of environment steps, found 0",
+            ));
+        }
+        envs.push(EnvPlan {
+            key: key.clone(),
+            task,
+            obs,
+            steps: entry.steps,
+        });
+    }
+    envs.sort_by_key(|e| Task::ALL.iter().position(|t| *t == e.task));
+    for (key, value) in [
+        ("eval.every", file.eval.every),
+        ("eval.episodes", file.eval.episodes as u64),
+        ("run.num_envs", file.run.num_envs as u64),
+        ("run.checkpoint_every", file.run.checkpoint_every),
+        ("run.log_every", file.run.log_every),
+    ] {
+        if value == 0 {
+            return Err(src.invalid(key, "expected a positive number, found 0"));
+        }
+    }
+    Ok(Common {
+        name: file.name.clone(),
+        seeds: file.seeds.clone(),
+        envs,
+        eval: EvalConfig {
+            every: file.eval.every,
+            episodes: file.eval.episodes,
+        },
+        num_envs: file.run.num_envs,
+        checkpoint_every: file.run.checkpoint_every,
+        log_every: file.run.log_every,
+    })
+}
+
+fn task_names() -> String {
+    Task::ALL.map(|t| t.name()).join(", ")
+}
+
+/// Names become directory names and labels: letters, digits, `-`, `_`, `.`; no leading dot.
+fn check_name(src: &Source, key: &str, name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(src.invalid(
+            key,
+            format!(
+                "expected a name of letters, digits, '-', '_' or '.' (not first), found {name:?}"
+            ),
+        ))
+    }
+}
+
+fn resolve_agent(
+    name: &str,
+    file: &SpecFile,
+    src: &Source,
+    stack: &mut Vec<String>,
+) -> Result<AgentDef, SpecError> {
+    let key = format!("agents.{name}");
+    let table = &file.agents[name];
+    stack.push(name.to_string());
+    let text = |field: &str| -> Result<Option<String>, SpecError> {
+        match table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(src.invalid(
+                &format!("{key}.{field}"),
+                format!("expected a string, found {}", other.type_str()),
+            )),
+        }
+    };
+    let mut def = match (text("algo")?, text("extends")?) {
+        (Some(_), Some(_)) => {
+            return Err(src.invalid(&key, "give `algo` or `extends`, not both"));
+        }
+        (None, None) => {
+            return Err(src.invalid(
+                &key,
+                "missing `algo` (e.g. algo = \"sac\") or `extends` (another agent's name)",
+            ));
+        }
+        (Some(algo), None) => {
+            if !agent::ALGOS.contains(&algo.as_str()) {
+                return Err(src.invalid(
+                    &format!("{key}.algo"),
+                    format!("unknown algo {algo:?} (known: {})", agent::ALGOS.join(", ")),
+                ));
+            }
+            AgentDef {
+                algo,
+                algo_key: format!("{key}.algo"),
+                params: BTreeMap::new(),
+                per_env: BTreeMap::new(),
+            }
+        }
+        (None, Some(base)) => {
+            if !file.agents.contains_key(&base) {
+                return Err(src.invalid(
+                    &format!("{key}.extends"),
+                    format!(
+                        "no agent named {base:?} (agents: {})",
+                        file.agents.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if let Some(start) = stack.iter().position(|n| *n == base) {
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(base);
+                return Err(src.invalid(
+                    &format!("{key}.extends"),
+                    format!("extends cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+            resolve_agent(&base, file, src, stack)?
+        }
+    };
+    stack.pop();
+    for (k, v) in table {
+        match k.as_str() {
+            "algo" | "extends" => {}
+            "per_env" => {
+                let envs = v.as_table().ok_or_else(|| {
+                    src.invalid(
+                        &format!("{key}.per_env"),
+                        "expected tables of parameters by env, e.g. [agents.SAC.per_env.Hopper]",
+                    )
+                })?;
+                for (env_key, params) in envs {
+                    let at = format!("{key}.per_env.{env_key}");
+                    let task: Task = env_key.parse().map_err(|_| {
+                        src.invalid(&at, format!("unknown env (known: {})", task_names()))
+                    })?;
+                    let params = params
+                        .as_table()
+                        .ok_or_else(|| src.invalid(&at, "expected a table of parameters"))?;
+                    let slot = def.per_env.entry(task).or_default();
+                    for (p, value) in params {
+                        slot.insert(p.clone(), (value.clone(), format!("{at}.{p}")));
+                    }
+                }
+            }
+            _ => {
+                def.params
+                    .insert(k.clone(), (v.clone(), format!("{key}.{k}")));
+            }
+        }
+    }
+    Ok(def)
+}
+
+fn check_devices(file: &SpecFile, src: &Source) -> Result<Devices, SpecError> {
+    let d = &file.devices;
+    let threads = d.threads_per_run.unwrap_or(1);
+    if threads == 0 {
+        return Err(src.invalid("devices.threads_per_run", "expected at least 1, found 0"));
+    }
+    if d.runs_per_device == Some(0) {
+        return Err(src.invalid("devices.runs_per_device", "expected at least 1, found 0"));
+    }
+    let slots = match d.kind {
+        DeviceKind::Cpu => {
+            if !d.gpus.is_empty() {
+                return Err(src.invalid(
+                    "devices.gpus",
+                    "GPU indices need devices.kind = \"wgpu\" or \"cuda\"",
+                ));
+            }
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let n = d.runs_per_device.unwrap_or((cores / threads).max(1));
+            vec![Slot { gpu: None }; n]
+        }
+        DeviceKind::Wgpu | DeviceKind::Cuda => {
+            let gpus = if d.gpus.is_empty() {
+                vec![0]
+            } else {
+                d.gpus.clone()
+            };
+            let per = d.runs_per_device.unwrap_or(1);
+            gpus.iter()
+                .flat_map(|&g| std::iter::repeat_n(Slot { gpu: Some(g) }, per))
+                .collect()
+        }
+    };
+    Ok(Devices {
+        kind: d.kind,
+        threads_per_run: threads,
+        slots,
+    })
+}
+
+fn check_figures(
+    file: &SpecFile,
+    common: &Common,
+    src: &Source,
+) -> Result<Vec<FigureEntry>, SpecError> {
+    for (i, fig) in file.figures.iter().enumerate() {
+        let at = format!("figures.{i}");
+        for a in &fig.agents {
+            if !file.agents.contains_key(a) {
+                return Err(src.invalid(&format!("{at}.agents"), format!("no agent named {a:?}")));
+            }
+        }
+        for e in &fig.envs {
+            let known = e
+                .parse::<Task>()
+                .ok()
+                .is_some_and(|t| common.envs.iter().any(|p| p.task == t));
+            if !known {
+                return Err(src.invalid(
+                    &format!("{at}.envs"),
+                    format!("{e:?} is not one of the spec's envs"),
+                ));
+            }
+        }
+        match fig.kind {
+            FigureKind::Metric if fig.metric.is_none() => {
+                return Err(src.invalid(&at, "a `metric` figure needs metric = \"...\""));
+            }
+            FigureKind::FinalVsParam if fig.param.is_none() => {
+                return Err(src.invalid(&at, "a `final_vs_param` figure needs param = \"...\""));
+            }
+            _ => {}
+        }
+    }
+    Ok(file.figures.clone())
+}
+
+/// The `[sweep]` table as grid axes. Nested tables and quoted dotted keys both work:
+/// `[sweep.agents.MPDP] beta = [...]` is `[sweep] "agents.MPDP.beta" = [...]`.
+fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => flatten(&key, t, out),
+                other => out.push((key, other.clone())),
+            }
+        }
+    }
+    let mut leaves = Vec::new();
+    flatten("", &file.sweep, &mut leaves);
+    let mut axes = Vec::new();
+    for (key, value) in leaves {
+        let at = format!("sweep.{key}");
+        let parts: Vec<&str> = key.split('.').collect();
+        let agent = match parts[0] {
+            "agents" => {
+                let name = parts.get(1).copied().unwrap_or_default();
+                if !file.agents.contains_key(name) {
+                    return Err(src.invalid(&at, format!("no agent named {name:?}")));
+                }
+                if parts.len() < 3 || matches!(parts[2], "algo" | "extends") {
+                    return Err(src.invalid(
+                        &at,
+                        "sweep a parameter (agents.NAME.param); declare other algorithms as \
+                         separate agents",
+                    ));
+                }
+                Some(name.to_string())
+            }
+            "envs" | "eval" | "run" => None,
+            _ => {
+                return Err(src.invalid(
+                    &at,
+                    "can sweep agents.*, envs.*, eval.* and run.* keys (seeds go in `seeds`)",
+                ));
+            }
+        };
+        let values = match value {
+            toml::Value::Array(values) if !values.is_empty() => values,
+            _ => {
+                return Err(src.invalid(
+                    &at,
+                    "expected a non-empty array of values, e.g. [0.2, 0.5, 0.7]",
+                ));
+            }
+        };
+        let mut shown = BTreeSet::new();
+        if let Some(dup) = values.iter().find(|v| !shown.insert(v.to_string())) {
+            return Err(src.invalid(&at, format!("{dup} is listed twice")));
+        }
+        axes.push(Axis { key, values, agent });
+    }
+    Ok(axes)
+}
+
+/// Every combination of one value per axis (one empty point without axes).
+fn grid<'a>(axes: &[&'a Axis]) -> Vec<Vec<(&'a Axis, &'a toml::Value)>> {
+    let mut points: Vec<Vec<(&Axis, &toml::Value)>> = vec![Vec::new()];
+    for axis in axes {
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                axis.values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((*axis, v));
+                    q
+                })
+            })
+            .collect();
+    }
+    points
+}
+
+/// `beta=0.2,u_threshold=1` (agent keys without their `agents.NAME.` prefix).
+fn variant_name(agent: &str, point: &[(&Axis, &toml::Value)]) -> String {
+    let prefix = format!("agents.{agent}.");
+    point
+        .iter()
+        .map(|(axis, value)| {
+            let key = axis.key.strip_prefix(&prefix).unwrap_or(&axis.key);
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
