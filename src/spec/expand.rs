@@ -143,7 +143,8 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
                     insert_dotted(&mut layer, &axis.key, (*value).clone())
                         .map_err(|m| source.invalid(&format!("sweep.{}", axis.key), m))?;
                 }
-                let src = source.with_layer(format!("sweep point {variant}"), layer);
+                let name = format!("{} [sweep point {variant}]", source.path.display());
+                let src = source.with_layer(name, layer);
                 (variant, src)
             };
             let file = src.extract()?;

@@ -24,13 +24,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// `dir/.name.tmp` for `dir/name`.
+/// `dir/.name.<pid>-<n>.tmp` for `dir/name`: unique per process and call, so writers in
+/// several processes (two schedulers, a heartbeat and its run) never share a temporary.
 pub fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
 /// Lifecycle of a run.
@@ -136,7 +139,11 @@ mod tests {
         write_atomic(&p, b"first").unwrap();
         write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        assert!(!tmp_path(&p).exists());
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         let s = Status::new(RunState::Preempted, 5, 10, Some("SIGTERM".into()));
         write_status(&dir, &s).unwrap();
         assert_eq!(read_status(&dir).unwrap(), s);

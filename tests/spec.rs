@@ -1,0 +1,330 @@
+//! Specs: every malformed spec in tests/specs/bad gets its own message and exit code 2 with
+//! nothing written; plans expand sweeps and `extends` with stable ids; `explain` names where
+//! each value came from.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mpdp::spec;
+
+fn mpdp(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(args)
+        .output()
+        .expect("spawn mpdp")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mpdp-spec-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn every_malformed_spec_gets_its_message_and_exit_2_and_touches_nothing() {
+    let dir = repo("tests/specs/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "the corpus has {} specs", files.len());
+    let runs = tmp("bad-runs");
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            file.display()
+        );
+        for cmd in ["plan", "run", "explain", "status"] {
+            let out = mpdp(&[
+                cmd,
+                file.to_str().unwrap(),
+                "--runs-dir",
+                runs.to_str().unwrap(),
+            ]);
+            let err = stderr(&out);
+            let name = file.file_name().unwrap().to_str().unwrap();
+            let missing: Vec<&&str> = expects.iter().filter(|e| !err.contains(**e)).collect();
+            if out.status.code() != Some(2) || !err.contains(name) || !missing.is_empty() {
+                failures.push(format!(
+                    "{cmd} {name}: exit {:?}, missing {missing:?} in:\n{err}",
+                    out.status.code()
+                ));
+            }
+        }
+    }
+    assert!(!runs.exists(), "a malformed spec wrote {}", runs.display());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn bad_overrides_and_missing_files_are_user_errors() {
+    let smoke = repo("experiments/smoke.toml");
+    let smoke = smoke.to_str().unwrap();
+    for (args, expect) in [
+        (
+            vec!["plan", smoke, "--set", "agents.SAC.gamma"],
+            "--set: agents.SAC.gamma: expected KEY=VALUE",
+        ),
+        (
+            vec!["plan", smoke, "--set", "agents.SAC.gamma=2"],
+            "--set: agents.SAC.gamma: expected a value in [0, 1]",
+        ),
+        (
+            vec!["plan", smoke, "--set", "eval.episode=3"],
+            "--set: eval.episode: unknown field",
+        ),
+        (
+            vec!["plan", smoke, "--set", "seeds=[]"],
+            "--set: seeds: expected at least one seed",
+        ),
+        (
+            vec!["plan", "no/such/spec.toml"],
+            "no/such/spec.toml: No such file",
+        ),
+    ] {
+        let out = mpdp(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+}
+
+const SWEEP: &str = r#"
+schema = 1
+name = "sweep"
+seeds = [0, 1]
+
+[envs.Hopper]
+steps = 1000
+
+[envs.InvertedPendulum]
+steps = 500
+
+[agents.SAC]
+algo = "sac"
+hidden = [64, 64]
+
+[agents.SAC-fast]
+extends = "SAC"
+actor_lr = 1e-3
+
+[agents.SAC-fast.per_env.Hopper]
+batch_size = 128
+
+[agents.DDPG]
+algo = "ddpg"
+
+[sweep.agents.SAC]
+gamma = [0.95, 0.99]
+tau = [0.005, 0.01]
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn sweeps_multiply_only_their_agent_and_extends_inherits() {
+    let dir = tmp("sweep");
+    let path = write(&dir, "sweep.toml", SWEEP);
+    let plan = spec::load(&path, &[]).unwrap();
+    // SAC: 2 x 2 sweep points; SAC-fast and DDPG: one each; x 2 envs x 2 seeds.
+    assert_eq!(plan.runs.len(), (4 + 1 + 1) * 2 * 2);
+    let labels: std::collections::BTreeSet<String> = plan.runs.iter().map(|r| r.label()).collect();
+    assert_eq!(
+        labels.into_iter().collect::<Vec<_>>(),
+        [
+            "DDPG",
+            "SAC-fast",
+            "SAC[gamma=0.95,tau=0.005]",
+            "SAC[gamma=0.95,tau=0.01]",
+            "SAC[gamma=0.99,tau=0.005]",
+            "SAC[gamma=0.99,tau=0.01]",
+        ]
+    );
+    // Envs in the paper's order, whatever the spec's.
+    assert_eq!(plan.runs[0].env, "InvertedPendulum");
+    let get = |label: &str, env: &str, key: &str| {
+        plan.runs
+            .iter()
+            .find(|r| r.label() == label && r.env == env)
+            .unwrap()
+            .config
+            .agent[key]
+            .clone()
+    };
+    assert_eq!(
+        get("SAC[gamma=0.95,tau=0.01]", "Hopper", "gamma").as_float(),
+        Some(0.95)
+    );
+    assert_eq!(
+        get("SAC[gamma=0.95,tau=0.01]", "Hopper", "tau").as_float(),
+        Some(0.01)
+    );
+    // extends: the base's parameters (not its sweep), plus its own, plus per-env ones.
+    assert_eq!(
+        get("SAC-fast", "Hopper", "hidden")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(get("SAC-fast", "Hopper", "gamma").as_float(), Some(0.99));
+    assert_eq!(get("SAC-fast", "Hopper", "actor_lr").as_float(), Some(1e-3));
+    assert_eq!(
+        get("SAC-fast", "Hopper", "batch_size").as_integer(),
+        Some(128)
+    );
+    assert_eq!(
+        get("SAC-fast", "InvertedPendulum", "batch_size").as_integer(),
+        Some(256)
+    );
+    // The preset applies below the spec: InvertedPendulum starts learning at 1000 steps.
+    assert_eq!(
+        get("DDPG", "InvertedPendulum", "learning_starts").as_integer(),
+        Some(1000)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn run_ids_ignore_comments_key_order_and_spelling_of_defaults() {
+    let dir = tmp("ids");
+    let a = write(&dir, "a.toml", SWEEP);
+    // Same spec: tables reordered, comments added, a default spelled out, env as its id.
+    let reordered = format!(
+        "# a comment\n{}\n[devices]\nthreads_per_run = 1\n[eval]\nepisodes = 5 # the default\n",
+        SWEEP
+            .replace(
+                "[envs.Hopper]\nsteps = 1000",
+                "[envs.Hopper-v5]\nsteps = 1000"
+            )
+            .replace("seeds = [0, 1]\n", "")
+            .replace("schema = 1\n", "schema = 1\nseeds = [0, 1]\n")
+    );
+    let b = write(&dir, "b.toml", &reordered);
+    let ids = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = spec::load(p, &[])
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&a), ids(&b));
+    // A change that matters changes the id.
+    let c = spec::load(&a, &["envs.Hopper.steps=2000".into()]).unwrap();
+    let changed: Vec<String> = c
+        .runs
+        .iter()
+        .filter(|r| r.env == "Hopper")
+        .map(|r| r.run_id.clone())
+        .collect();
+    assert!(changed.iter().all(|id| !ids(&a).contains(id)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn explain_names_default_preset_spec_sweep_and_cli() {
+    let dir = tmp("explain");
+    let path = write(&dir, "sweep.toml", SWEEP);
+    let out = mpdp(&[
+        "explain",
+        path.to_str().unwrap(),
+        "--set",
+        "agents.DDPG.tau=0.01",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |run: &str, key: &str| -> String {
+        let block = text
+            .split("run ")
+            .find(|b| b.contains(run))
+            .unwrap_or_else(|| panic!("no run {run} in\n{text}"));
+        block
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in\n{block}"))
+            .to_string()
+    };
+    let file = path.display().to_string();
+    let ddpg_ip = "DDPG on InvertedPendulum seed 0";
+    assert!(line(ddpg_ip, "agent.tau").ends_with("--set (agents.DDPG.tau)"));
+    assert!(
+        line(ddpg_ip, "agent.learning_starts")
+            .ends_with("preset (presets.toml [ddpg.InvertedPendulum])")
+    );
+    assert!(line(ddpg_ip, "agent.gamma").ends_with("default"));
+    assert!(
+        line(ddpg_ip, "total_steps").ends_with(&format!("{file} (envs.InvertedPendulum.steps)"))
+    );
+    let fast = "SAC-fast on Hopper seed 1";
+    assert!(line(fast, "agent.hidden").ends_with(&format!("{file} (agents.SAC.hidden)")));
+    assert!(line(fast, "agent.batch_size").ends_with(&format!(
+        "{file} (agents.SAC-fast.per_env.Hopper.batch_size)"
+    )));
+    let swept = "SAC[gamma=0.95,tau=0.01] on Hopper seed 0";
+    assert!(
+        line(swept, "agent.gamma").ends_with(&format!(
+            "{file} [sweep point gamma=0.95,tau=0.01] (agents.SAC.gamma)"
+        )),
+        "{}",
+        line(swept, "agent.gamma")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn plan_lists_runs_with_status_and_json_round_trips() {
+    let out = mpdp(&[
+        "plan",
+        repo("experiments/smoke.toml").to_str().unwrap(),
+        "--runs-dir",
+        "/nonexistent-runs",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("4 runs: 4 todo"), "{text}");
+    let out = mpdp(&[
+        "plan",
+        repo("experiments/smoke.toml").to_str().unwrap(),
+        "--json",
+    ]);
+    let runs: Vec<spec::PlannedRun> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 4);
+    assert!(runs.iter().all(|r| r.config.run_id() == r.run_id));
+}
+
+#[test]
+fn the_shipped_specs_plan() {
+    for entry in std::fs::read_dir(repo("experiments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let plan = spec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!plan.runs.is_empty(), "{}", path.display());
+        }
+    }
+}
