@@ -17,9 +17,25 @@ setup:
 build: setup
     cargo build --release --locked
 
-# Run an experiment spec, e.g. `just run experiments/quick.toml`.
-run SPEC: build
-    {{bin}} run {{SPEC}}
+# Run every run of a spec not done yet (rerun to resume), e.g. `just run experiments/quick.toml`.
+run SPEC *ARGS: build
+    {{bin}} run {{SPEC}} {{ARGS}}
+
+# Every run of a spec with its id and status; nothing is run.
+plan SPEC *ARGS: build
+    {{bin}} plan {{SPEC}} {{ARGS}}
+
+# The resolved config of every run of a spec and where each value came from.
+explain SPEC *ARGS: build
+    {{bin}} explain {{SPEC}} {{ARGS}}
+
+# Progress of a spec's runs: counts, running and failed runs, ETA.
+status SPEC *ARGS: build
+    {{bin}} status {{SPEC}} {{ARGS}}
+
+# Submit the runs not done to Slurm as one job array, e.g. `just submit SPEC --partition gpu`.
+submit SPEC *ARGS: build
+    {{bin}} submit {{SPEC}} --executor slurm {{ARGS}}
 
 # The test suite CI runs: unit, integration and Gymnasium parity tests.
 test: setup
@@ -45,6 +61,14 @@ bench-setup:
 # SAC update throughput: ours vs plain PyTorch on CPU, `ratio=X` last.
 bench-sac *ARGS: build bench-setup
     {{bin}} bench sac {{ARGS}}
+
+# A single-node Slurm cluster on this machine (Debian, root): what `just test-slurm` needs.
+slurm-local *ARGS:
+    @scripts/slurm-local {{ARGS}}
+
+# The Slurm executor against a real cluster (`just slurm-local start` first; CI does both).
+test-slurm: setup
+    cargo test --locked --test slurm -- --ignored --test-threads=1
 
 # Opt-in learning checks on real tasks (minutes): SAC and DDPG on InvertedPendulum, SAC on Hopper.
 test-learning: setup

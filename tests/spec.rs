@@ -328,3 +328,19 @@ fn the_shipped_specs_plan() {
         }
     }
 }
+
+#[test]
+fn the_readme_spec_example_is_valid() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let start = readme
+        .find("```toml\nschema = 1")
+        .expect("README has a spec example")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = tmp("readme");
+    let path = write(&dir, "example.toml", &readme[start..end]);
+    let plan = spec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    // SAC: 4 sweep points; SAC-fast and DDPG: 1 each; 2 envs; 4 seeds.
+    assert_eq!(plan.runs.len(), 6 * 2 * 4);
+    std::fs::remove_dir_all(&dir).ok();
+}

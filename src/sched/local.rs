@@ -115,10 +115,7 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
             signalled = true;
             summary.stopped = true;
         }
-        while !stopping {
-            let Some(slot) = free.iter().position(|f| *f) else {
-                break;
-            };
+        while let Some(slot) = free.iter().position(|f| *f && !stopping) {
             let Some(run) = queue.pop_front() else {
                 break;
             };
@@ -135,6 +132,9 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
             }
             let child = spawn(run, &dir, slots[slot], plan, opts)?;
             free[slot] = false;
+            if ui.plain {
+                ui.say(&format!("start   {}", describe(run)));
+            }
             let bar = ui.run_bar(run);
             active.push(Active {
                 run,
