@@ -291,7 +291,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("{}", path.display()))
 }
 
-/// Loads the plan and writes it to runs/<experiment>/plan.jsonl for the children.
+/// Loads the plan and writes it to runs/<experiment>/plans/ for the children.
 fn load_for_running(args: &SpecArgs) -> Result<(Plan, PathBuf, PathBuf)> {
     let plan = spec::load(&args.spec, &args.set)?;
     sched::check_device(plan.spec.devices.kind)?;

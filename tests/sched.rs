@@ -245,3 +245,70 @@ fn children_of_a_killed_scheduler_checkpoint_and_stop() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 todo, 2 preempted"), "{text}");
 }
+
+#[test]
+fn failed_runs_are_listed_with_their_logs_and_the_sweep_goes_on() {
+    let d = Dir::new("failed");
+    let mut sets = sets(600, 2);
+    sets.extend([
+        "agents.SAC.per_env.Hopper.critic_lr=1e30".to_string(),
+        "agents.SAC.per_env.Hopper.actor_lr=1e30".to_string(),
+    ]);
+    let out = command(&d.0, &sets).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("2 finished now"), "{err}");
+    assert!(err.contains("2 failed"), "{err}");
+    for seed in [0, 1] {
+        assert!(
+            err.contains(&format!("FAILED SAC Hopper seed {seed}")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("diverged at step"), "{err}");
+    assert!(
+        err.contains("    log.txt: "),
+        "the last log lines are shown: {err}"
+    );
+    let statuses: Vec<RunStatus> = plan(&sets)
+        .runs
+        .iter()
+        .map(|r| sched::status_of(&sched::run_dir(&d.0, r)))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == RunStatus::Done).count(),
+        2
+    );
+    // Rerun: the failed runs are listed, not retried.
+    let out = command(&d.0, &sets).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("0 finished now"), "{err}");
+    assert!(err.contains("--retry-failed reruns it"), "{err}");
+}
+
+#[test]
+fn schedulers_with_different_overrides_keep_their_own_plans() {
+    let d = Dir::new("overrides");
+    let (a, b) = (sets(400, 2), sets(500, 2));
+    let first = spawn(&d.0, &a);
+    let second = spawn(&d.0, &b);
+    for out in [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for sets in [&a, &b] {
+        for run in &plan(sets).runs {
+            assert_eq!(
+                sched::status_of(&sched::run_dir(&d.0, run)),
+                RunStatus::Done
+            );
+        }
+    }
+}

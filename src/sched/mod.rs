@@ -132,9 +132,22 @@ pub fn read_plan_file(path: &Path) -> Result<Vec<PlannedRun>, SchedError> {
         .collect()
 }
 
-/// `runs/<experiment>/plan.jsonl`: the spec's current plan.
+/// `runs/<experiment>/plans/<hash>.jsonl`, named by the hash of its run ids: schedulers
+/// started with different overrides never overwrite the plan another one's children read.
 pub fn plan_path(runs_dir: &Path, plan: &Plan) -> PathBuf {
-    runs_dir.join(&plan.spec.name).join("plan.jsonl")
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for run in unique_runs(plan) {
+        hash.update(run.run_id.as_bytes());
+    }
+    let hex: String = hash.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    runs_dir
+        .join(&plan.spec.name)
+        .join("plans")
+        .join(format!("{hex}.jsonl"))
 }
 
 /// Runs listed once each (sweeps can't repeat ids; this guards the executors anyway).
