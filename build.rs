@@ -27,6 +27,11 @@ fn main() {
         "cargo::rustc-env=MPDP_SETUP_ASSETS_DIR={}",
         assets.display()
     );
+    // Figures' font (DejaVu Sans); checked when a figure is drawn, not here.
+    println!(
+        "cargo::rustc-env=MPDP_SETUP_FONTS_DIR={}",
+        root.join(".deps/fonts").display()
+    );
 
     // Provenance: the commit this binary was built from, and whether tracked files differed.
     let git = |args: &[&str]| {

@@ -24,6 +24,26 @@ pub enum Command {
         /// Run failed runs again (by default they are listed and left alone).
         #[arg(long)]
         retry_failed: bool,
+        /// Where figures and the report go: <plots-dir>/<experiment>/.
+        #[arg(long, default_value = "plots")]
+        plots_dir: PathBuf,
+        /// Don't aggregate and draw the figures at the end.
+        #[arg(long)]
+        no_plots: bool,
+    },
+    /// Aggregate a spec's done runs across seeds into runs/<name>/summary.parquet and
+    /// final_scores.parquet, and print the final scores.
+    Aggregate {
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Aggregate, draw the spec's figures (SVG and PNG) and write plots/<name>/report.md.
+    Plots {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Where figures and the report go: <plots-dir>/<experiment>/.
+        #[arg(long, default_value = "plots")]
+        plots_dir: PathBuf,
     },
     /// List every run of a spec with its id and status (todo, running, done, failed...).
     Plan {

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod env;
 pub mod nn;
 pub mod replay;
+pub mod report;
 pub mod runner;
 pub mod sched;
 pub mod spec;

@@ -48,6 +48,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         e.is::<ReplayError>()
             || e.is::<SpecError>()
             || matches!(
+                e.downcast_ref::<mpdp::report::ReportError>(),
+                Some(mpdp::report::ReportError::Mixed { .. } | mpdp::report::ReportError::Font(_))
+            )
+            || matches!(
                 e.downcast_ref::<SchedError>(),
                 Some(SchedError::Usage(_) | SchedError::PlanFile { .. })
             )
@@ -91,7 +95,20 @@ fn run(cli: Cli) -> Result<u8> {
     }
     match cli.command {
         Command::RunOne(args) => return run_one(&args),
-        Command::Run { spec, retry_failed } => return run_spec(&spec, retry_failed),
+        Command::Run {
+            spec,
+            retry_failed,
+            plots_dir,
+            no_plots,
+        } => {
+            let code = run_spec(&spec, retry_failed)?;
+            if !no_plots && code != EXIT_PREEMPTED {
+                plots_cmd(&spec, &plots_dir)?;
+            }
+            return Ok(code);
+        }
+        Command::Aggregate { spec } => aggregate_cmd(&spec)?,
+        Command::Plots { spec, plots_dir } => plots_cmd(&spec, &plots_dir)?,
         Command::Plan { spec, json } => plan_cmd(&spec, json)?,
         Command::Explain { spec, run } => explain(&spec, run.as_deref())?,
         Command::Status { spec } => {
@@ -343,6 +360,76 @@ fn run_spec(args: &SpecArgs, retry_failed: bool) -> Result<u8> {
         return Ok(EXIT_PREEMPTED);
     }
     Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+/// Prints what aggregation used and left out, and the final scores.
+fn report_aggregate(agg: &mpdp::report::Aggregated) -> Result<()> {
+    let r = &agg.results;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{}: aggregated {} done runs into {}",
+        r.spec.name,
+        r.runs.len(),
+        agg.summary_path.display()
+    )?;
+    if !r.ignored.is_empty() {
+        let mut why = std::collections::BTreeMap::<String, usize>::new();
+        for i in &r.ignored {
+            *why.entry(i.why.split(':').next().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+        let why: Vec<String> = why.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        writeln!(
+            err,
+            "  left out {} runs: {}",
+            r.ignored.len(),
+            why.join(", ")
+        )?;
+    }
+    let mut out = std::io::stdout().lock();
+    if !agg.finals.is_empty() {
+        writeln!(
+            out,
+            "final scores (mean of the last {} evals per run):",
+            r.spec.report.final_evals
+        )?;
+    }
+    for f in &agg.finals {
+        writeln!(
+            out,
+            "  {:<28} {:<17} {:>9.1} ± {:<8.1} IQM {:.1} [{:.1}, {:.1}]  n={}",
+            f.group,
+            f.env,
+            f.mean,
+            f.std,
+            f.iqm,
+            f.iqm_lo,
+            f.iqm_hi,
+            f.scores.len()
+        )?;
+    }
+    Ok(())
+}
+
+fn aggregate_cmd(args: &SpecArgs) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    report_aggregate(&mpdp::report::aggregate(&plan, &args.runs_dir)?)
+}
+
+fn plots_cmd(args: &SpecArgs, plots_dir: &Path) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    let p = mpdp::report::plots(&plan, &args.runs_dir, plots_dir)?;
+    report_aggregate(&p.aggregated)?;
+    let mut err = std::io::stderr().lock();
+    for w in &p.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    for f in &p.figures {
+        writeln!(err, "figure {}", f.png.display())?;
+    }
+    writeln!(err, "report {}", p.report.display())?;
+    Ok(())
 }
 
 fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DeviceKind, FigureEntry, FigureKind, Source, SpecError, SpecFile, insert_dotted};
+use super::{
+    DeviceKind, FigureEntry, FigureKind, ReportEntry, Source, SpecError, SpecFile, insert_dotted,
+};
 use crate::agent::{self, AgentError};
 use crate::env::{ObsVariant, Task};
 use crate::runner::{EvalConfig, RunConfig};
@@ -23,6 +25,7 @@ pub struct Spec {
     pub envs: Vec<Task>,
     pub devices: Devices,
     pub figures: Vec<FigureEntry>,
+    pub report: ReportEntry,
 }
 
 /// Device slots: how many runs execute at once and where.
@@ -125,6 +128,7 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
         envs: common.envs.iter().map(|e| e.task).collect(),
         devices: check_devices(&file, source)?,
         figures: check_figures(&file, &common, source)?,
+        report: check_report(&file, source)?,
     };
     let axes = sweep_axes(&file, source)?;
     let mut runs = Vec::new();
@@ -552,6 +556,26 @@ fn check_figures(
         }
     }
     Ok(file.figures.clone())
+}
+
+fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError> {
+    let r = &file.report;
+    if r.final_evals == 0 {
+        return Err(src.invalid("report.final_evals", "expected at least 1, found 0"));
+    }
+    if r.bootstrap < 100 {
+        return Err(src.invalid(
+            "report.bootstrap",
+            format!("expected at least 100 resamples, found {}", r.bootstrap),
+        ));
+    }
+    if !(r.confidence > 0.0 && r.confidence < 1.0) {
+        return Err(src.invalid(
+            "report.confidence",
+            format!("expected a level in (0, 1), found {}", r.confidence),
+        ));
+    }
+    Ok(r.clone())
 }
 
 /// The `[sweep]` table as grid axes. Nested tables and quoted dotted keys both work:

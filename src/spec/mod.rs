@@ -50,6 +50,31 @@ pub struct SpecFile {
     pub devices: DevicesEntry,
     #[serde(default)]
     pub figures: Vec<FigureEntry>,
+    #[serde(default)]
+    pub report: ReportEntry,
+}
+
+/// How results are summarised (`mpdp aggregate`, `mpdp plots`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportEntry {
+    /// A run's final score: the mean of its last this-many evaluations (default 3, so one
+    /// lucky evaluation does not make a score).
+    pub final_evals: usize,
+    /// Bootstrap resamples for IQM confidence intervals (default 2000, rliable's default).
+    pub bootstrap: usize,
+    /// Confidence level of the intervals (default 0.95).
+    pub confidence: f64,
+}
+
+impl Default for ReportEntry {
+    fn default() -> Self {
+        ReportEntry {
+            final_evals: 3,
+            bootstrap: 2000,
+            confidence: 0.95,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
