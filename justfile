@@ -17,7 +17,8 @@ setup:
 build: setup
     cargo build --release --locked
 
-# Run every run of a spec not done yet (rerun to resume), e.g. `just run experiments/quick.toml`.
+# Run every run of a spec not done yet (rerun to resume), then draw its figures and report,
+# e.g. `just run experiments/quick.toml`.
 run SPEC *ARGS: build
     {{bin}} run {{SPEC}} {{ARGS}}
 
@@ -28,6 +29,14 @@ plan SPEC *ARGS: build
 # The resolved config of every run of a spec and where each value came from.
 explain SPEC *ARGS: build
     {{bin}} explain {{SPEC}} {{ARGS}}
+
+# Aggregate a spec's done runs (runs/<name>/summary.parquet) and print final scores.
+aggregate SPEC *ARGS: build
+    {{bin}} aggregate {{SPEC}} {{ARGS}}
+
+# Figures (SVG, PNG) and report.md in plots/<name>/, from what is in runs/ alone.
+plots SPEC *ARGS: build
+    {{bin}} plots {{SPEC}} {{ARGS}}
 
 # Progress of a spec's runs: counts, running and failed runs, ETA.
 status SPEC *ARGS: build

@@ -587,7 +587,7 @@ fn draw_panel<DB: DrawingBackend>(
             [(x0, *value), (x1, *value)],
             8,
             5,
-            colour.stroke_width(2).into(),
+            colour.stroke_width(2),
         ))?;
         chart.draw_series(std::iter::once(Text::new(
             label.clone(),

@@ -199,7 +199,7 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
             let cells: Vec<String> = envs
                 .iter()
                 .map(
-                    |e| match agg.finals.iter().find(|f| &f.group == &g && &f.env == e) {
+                    |e| match agg.finals.iter().find(|f| f.group == g && &f.env == e) {
                         None => "–".to_string(),
                         Some(f) => {
                             let main = format!("{:.1} ± {:.1}", f.mean, f.std);
