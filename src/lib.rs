@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bench;
 pub mod env;
+pub mod model;
 pub mod nn;
 pub mod replay;
 pub mod report;

@@ -256,7 +256,7 @@ pub(crate) fn check_common(
 }
 
 /// Checkpoint helpers shared by agents: JSON files and the RNG.
-pub(crate) mod ckpt {
+pub mod ckpt {
     use std::path::Path;
 
     use burn::module::Module;

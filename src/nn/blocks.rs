@@ -118,6 +118,11 @@ impl EnsembleLinear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         x.matmul(self.weight.val()) + self.bias.val()
     }
+
+    /// The weights, `[E, in, out]`.
+    pub fn weight(&self) -> Tensor<3> {
+        self.weight.val()
+    }
 }
 
 /// `E` MLPs of the same shape evaluated together (ReLU between layers, linear output).

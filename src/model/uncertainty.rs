@@ -1,0 +1,122 @@
+//! One-vs-rest (OvR) uncertainty of an ensemble prediction (M2AC, algorithms.md §D): the KL
+//! divergence between the predicting member's Gaussian and the moment-matched Gaussian of the
+//! other members, summed over output dimensions (reward included).
+//!
+//! With K members, for the predicting member i and each output dimension:
+//! μ₋ᵢ = (Σ_j μ_j − μ_i)/(K−1), σ²₋ᵢ = (Σ_j (σ_j² + μ_j²) − μ_i² − σ_i²)/(K−1) − μ₋ᵢ², and
+//! KL(N(μ_i, σ_i²) ‖ N(μ₋ᵢ, σ²₋ᵢ)) = ½ [ln(σ²₋ᵢ/σ_i²) + (σ_i² + (μ_i − μ₋ᵢ)²)/σ²₋ᵢ − 1].
+
+/// The OvR uncertainty of one row: `means[k]` and `vars[k]` are member k's mean and variance
+/// vectors for the row, `i` the predicting member. Computed in f64.
+pub fn ovr(means: &[&[f32]], vars: &[&[f32]], i: usize) -> f64 {
+    let k = means.len();
+    assert!(k >= 2 && i < k, "OvR needs at least two members");
+    let d = means[0].len();
+    let rest = (k - 1) as f64;
+    let mut u = 0.0;
+    for j in 0..d {
+        let (mut sum_m, mut sum_second) = (0.0, 0.0);
+        for m in 0..k {
+            let (mu, var) = (means[m][j] as f64, vars[m][j] as f64);
+            sum_m += mu;
+            sum_second += var + mu * mu;
+        }
+        let (mu_i, var_i) = (means[i][j] as f64, vars[i][j] as f64);
+        let mu_r = (sum_m - mu_i) / rest;
+        // Floor the mixture variance: float error can make it slightly non-positive when
+        // the other members agree exactly.
+        let var_r = ((sum_second - mu_i * mu_i - var_i) / rest - mu_r * mu_r).max(1e-12);
+        u += 0.5 * ((var_r / var_i).ln() + (var_i + (mu_i - mu_r).powi(2)) / var_r - 1.0);
+    }
+    u
+}
+
+/// OvR uncertainty of every row of a prediction: `means[k]`/`vars[k]` are `[rows × d]` of
+/// member k (the members taking part, e.g. the elites), `chosen[r]` the member that predicts
+/// row r.
+pub fn ovr_rows(means: &[Vec<f32>], vars: &[Vec<f32>], chosen: &[usize], d: usize) -> Vec<f64> {
+    chosen
+        .iter()
+        .enumerate()
+        .map(|(r, &i)| {
+            let m: Vec<&[f32]> = means.iter().map(|x| &x[r * d..(r + 1) * d]).collect();
+            let v: Vec<&[f32]> = vars.iter().map(|x| &x[r * d..(r + 1) * d]).collect();
+            ovr(&m, &v, i)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// KL(p ‖ q) of two 1-d densities by numerical integration (midpoint rule on a wide grid).
+    fn kl_numeric(p: impl Fn(f64) -> f64, q: impl Fn(f64) -> f64, lo: f64, hi: f64) -> f64 {
+        let n = 400_000;
+        let h = (hi - lo) / n as f64;
+        (0..n)
+            .map(|k| {
+                let x = lo + (k as f64 + 0.5) * h;
+                let (px, qx) = (p(x), q(x));
+                if px > 0.0 {
+                    px * (px / qx).ln() * h
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    }
+
+    fn normal(mu: f64, var: f64) -> impl Fn(f64) -> f64 {
+        move |x| (-(x - mu).powi(2) / (2.0 * var)).exp() / (2.0 * std::f64::consts::PI * var).sqrt()
+    }
+
+    #[test]
+    fn ovr_matches_a_numeric_kl_against_the_moment_matched_rest() {
+        // Three members, two output dims; member 1 predicts.
+        let means = [[0.0f32, 1.0], [0.5, -1.0], [1.5, 0.0]];
+        let vars = [[1.0f32, 0.5], [0.25, 2.0], [0.5, 1.0]];
+        let m: Vec<&[f32]> = means.iter().map(|x| &x[..]).collect();
+        let v: Vec<&[f32]> = vars.iter().map(|x| &x[..]).collect();
+        let u = ovr(&m, &v, 1);
+        // The rest {0, 2}: moment matching by hand.
+        let mut want = 0.0;
+        for j in 0..2 {
+            let (a, b) = (0usize, 2usize);
+            let mu_r = (means[a][j] as f64 + means[b][j] as f64) / 2.0;
+            let second = (vars[a][j] as f64
+                + (means[a][j] as f64).powi(2)
+                + vars[b][j] as f64
+                + (means[b][j] as f64).powi(2))
+                / 2.0;
+            let var_r = second - mu_r * mu_r;
+            want += kl_numeric(
+                normal(means[1][j] as f64, vars[1][j] as f64),
+                normal(mu_r, var_r),
+                -30.0,
+                30.0,
+            );
+        }
+        assert!((u - want).abs() < 1e-6, "closed form {u} vs numeric {want}");
+    }
+
+    #[test]
+    fn identical_members_have_zero_uncertainty_and_outliers_more() {
+        let same = [0.3f32, -2.0];
+        let var = [0.1f32, 0.2];
+        let m = vec![&same[..]; 4];
+        let v = vec![&var[..]; 4];
+        // Mixture of identical Gaussians = the same Gaussian: KL 0.
+        assert!(ovr(&m, &v, 2).abs() < 1e-6);
+        let far = [3.0f32, 1.0];
+        let m2 = vec![&same[..], &same[..], &same[..], &far[..]];
+        assert!(ovr(&m2, &v, 3) > ovr(&m2, &v, 0));
+        let rows = ovr_rows(
+            &[vec![0.0, 0.0], vec![0.0, 1.0]],
+            &[vec![1.0, 1.0], vec![1.0, 1.0]],
+            &[0, 0],
+            1,
+        );
+        assert!(rows[0].abs() < 1e-9 && rows[1] > 0.0);
+    }
+}
