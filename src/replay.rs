@@ -116,6 +116,67 @@ impl ReplayBuffer {
     }
 }
 
+impl ReplayBuffer {
+    /// The stored rows in storage order (not oldest first once the buffer has wrapped).
+    pub fn columns(&self) -> Columns<'_> {
+        Columns {
+            obs: &self.obs,
+            act: &self.act,
+            rew: &self.rew,
+            next_obs: &self.next_obs,
+            terminated: &self.terminated,
+        }
+    }
+
+    /// A buffer of `capacity` holding the newest `min(len, capacity)` rows of this one.
+    pub fn resized(&self, capacity: usize) -> ReplayBuffer {
+        let mut out = ReplayBuffer::new(capacity, self.obs_dim, self.act_dim);
+        let n = self.len();
+        let keep = n.min(capacity);
+        // Storage index of the oldest row: `head` once the buffer has wrapped, else 0.
+        let oldest = if n == self.capacity { self.head } else { 0 };
+        let (o, a) = (self.obs_dim, self.act_dim);
+        for k in n - keep..n {
+            let i = (oldest + k) % n.max(1);
+            let f = |v: &[f32], w: usize| -> Vec<f64> {
+                v[i * w..(i + 1) * w]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect()
+            };
+            out.push(
+                &f(&self.obs, o),
+                &f(&self.act, a),
+                f64::from(self.rew[i]),
+                &f(&self.next_obs, o),
+                self.terminated[i] > 0.5,
+            );
+        }
+        out
+    }
+}
+
+/// A replay buffer's arrays, row-major.
+pub struct Columns<'a> {
+    pub obs: &'a [f32],
+    pub act: &'a [f32],
+    pub rew: &'a [f32],
+    pub next_obs: &'a [f32],
+    pub terminated: &'a [f32],
+}
+
+impl Batch {
+    /// Appends `other`'s rows.
+    pub fn append(&mut self, other: &Batch) {
+        self.size += other.size;
+        self.obs.extend_from_slice(&other.obs);
+        self.act.extend_from_slice(&other.act);
+        self.rew.extend_from_slice(&other.rew);
+        self.next_obs.extend_from_slice(&other.next_obs);
+        self.terminated.extend_from_slice(&other.terminated);
+    }
+}
+
 const MAGIC: &[u8; 8] = b"MPDPRB1\n";
 
 impl ReplayBuffer {
@@ -234,5 +295,28 @@ mod tests {
         assert!(ReplayBuffer::load(&path).is_err());
         std::fs::remove_file(&path).ok();
         assert_eq!(back, buf);
+    }
+
+    #[test]
+    fn resizing_keeps_the_newest_rows() {
+        let mut buf = ReplayBuffer::new(4, 1, 1);
+        for i in 0..6 {
+            let x = i as f64;
+            buf.push(&[x], &[x], x, &[x], false);
+        }
+        // Holds 2, 3, 4, 5 (wrapped). Shrinking keeps 4 and 5; growing keeps all four.
+        let small = buf.resized(2);
+        let mut r = small.rew.clone();
+        r.sort_by(f32::total_cmp);
+        assert_eq!(r, vec![4.0, 5.0]);
+        let big = buf.resized(10);
+        assert_eq!(big.rew, vec![2.0, 3.0, 4.0, 5.0]);
+        let mut batch = Batch::default();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        big.sample_into(&mut rng, 3, &mut batch);
+        let mut other = Batch::default();
+        small.sample_into(&mut rng, 2, &mut other);
+        batch.append(&other);
+        assert_eq!((batch.size, batch.obs.len(), batch.rew.len()), (5, 5, 5));
     }
 }

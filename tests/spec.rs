@@ -344,3 +344,49 @@ fn the_readme_spec_example_is_valid() {
     assert_eq!(plan.runs.len(), 6 * 2 * 4);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn nested_agent_parameters_merge_key_by_key_and_explain_names_their_sources() {
+    let dir = tmp("nested");
+    let path = write(
+        &dir,
+        "mbpo.toml",
+        r#"
+schema = 1
+name = "nested"
+seeds = [0]
+
+[envs.InvertedPendulum]
+steps = 5000
+
+[agents.MBPO]
+algo = "mbpo"
+sac = { actor_lr = 1e-3 }
+model = { members = 5, elites = 3 }
+"#,
+    );
+    let plan = spec::load(&path, &[]).unwrap();
+    let agent = &plan.runs[0].config.agent;
+    // The spec's sac table, the preset's sac table and the defaults merge key by key.
+    assert_eq!(agent["sac"]["actor_lr"].as_float(), Some(1e-3));
+    assert_eq!(agent["sac"]["updates_per_step"].as_integer(), Some(10));
+    assert_eq!(agent["sac"]["critic_lr"].as_float(), Some(3e-4));
+    assert_eq!(agent["model"]["elites"].as_integer(), Some(3));
+    assert_eq!(agent["model"]["hidden"].as_array().unwrap().len(), 4);
+    let s = &plan.runs[0].sources;
+    let file = path.display().to_string();
+    assert_eq!(
+        s["agent.sac.actor_lr"],
+        format!("{file} (agents.MBPO.sac.actor_lr)")
+    );
+    assert_eq!(
+        s["agent.sac.updates_per_step"],
+        "preset (presets.toml [mbpo.InvertedPendulum])"
+    );
+    assert_eq!(s["agent.sac.critic_lr"], "default");
+    assert_eq!(
+        s["agent.model.members"],
+        format!("{file} (agents.MBPO.model.members)")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -5,6 +5,7 @@
 //! the user set. Unknown keys and wrong types are errors naming the key.
 
 pub mod ddpg;
+pub mod mbpo;
 mod off_policy;
 pub mod sac;
 
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::env::Task;
 
 /// Algorithms the registry knows.
-pub const ALGOS: [&str; 2] = ["sac", "ddpg"];
+pub const ALGOS: [&str; 3] = ["sac", "ddpg", "mbpo"];
 
 /// One transition, with the action in the agent's normalised [-1, 1] space.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +55,7 @@ pub trait Agent: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("unknown algo '{0}' (known: sac, ddpg)")]
+    #[error("unknown algo '{0}' (known: sac, ddpg, mbpo)")]
     UnknownAlgo(String),
     #[error("agent parameters for {algo}: {}", match key { Some(k) => format!("{k}: {message}"), None => message.clone() })]
     Params {
@@ -90,7 +91,21 @@ pub fn resolve_params(
     match algo {
         "sac" => resolve::<sac::SacConfig>(algo, task, overrides),
         "ddpg" => resolve::<ddpg::DdpgConfig>(algo, task, overrides),
+        "mbpo" => resolve::<mbpo::MbpoConfig>(algo, task, overrides),
         other => Err(AgentError::UnknownAlgo(other.to_string())),
+    }
+}
+
+/// Merges `over` into `base`: tables key by key (nested configs such as MBPO's `sac` and
+/// `model` keep the keys an override does not name), other values replaced.
+pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
     }
 }
 
@@ -112,9 +127,9 @@ where
         .and_then(|a| a.get(task.name()))
         .and_then(|p| p.as_table())
     {
-        table.extend(preset.clone());
+        merge_tables(&mut table, preset);
     }
-    table.extend(overrides.clone());
+    merge_tables(&mut table, overrides);
     let config: C = from_table(table).map_err(err)?;
     config.validate().map_err(err)?;
     to_table(config).map_err(Invalid::whole).map_err(err)
@@ -126,6 +141,7 @@ pub fn param_layers(algo: &str, task: Task) -> Result<(toml::Table, toml::Table)
     let defaults = match algo {
         "sac" => to_table(sac::SacConfig::default()),
         "ddpg" => to_table(ddpg::DdpgConfig::default()),
+        "mbpo" => to_table(mbpo::MbpoConfig::default()),
         other => return Err(AgentError::UnknownAlgo(other.to_string())),
     }
     .expect("default configs serialise");
@@ -188,6 +204,7 @@ pub trait Validate {
 pub fn make(
     algo: &str,
     params: &toml::Table,
+    task: Task,
     obs_dim: usize,
     act_dim: usize,
     seed: u64,
@@ -205,6 +222,13 @@ pub fn make(
             seed,
         )),
         "ddpg" => Box::new(ddpg::Ddpg::new(
+            obs_dim,
+            act_dim,
+            from_table(params.clone()).map_err(parse)?,
+            seed,
+        )),
+        "mbpo" => Box::new(mbpo::Mbpo::new(
+            task,
             obs_dim,
             act_dim,
             from_table(params.clone()).map_err(parse)?,

@@ -116,7 +116,7 @@ pub struct SacStats {
 }
 
 impl SacStats {
-    fn named(&self) -> [(&'static str, f32); 6] {
+    pub fn named(&self) -> [(&'static str, f32); 6] {
         [
             ("critic_loss", self.critic_loss),
             ("actor_loss", self.actor_loss),

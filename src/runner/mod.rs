@@ -136,9 +136,9 @@ struct LoopState {
     episode_returns: Vec<f64>,
     episode_lengths: Vec<u64>,
     last_eval: Option<f64>,
-    /// Sums of training statistics since the last log line, and how many calls they cover.
-    stats_sum: Vec<(String, f64)>,
-    stats_count: u64,
+    /// Sums of training statistics since the last log line, each with how many calls
+    /// reported it (some statistics, such as a model's, come only from some calls).
+    stats_sum: Vec<(String, f64, u64)>,
 }
 
 /// Runs (or resumes, or skips) the run described by `cfg` in `run_dir`.
@@ -215,7 +215,14 @@ impl<'a> Run<'a> {
         let train = EnvPool::new(task, variant, cfg.num_envs)?;
         let eval = EnvPool::new(task, variant, cfg.eval.episodes)?;
         let info = train.info().clone();
-        let agent = agent::make(&cfg.algo, &cfg.agent, info.obs_dim, info.act_dim, cfg.seed)?;
+        let agent = agent::make(
+            &cfg.algo,
+            &cfg.agent,
+            task,
+            info.obs_dim,
+            info.act_dim,
+            cfg.seed,
+        )?;
         let provenance = metrics::provenance(cfg, &info);
         let prov_path = dir.join("provenance.json");
         store::write_atomic(&prov_path, provenance.as_bytes()).map_err(io_err(&prov_path))?;
@@ -235,7 +242,6 @@ impl<'a> Run<'a> {
                 episode_lengths: vec![0; cfg.num_envs],
                 last_eval: None,
                 stats_sum: Vec::new(),
-                stats_count: 0,
             },
             log: RunLog::open(dir).map_err(io_err(dir))?,
             started: Instant::now(),
@@ -389,23 +395,21 @@ impl<'a> Run<'a> {
 
     fn accumulate(&mut self, stats: &[(&'static str, f64)]) {
         for &(name, v) in stats {
-            match self.state.stats_sum.iter_mut().find(|(n, _)| n == name) {
-                Some(entry) => entry.1 += v,
-                None => self.state.stats_sum.push((name.to_string(), v)),
+            match self.state.stats_sum.iter_mut().find(|(n, ..)| n == name) {
+                Some(entry) => {
+                    entry.1 += v;
+                    entry.2 += 1;
+                }
+                None => self.state.stats_sum.push((name.to_string(), v, 1)),
             }
         }
-        self.state.stats_count += 1;
     }
 
     fn log_training(&mut self) {
         let (step, wall) = (self.state.step, self.wall());
-        if self.state.stats_count > 0 {
-            let count = self.state.stats_count as f64;
-            for (name, sum) in std::mem::take(&mut self.state.stats_sum) {
-                self.metrics
-                    .push(step, wall, &format!("train/{name}"), sum / count);
-            }
-            self.state.stats_count = 0;
+        for (name, sum, count) in std::mem::take(&mut self.state.stats_sum) {
+            self.metrics
+                .push(step, wall, &format!("train/{name}"), sum / count as f64);
         }
         let (mark, mark_step) = self.rate_mark;
         let rate = (step - mark_step) as f64 / mark.elapsed().as_secs_f64().max(1e-9);

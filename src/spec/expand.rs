@@ -189,28 +189,49 @@ fn plan_run(
     env: &EnvPlan,
     seed: u64,
 ) -> Result<PlannedRun, SpecError> {
-    let mut set: BTreeMap<String, (toml::Value, String)> = def.params.clone();
-    if let Some(per_env) = def.per_env.get(&env.task) {
-        set.extend(per_env.clone());
+    // The agent's own parameters, then its per-env ones over them (nested tables such as
+    // MBPO's `sac` merge key by key).
+    let per_env = def.per_env.get(&env.task);
+    let plain = |m: &BTreeMap<String, (toml::Value, String)>| -> toml::Table {
+        m.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect()
+    };
+    let mut overrides = plain(&def.params);
+    if let Some(pe) = per_env {
+        agent::merge_tables(&mut overrides, &plain(pe));
     }
-    let overrides: toml::Table = set
-        .iter()
-        .map(|(k, (v, _))| (k.clone(), v.clone()))
-        .collect();
+    // The spec key that set the parameter at `path` (`gamma`, `sac.actor_lr`), if the spec
+    // set it: per-env first, then the agent's own (possibly inherited through `extends`).
+    let spec_key = |path: &str| -> Option<String> {
+        let (top, rest) = path.split_once('.').unwrap_or((path, ""));
+        let full = |base: &String| {
+            if rest.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}.{rest}")
+            }
+        };
+        [per_env.and_then(|m| m.get(top)), def.params.get(top)]
+            .into_iter()
+            .flatten()
+            .map(|(_, k)| full(k))
+            .find(|k| src.origin(k).is_some())
+    };
     let params = agent::resolve_params(&def.algo, env.task, &overrides).map_err(|e| match e {
         AgentError::Params { key, message, .. } => {
-            let top = key
-                .as_deref()
-                .map(|k| k.split(['.', '[']).next().unwrap_or(k));
-            let at = match top.and_then(|k| set.get(k)) {
-                Some((_, spec_key)) => spec_key.clone(),
-                None => format!("agents.{name}"),
-            };
-            let what = match (&key, top.and_then(|k| set.get(k))) {
-                (Some(k), None) => format!("{k}: {message} (on {})", env.task.name()),
-                _ => format!("{message} (on {})", env.task.name()),
-            };
-            src.invalid(&at, what)
+            let on = env.task.name();
+            let path = key.as_deref().map(|k| k.split('[').next().unwrap_or(k));
+            let at = path
+                .and_then(|p| spec_key(p).or_else(|| spec_key(p.split('.').next().unwrap_or(p))));
+            match (at, &key) {
+                (Some(at), _) => src.invalid(&at, format!("{message} (on {on})")),
+                (None, Some(k)) => src.invalid(
+                    &format!("agents.{name}"),
+                    format!("{k}: {message} (on {on})"),
+                ),
+                (None, None) => {
+                    src.invalid(&format!("agents.{name}"), format!("{message} (on {on})"))
+                }
+            }
         }
         other => src.invalid(&format!("agents.{name}"), other.to_string()),
     })?;
@@ -249,15 +270,17 @@ fn plan_run(
     ]);
     let (_, preset) = agent::param_layers(&def.algo, env.task)
         .expect("the algo was checked when the agent was resolved");
-    for key in config.agent.keys() {
-        let from = match set.get(key) {
-            Some((_, spec_key)) => origin(spec_key),
-            None if preset.contains_key(key) => {
+    let mut paths = Vec::new();
+    leaf_paths("", &config.agent, &mut paths);
+    for path in paths {
+        let from = match spec_key(&path) {
+            Some(k) => origin(&k),
+            None if table_has(&preset, &path) => {
                 format!("preset (presets.toml [{}.{}])", def.algo, env.task.name())
             }
             None => "default".into(),
         };
-        sources.insert(format!("agent.{key}"), from);
+        sources.insert(format!("agent.{path}"), from);
     }
     Ok(PlannedRun {
         run_id: config.run_id(),
@@ -268,6 +291,35 @@ fn plan_run(
         config,
         sources,
     })
+}
+
+/// Dotted paths of the non-table values of `table` (`gamma`, `sac.actor_lr`).
+fn leaf_paths(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => leaf_paths(&path, t, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+/// Whether `table` has a value at the dotted `path`.
+fn table_has(table: &toml::Table, path: &str) -> bool {
+    let mut t = table;
+    let mut parts = path.split('.').peekable();
+    while let Some(p) = parts.next() {
+        match t.get(p) {
+            Some(toml::Value::Table(inner)) if parts.peek().is_some() => t = inner,
+            Some(_) => return parts.peek().is_none(),
+            None => return false,
+        }
+    }
+    false
 }
 
 fn check_common(file: &SpecFile, src: &Source) -> Result<Common, SpecError> {

@@ -1,0 +1,395 @@
+//! MBPO (Janner et al. 2019; algorithms.md §C): SAC trained mostly on short branched
+//! rollouts of a learned dynamics ensemble.
+//!
+//! ```text
+//! after `learning_starts` uniform-random steps, at every env step t:
+//!     every `model_train_freq` steps:
+//!         train the ensemble on all real transitions (warm start)
+//!         k ← rollout length of the current epoch (schedule [a, b, k_min, k_max])
+//!         resize the model buffer to retain_epochs · k · rollout_batch · epoch/freq
+//!         k-step rollouts of the current policy from `rollout_batch` real states → model buffer
+//!     G SAC updates, each on real_ratio real and (1 − real_ratio) model transitions
+//! ```
+use std::path::Path;
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{Rng, RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::sac::{SacConfig, SacLearner, f32s};
+use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, ckpt};
+use crate::env::Task;
+use crate::model::rollout::{self, ModelStep};
+use crate::model::{Ensemble, EnsembleConfig};
+use crate::replay::{Batch, ReplayBuffer};
+
+/// MBPO's settings. Defaults are MBPO's (`examples/config/*`, `mbpo/algorithms/mbpo.py`);
+/// per-task values are presets (`presets.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MbpoConfig {
+    /// The SAC learner: `updates_per_step` is MBPO's G (default 20), `learning_starts` its
+    /// random start phase (5000), `batch_size` the mixed batch (256).
+    pub sac: SacConfig,
+    /// The dynamics ensemble (7 members, 5 elites, 4 × 200 swish).
+    pub model: EnsembleConfig,
+    /// Env steps between model trainings and rollouts (250).
+    pub model_train_freq: usize,
+    /// Real start states per rollout batch (100 000).
+    pub rollout_batch_size: usize,
+    /// `[a, b, k_min, k_max]`: k = k_min up to epoch a, then linear to k_max at epoch b.
+    pub rollout_schedule: [usize; 4],
+    /// Env steps per epoch (1000; 250 for InvertedPendulum).
+    pub epoch_length: usize,
+    /// Epochs of model rollouts the model buffer keeps (1).
+    pub retain_epochs: usize,
+    /// Fraction of each SAC batch drawn from real transitions (0.05).
+    pub real_ratio: f64,
+}
+
+impl Default for MbpoConfig {
+    fn default() -> Self {
+        MbpoConfig {
+            sac: SacConfig {
+                updates_per_step: 20,
+                learning_starts: 5000,
+                ..SacConfig::default()
+            },
+            model: EnsembleConfig::default(),
+            model_train_freq: 250,
+            rollout_batch_size: 100_000,
+            rollout_schedule: [20, 100, 1, 1],
+            epoch_length: 1000,
+            retain_epochs: 1,
+            real_ratio: 0.05,
+        }
+    }
+}
+
+impl Validate for MbpoConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let nested = |prefix: &str, e: Invalid| Invalid {
+            key: Some(match e.key {
+                Some(k) => format!("{prefix}.{k}"),
+                None => prefix.to_string(),
+            }),
+            message: e.message,
+        };
+        self.sac.validate().map_err(|e| nested("sac", e))?;
+        self.model.validate().map_err(|e| nested("model", e))?;
+        for (name, v) in [
+            ("model_train_freq", self.model_train_freq),
+            ("rollout_batch_size", self.rollout_batch_size),
+            ("epoch_length", self.epoch_length),
+            ("retain_epochs", self.retain_epochs),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(name, "expected a positive count, found 0"));
+            }
+        }
+        let [a, b, kmin, kmax] = self.rollout_schedule;
+        if kmin == 0 || kmax < kmin || b < a {
+            return Err(Invalid::new(
+                "rollout_schedule",
+                format!(
+                    "expected [a, b, k_min, k_max] with a <= b and 1 <= k_min <= k_max, found {:?}",
+                    self.rollout_schedule
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.real_ratio) {
+            return Err(Invalid::new(
+                "real_ratio",
+                format!("expected a value in [0, 1], found {}", self.real_ratio),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl MbpoConfig {
+    /// Rollout length in `epoch` (MBPO's `set_rollout_length`).
+    pub fn rollout_length(&self, epoch: usize) -> usize {
+        let [a, b, kmin, kmax] = self.rollout_schedule;
+        if epoch <= a {
+            return kmin;
+        }
+        let frac = ((epoch - a) as f64 / (b - a).max(1) as f64).min(1.0);
+        (kmin as f64 + frac * (kmax - kmin) as f64).floor() as usize
+    }
+
+    /// Model buffer capacity for rollout length `k`.
+    pub fn model_capacity(&self, k: usize) -> usize {
+        let per_epoch = (self.epoch_length / self.model_train_freq).max(1);
+        self.retain_epochs * k * self.rollout_batch_size * per_epoch
+    }
+}
+
+/// Counters and RNG, saved with the checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    rng: Xoshiro256PlusPlus,
+    transitions: usize,
+    rollout_length: usize,
+}
+
+/// The MBPO agent (`algo = "mbpo"`).
+pub struct Mbpo {
+    cfg: MbpoConfig,
+    task: Task,
+    obs_dim: usize,
+    act_dim: usize,
+    learner: SacLearner,
+    model: Ensemble,
+    real: ReplayBuffer,
+    fake: ReplayBuffer,
+    state: State,
+    batch: Batch,
+    part: Batch,
+}
+
+impl Mbpo {
+    pub fn new(task: Task, obs_dim: usize, act_dim: usize, cfg: MbpoConfig, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let learner = SacLearner::new(obs_dim, act_dim, cfg.sac.clone(), &mut rng);
+        let device = crate::nn::device();
+        let model = Ensemble::new(
+            cfg.model.clone(),
+            obs_dim + act_dim,
+            1 + obs_dim,
+            &mut rng,
+            &device,
+        );
+        let k = cfg.rollout_length(0);
+        Mbpo {
+            real: ReplayBuffer::new(cfg.sac.buffer_size, obs_dim, act_dim),
+            fake: ReplayBuffer::new(cfg.model_capacity(k), obs_dim, act_dim),
+            state: State {
+                rng,
+                transitions: 0,
+                rollout_length: k,
+            },
+            task,
+            obs_dim,
+            act_dim,
+            learner,
+            model,
+            cfg,
+            batch: Batch::default(),
+            part: Batch::default(),
+        }
+    }
+
+    /// Trains the model on every real transition, then fills the model buffer with
+    /// branched rollouts. Returns the statistics to log.
+    fn train_model_and_roll_out(&mut self) -> Stats {
+        let (o, a) = (self.obs_dim, self.act_dim);
+        let c = self.real.columns();
+        let (obs, act, rew, next) = (c.obs, c.act, c.rew, c.next_obs);
+        let n = rew.len();
+        let mut inputs = Vec::with_capacity(n * (o + a));
+        let mut targets = Vec::with_capacity(n * (1 + o));
+        for i in 0..n {
+            inputs.extend_from_slice(&obs[i * o..(i + 1) * o]);
+            inputs.extend_from_slice(&act[i * a..(i + 1) * a]);
+            targets.push(rew[i]);
+            targets.extend((0..o).map(|j| next[i * o + j] - obs[i * o + j]));
+        }
+        let report = self.model.train(&inputs, &targets, &mut self.state.rng);
+
+        let epoch = self.state.transitions / self.cfg.epoch_length;
+        let k = self.cfg.rollout_length(epoch);
+        if k != self.state.rollout_length || self.fake.capacity() != self.cfg.model_capacity(k) {
+            self.fake = self.fake.resized(self.cfg.model_capacity(k));
+            self.state.rollout_length = k;
+        }
+        let rows = self.cfg.rollout_batch_size;
+        let mut start = Vec::with_capacity(rows * o);
+        for _ in 0..rows {
+            let i = self.state.rng.random_range(0..n);
+            start.extend_from_slice(&obs[i * o..(i + 1) * o]);
+        }
+        let mut policy_rng = Xoshiro256PlusPlus::seed_from_u64(self.state.rng.next_u64());
+        let learner = &self.learner;
+        let fake = &mut self.fake;
+        let stats = rollout::branched(
+            &self.model,
+            self.task,
+            &start,
+            o,
+            a,
+            k,
+            &mut |obs, rows| learner.act(obs, rows, false, &mut policy_rng),
+            &mut self.state.rng,
+            &mut |s: &ModelStep<'_>| {
+                let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
+                fake.push(
+                    &f(s.obs),
+                    &f(s.action),
+                    f64::from(s.reward),
+                    &f(s.next_obs),
+                    s.terminated,
+                );
+            },
+        );
+        let elite_mse = report
+            .elites
+            .iter()
+            .map(|&i| report.holdout_mse[i])
+            .sum::<f64>()
+            / report.elites.len() as f64;
+        vec![
+            ("model_holdout_mse", elite_mse),
+            ("model_train_nll", report.train_nll),
+            ("model_epochs", report.epochs as f64),
+            ("rollout_length", k as f64),
+            ("rollout_mean_length", stats.mean_length()),
+            ("model_buffer", self.fake.len() as f64),
+        ]
+    }
+
+    /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.
+    fn sample(&mut self) {
+        let size = self.cfg.sac.batch_size;
+        let n_real = if self.fake.is_empty() {
+            size
+        } else {
+            ((size as f64 * self.cfg.real_ratio) as usize).max(1)
+        };
+        let rng = &mut self.state.rng;
+        self.real.sample_into(rng, n_real, &mut self.batch);
+        if n_real < size {
+            self.fake.sample_into(rng, size - n_real, &mut self.part);
+            self.batch.append(&self.part);
+        }
+    }
+}
+
+impl Agent for Mbpo {
+    fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        if self.state.transitions < self.cfg.sac.learning_starts {
+            return (0..rows * self.act_dim)
+                .map(|_| self.state.rng.random_range(-1.0..1.0))
+                .collect();
+        }
+        let a = self
+            .learner
+            .act(&f32s(obs), rows, false, &mut self.state.rng);
+        a.into_iter().map(f64::from).collect()
+    }
+
+    fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        let a = self
+            .learner
+            .act(&f32s(obs), rows, true, &mut self.state.rng);
+        a.into_iter().map(f64::from).collect()
+    }
+
+    fn observe(&mut self, t: &Transition<'_>) {
+        self.real
+            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
+        self.state.transitions += 1;
+    }
+
+    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+        let starts = self.cfg.sac.learning_starts.max(1);
+        let mut sums: Vec<(&'static str, f64, usize)> = Vec::new();
+        let mut add = |name: &'static str, v: f64| match sums.iter_mut().find(|s| s.0 == name) {
+            Some(s) => {
+                s.1 += v;
+                s.2 += 1;
+            }
+            None => sums.push((name, v, 1)),
+        };
+        let first = self.state.transitions + 1 - new_transitions;
+        for t in first..=self.state.transitions {
+            if t < starts {
+                continue;
+            }
+            if (t - starts).is_multiple_of(self.cfg.model_train_freq) {
+                for (name, v) in self.train_model_and_roll_out() {
+                    if !v.is_finite() {
+                        return Err(AgentError::Diverged(format!("MBPO {name} = {v}")));
+                    }
+                    add(name, v);
+                }
+            }
+            for _ in 0..self.cfg.sac.updates_per_step {
+                self.sample();
+                let stats = self.learner.update(&self.batch, &mut self.state.rng);
+                for (name, v) in stats.named() {
+                    if !v.is_finite() {
+                        return Err(AgentError::Diverged(format!("MBPO {name} = {v}")));
+                    }
+                    add(name, f64::from(v));
+                }
+            }
+        }
+        if sums.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            sums.into_iter()
+                .map(|(n, s, c)| (n, s / c as f64))
+                .collect(),
+        ))
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        if !self.learner.parameters_finite() {
+            return Err(AgentError::Diverged(
+                "MBPO parameters are not finite".into(),
+            ));
+        }
+        self.learner.save(dir)?;
+        self.model.save(dir)?;
+        for (name, buf) in [("replay.bin", &self.real), ("model_replay.bin", &self.fake)] {
+            let path = dir.join(name);
+            buf.save(&path)
+                .map_err(|e| AgentError::checkpoint(&path, e))?;
+        }
+        ckpt::write_json(dir, "agent_state.json", &self.state)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+        self.learner.load(dir)?;
+        self.model.load(dir)?;
+        let read = |name: &str| {
+            let path = dir.join(name);
+            ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))
+        };
+        self.real = read("replay.bin")?;
+        self.fake = read("model_replay.bin")?;
+        self.state = ckpt::read_json(dir, "agent_state.json")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_length_follows_mbpos_schedule() {
+        let cfg = MbpoConfig {
+            rollout_schedule: [20, 100, 1, 15],
+            ..MbpoConfig::default()
+        };
+        assert_eq!(cfg.rollout_length(0), 1);
+        assert_eq!(cfg.rollout_length(20), 1);
+        assert_eq!(cfg.rollout_length(60), 8);
+        assert_eq!(cfg.rollout_length(100), 15);
+        assert_eq!(cfg.rollout_length(500), 15);
+        // 1 epoch x k x 100k rows x 4 trainings per epoch.
+        assert_eq!(cfg.model_capacity(15), 6_000_000);
+        assert!(MbpoConfig::default().validate().is_ok());
+        let bad = MbpoConfig {
+            rollout_schedule: [20, 100, 5, 1],
+            ..MbpoConfig::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().key.as_deref(),
+            Some("rollout_schedule")
+        );
+    }
+}
