@@ -127,3 +127,67 @@ fn mbpo_trains_its_model_rolls_out_and_resumes_exactly() {
     std::fs::remove_dir_all(&a).ok();
     std::fs::remove_dir_all(&b).ok();
 }
+
+#[test]
+fn m2ac_masks_its_rollouts_and_logs_the_kept_fraction_and_uncertainty() {
+    for env in ["InvertedPendulum", "Hopper"] {
+        let runs = tmp(&format!("m2ac-{env}"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
+        c.args([
+            "run-one",
+            "--env",
+            env,
+            "--algo",
+            "m2ac",
+            "--steps",
+            "400",
+            "--eval-every",
+            "200",
+            "--eval-episodes",
+            "2",
+            "--log-every",
+            "100",
+            "--quiet",
+        ]);
+        for set in [
+            "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+            "model={members=3, elites=3, hidden=[32, 32], batch_size=64, max_epochs=5}",
+            "model_train_freq=100",
+            "rollout_batch_size=200",
+            "rollout_schedule=[0, 0, 4, 4]",
+        ] {
+            c.args(["--set", set]);
+        }
+        let out = c.arg("--runs-dir").arg(&runs).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{env}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+        let values = |m: &str| -> Vec<f64> {
+            rows.iter()
+                .filter(|r| r.metric == m)
+                .map(|r| r.value)
+                .collect()
+        };
+        // H = 4: w_h = 4/10, 3/10, 2/10, 1/10 of the start rows; at most 1.0 of what the
+        // surviving rows predicted, and well below it when all rows survive.
+        let kept = values("train/rollout_kept_fraction");
+        assert!(
+            !kept.is_empty() && kept.iter().all(|k| *k > 0.0 && *k <= 1.0),
+            "{env}: {kept:?}"
+        );
+        if env == "InvertedPendulum" {
+            assert!(kept.iter().all(|k| *k < 0.9), "{env}: {kept:?}");
+        }
+        let (mean, p50, p90) = (
+            values("train/uncertainty_mean"),
+            values("train/uncertainty_p50"),
+            values("train/uncertainty_p90"),
+        );
+        assert!(!mean.is_empty() && mean.iter().all(|u| u.is_finite() && *u >= 0.0));
+        assert!(p50.iter().zip(&p90).all(|(a, b)| a <= b));
+        std::fs::remove_dir_all(&runs).ok();
+    }
+}

@@ -1,5 +1,6 @@
 //! MBPO (Janner et al. 2019; algorithms.md §C): SAC trained mostly on short branched
-//! rollouts of a learned dynamics ensemble.
+//! rollouts of a learned dynamics ensemble. M2AC (Pan et al. 2020; §D) is the same loop with
+//! its rollouts masked by one-vs-rest uncertainty ([`M2acConfig`]).
 //!
 //! ```text
 //! after `learning_starts` uniform-random steps, at every env step t:
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::sac::{SacConfig, SacLearner, f32s};
 use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
-use crate::model::rollout::{self, ModelStep};
+use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::replay::{Batch, ReplayBuffer};
 
@@ -45,6 +46,54 @@ pub struct MbpoConfig {
     pub retain_epochs: usize,
     /// Fraction of each SAC batch drawn from real transitions (0.05).
     pub real_ratio: f64,
+    /// M2AC's uncertainty masking of rollouts (none in MBPO).
+    pub mask: Option<MaskConfig>,
+}
+
+/// M2AC's masking (algorithms.md §D): keep the ⌊N·w_h⌋ lowest-uncertainty predictions at
+/// rollout step h, w_h = (H − h)/(2(H + 1)), and penalise rewards by `penalty`·u.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaskConfig {
+    /// Reward penalty per unit of OvR uncertainty (the M2AC fork's `rew_penalty_coeff`, 1e-3).
+    pub penalty: f64,
+    /// Continue only kept rows (the paper's masked rollouts; the fork's default is off).
+    pub stop_uncertain: bool,
+}
+
+impl Default for MaskConfig {
+    fn default() -> Self {
+        MaskConfig {
+            penalty: 1e-3,
+            stop_uncertain: true,
+        }
+    }
+}
+
+/// M2AC's settings: MBPO's, with masking on, a 10-step rollout horizon (1 on
+/// InvertedPendulum, a preset), real ratio 0.1 (the M2AC fork's default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct M2acConfig(pub MbpoConfig);
+
+impl Default for M2acConfig {
+    fn default() -> Self {
+        M2acConfig(MbpoConfig {
+            rollout_schedule: [0, 0, 10, 10],
+            real_ratio: 0.1,
+            mask: Some(MaskConfig::default()),
+            ..MbpoConfig::default()
+        })
+    }
+}
+
+impl Validate for M2acConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.0.mask.is_none() {
+            return Err(Invalid::new("mask", "M2AC needs its mask table"));
+        }
+        self.0.validate()
+    }
 }
 
 impl Default for MbpoConfig {
@@ -62,6 +111,7 @@ impl Default for MbpoConfig {
             epoch_length: 1000,
             retain_epochs: 1,
             real_ratio: 0.05,
+            mask: None,
         }
     }
 }
@@ -95,6 +145,14 @@ impl Validate for MbpoConfig {
                     "expected [a, b, k_min, k_max] with a <= b and 1 <= k_min <= k_max, found {:?}",
                     self.rollout_schedule
                 ),
+            ));
+        }
+        if let Some(m) = &self.mask
+            && !(m.penalty.is_finite() && m.penalty >= 0.0)
+        {
+            return Err(Invalid::new(
+                "mask.penalty",
+                format!("expected a finite value >= 0, found {}", m.penalty),
             ));
         }
         if !(0.0..=1.0).contains(&self.real_ratio) {
@@ -212,13 +270,20 @@ impl Mbpo {
         let mut policy_rng = Xoshiro256PlusPlus::seed_from_u64(self.state.rng.next_u64());
         let learner = &self.learner;
         let fake = &mut self.fake;
+        let spec = RolloutSpec {
+            task: self.task,
+            obs_dim: o,
+            act_dim: a,
+            horizon: k,
+            mask: self.cfg.mask.as_ref().map(|m| Mask {
+                penalty: m.penalty,
+                stop_uncertain: m.stop_uncertain,
+            }),
+        };
         let stats = rollout::branched(
             &self.model,
-            self.task,
+            &spec,
             &start,
-            o,
-            a,
-            k,
             &mut |obs, rows| learner.act(obs, rows, false, &mut policy_rng),
             &mut self.state.rng,
             &mut |s: &ModelStep<'_>| {
@@ -238,7 +303,12 @@ impl Mbpo {
             .map(|&i| report.holdout_mse[i])
             .sum::<f64>()
             / report.elites.len() as f64;
+        let (u_mean, u_p50, u_p90) = stats.uncertainty_summary();
         vec![
+            ("uncertainty_mean", u_mean),
+            ("uncertainty_p50", u_p50),
+            ("uncertainty_p90", u_p90),
+            ("rollout_kept_fraction", stats.kept_fraction()),
             ("model_holdout_mse", elite_mse),
             ("model_train_nll", report.train_nll),
             ("model_epochs", report.epochs as f64),

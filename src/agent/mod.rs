@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::env::Task;
 
 /// Algorithms the registry knows.
-pub const ALGOS: [&str; 3] = ["sac", "ddpg", "mbpo"];
+pub const ALGOS: [&str; 4] = ["sac", "ddpg", "mbpo", "m2ac"];
 
 /// One transition, with the action in the agent's normalised [-1, 1] space.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,7 @@ pub trait Agent: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("unknown algo '{0}' (known: sac, ddpg, mbpo)")]
+    #[error("unknown algo '{0}' (known: sac, ddpg, mbpo, m2ac)")]
     UnknownAlgo(String),
     #[error("agent parameters for {algo}: {}", match key { Some(k) => format!("{k}: {message}"), None => message.clone() })]
     Params {
@@ -92,6 +92,7 @@ pub fn resolve_params(
         "sac" => resolve::<sac::SacConfig>(algo, task, overrides),
         "ddpg" => resolve::<ddpg::DdpgConfig>(algo, task, overrides),
         "mbpo" => resolve::<mbpo::MbpoConfig>(algo, task, overrides),
+        "m2ac" => resolve::<mbpo::M2acConfig>(algo, task, overrides),
         other => Err(AgentError::UnknownAlgo(other.to_string())),
     }
 }
@@ -121,14 +122,7 @@ where
     let mut table = to_table(C::default())
         .map_err(Invalid::whole)
         .map_err(err)?;
-    let presets: toml::Table = PRESETS.parse().expect("presets.toml parses");
-    if let Some(preset) = presets
-        .get(algo)
-        .and_then(|a| a.get(task.name()))
-        .and_then(|p| p.as_table())
-    {
-        merge_tables(&mut table, preset);
-    }
+    merge_tables(&mut table, &preset(algo, task));
     merge_tables(&mut table, overrides);
     let config: C = from_table(table).map_err(err)?;
     config.validate().map_err(err)?;
@@ -142,17 +136,31 @@ pub fn param_layers(algo: &str, task: Task) -> Result<(toml::Table, toml::Table)
         "sac" => to_table(sac::SacConfig::default()),
         "ddpg" => to_table(ddpg::DdpgConfig::default()),
         "mbpo" => to_table(mbpo::MbpoConfig::default()),
+        "m2ac" => to_table(mbpo::M2acConfig::default()),
         other => return Err(AgentError::UnknownAlgo(other.to_string())),
     }
     .expect("default configs serialise");
+    Ok((defaults, preset(algo, task)))
+}
+
+/// `algo`'s per-task preset from `presets.toml`. M2AC is MBPO with masking: MBPO's preset
+/// applies first, then M2AC's own.
+fn preset(algo: &str, task: Task) -> toml::Table {
     let presets: toml::Table = PRESETS.parse().expect("presets.toml parses");
-    let preset = presets
-        .get(algo)
-        .and_then(|a| a.get(task.name()))
-        .and_then(|p| p.as_table())
-        .cloned()
-        .unwrap_or_default();
-    Ok((defaults, preset))
+    let lookup = |a: &str| {
+        presets
+            .get(a)
+            .and_then(|t| t.get(task.name()))
+            .and_then(|p| p.as_table())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut table = toml::Table::new();
+    if algo == "m2ac" {
+        merge_tables(&mut table, &lookup("mbpo"));
+    }
+    merge_tables(&mut table, &lookup(algo));
+    table
 }
 
 /// A parameter that failed to parse or validate: which one (if one) and why.
@@ -232,6 +240,15 @@ pub fn make(
             obs_dim,
             act_dim,
             from_table(params.clone()).map_err(parse)?,
+            seed,
+        )),
+        "m2ac" => Box::new(mbpo::Mbpo::new(
+            task,
+            obs_dim,
+            act_dim,
+            from_table::<mbpo::M2acConfig>(params.clone())
+                .map_err(parse)?
+                .0,
             seed,
         )),
         other => return Err(AgentError::UnknownAlgo(other.to_string())),

@@ -19,9 +19,9 @@ pub fn ovr(means: &[&[f32]], vars: &[&[f32]], i: usize) -> f64 {
         for m in 0..k {
             let (mu, var) = (means[m][j] as f64, vars[m][j] as f64);
             sum_m += mu;
-            sum_second += var + mu * mu;
+            sum_second += var.max(1e-12) + mu * mu;
         }
-        let (mu_i, var_i) = (means[i][j] as f64, vars[i][j] as f64);
+        let (mu_i, var_i) = (means[i][j] as f64, (vars[i][j] as f64).max(1e-12));
         let mu_r = (sum_m - mu_i) / rest;
         // Floor the mixture variance: float error can make it slightly non-positive when
         // the other members agree exactly.
