@@ -128,6 +128,19 @@ impl ReplayBuffer {
         }
     }
 
+    /// Storage indices of the newest `k` rows (fewer if the buffer holds fewer).
+    pub fn recent(&self, k: usize) -> Vec<usize> {
+        let n = self.len();
+        let k = k.min(n);
+        if n < self.capacity {
+            (n - k..n).collect()
+        } else {
+            (0..k)
+                .map(|j| (self.head + self.capacity - k + j) % self.capacity)
+                .collect()
+        }
+    }
+
     /// A buffer of `capacity` holding the newest `min(len, capacity)` rows of this one.
     pub fn resized(&self, capacity: usize) -> ReplayBuffer {
         let mut out = ReplayBuffer::new(capacity, self.obs_dim, self.act_dim);
@@ -311,6 +324,9 @@ mod tests {
         assert_eq!(r, vec![4.0, 5.0]);
         let big = buf.resized(10);
         assert_eq!(big.rew, vec![2.0, 3.0, 4.0, 5.0]);
+        let recent: Vec<f32> = buf.recent(3).iter().map(|&i| buf.rew[i]).collect();
+        assert_eq!(recent, vec![3.0, 4.0, 5.0]);
+        assert_eq!(big.recent(9), vec![0, 1, 2, 3]);
         let mut batch = Batch::default();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
         big.sample_into(&mut rng, 3, &mut batch);

@@ -89,6 +89,13 @@ fn mbpo_trains_its_model_rolls_out_and_resumes_exactly() {
     let k = values("train/rollout_length");
     assert!(k.first() < k.last(), "{k:?}");
     assert!(values("train/model_buffer").iter().all(|n| *n > 0.0));
+    // The one-step error of the model on fresh transitions: positive, finite, and below the
+    // size of InvertedPendulum's states.
+    assert!(
+        values("train/model_error")
+            .iter()
+            .all(|e| *e > 0.0 && *e < 10.0)
+    );
 
     let mut child = command(&b).spawn().unwrap();
     let t = Instant::now();

@@ -238,9 +238,44 @@ impl Mbpo {
         }
     }
 
+    /// The paper's "model error" (its Figure 3): the mean L2 distance between the elites'
+    /// mean predicted next state and the real one, on the newest `model_train_freq` real
+    /// transitions, which the model has not been trained on yet.
+    fn model_error(&self) -> f64 {
+        let (o, a) = (self.obs_dim, self.act_dim);
+        let c = self.real.columns();
+        let rows = self.real.recent(self.cfg.model_train_freq);
+        let mut inputs = Vec::with_capacity(rows.len() * (o + a));
+        for &i in &rows {
+            inputs.extend_from_slice(&c.obs[i * o..(i + 1) * o]);
+            inputs.extend_from_slice(&c.act[i * a..(i + 1) * a]);
+        }
+        let (means, _) = self.model.predict(&inputs);
+        let elites = &self.model.elites;
+        let d = 1 + o;
+        let mut total = 0.0;
+        for (r, &i) in rows.iter().enumerate() {
+            let mut sq = 0.0;
+            for j in 0..o {
+                let delta = elites
+                    .iter()
+                    .map(|&k| f64::from(means[k][r * d + 1 + j]))
+                    .sum::<f64>()
+                    / elites.len() as f64;
+                let err = f64::from(c.obs[i * o + j]) + delta - f64::from(c.next_obs[i * o + j]);
+                sq += err * err;
+            }
+            total += sq.sqrt();
+        }
+        total / rows.len().max(1) as f64
+    }
+
     /// Trains the model on every real transition, then fills the model buffer with
     /// branched rollouts. Returns the statistics to log.
     fn train_model_and_roll_out(&mut self) -> Stats {
+        // Measured before training, once the model has been trained at least once.
+        let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
+            .then(|| self.model_error());
         let (o, a) = (self.obs_dim, self.act_dim);
         let c = self.real.columns();
         let (obs, act, rew, next) = (c.obs, c.act, c.rew, c.next_obs);
@@ -304,7 +339,8 @@ impl Mbpo {
             .sum::<f64>()
             / report.elites.len() as f64;
         let (u_mean, u_p50, u_p90) = stats.uncertainty_summary();
-        vec![
+        let mut out: Stats = error.map(|e| ("model_error", e)).into_iter().collect();
+        out.extend([
             ("uncertainty_mean", u_mean),
             ("uncertainty_p50", u_p50),
             ("uncertainty_p90", u_p90),
@@ -315,7 +351,8 @@ impl Mbpo {
             ("rollout_length", k as f64),
             ("rollout_mean_length", stats.mean_length()),
             ("model_buffer", self.fake.len() as f64),
-        ]
+        ]);
+        out
     }
 
     /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.
