@@ -79,6 +79,6 @@ slurm-local *ARGS:
 test-slurm: setup
     cargo test --locked --test slurm -- --ignored --test-threads=1
 
-# Opt-in learning checks on real tasks (minutes): SAC and DDPG on InvertedPendulum, SAC on Hopper.
+# Opt-in learning checks on real tasks (minutes): SAC, DDPG and MBPO on InvertedPendulum, SAC on Hopper.
 test-learning: setup
     cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1

@@ -117,3 +117,18 @@ fn sac_on_hopper_improves_over_30k_steps() {
         "eval return did not rise: first evals best {early:.1}, last three mean {late:.1}"
     );
 }
+
+#[test]
+#[ignore = "minutes of CPU: run with `just test-learning`"]
+fn mbpo_solves_inverted_pendulum_within_5k_steps() {
+    let runs = runs_dir("mbpo-ip");
+    for seed in 0..3 {
+        let (curve, secs) = train(&runs, "InvertedPendulum", "mbpo", seed, 5_000, 250);
+        show(&format!("MBPO InvertedPendulum seed {seed}"), &curve, secs);
+        let best = curve.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+        assert!(
+            best >= 950.0,
+            "seed {seed}: best eval return {best:.1} < 950 within 5k steps"
+        );
+    }
+}
