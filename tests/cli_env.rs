@@ -1,34 +1,16 @@
 //! `mpdp env ...` as a user runs it: output formats, and bad input answered with one line
 //! naming the problem and exit code 2.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::Dir;
 
 fn mpdp(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mpdp"))
         .args(args)
         .output()
         .expect("spawn mpdp")
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("mpdp-cli-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn file(&self, name: &str, body: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, body).unwrap();
-        p.display().to_string()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 /// Asserts exit code 2 and a single stderr line containing every `needle`.

@@ -12,6 +12,9 @@ use mpdp::sched;
 use mpdp::spec;
 use polars::prelude::*;
 
+mod common;
+use common::Dir;
+
 const SPEC: &str = r#"
 schema = 1
 name = "report"
@@ -72,23 +75,6 @@ param = "gamma"
 [[figures]]
 kind = "horizon"
 "#;
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("mpdp-report-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
 
 fn mpdp(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mpdp"))

@@ -7,22 +7,8 @@ use std::time::{Duration, Instant};
 use mpdp::runner::{MetricRow, read_metrics};
 use mpdp::store::{self, RunState};
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("mpdp-run-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
+mod common;
+use common::Dir;
 
 /// A small SAC run: about 2000 updates of 32-unit networks.
 fn args(runs: &Path, steps: u64, extra: &[&str]) -> Vec<String> {

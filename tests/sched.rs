@@ -10,25 +10,11 @@ use mpdp::runner::read_metrics;
 use mpdp::sched::{self, RunStatus};
 use mpdp::spec;
 
+mod common;
+use common::Dir;
+
 fn smoke() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml")
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("mpdp-sched-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 /// Longer runs than the smoke spec's, checkpointed often, so a kill lands mid-run.
