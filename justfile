@@ -79,6 +79,10 @@ slurm-local *ARGS:
 test-slurm: setup
     cargo test --locked --test slurm -- --ignored --test-threads=1
 
+# Ensemble training step and inference throughput: ours vs plain PyTorch on CPU, `ratio=X` each.
+bench-ensemble *ARGS: build bench-setup
+    {{bin}} bench ensemble {{ARGS}}
+
 # Opt-in learning checks on real tasks (minutes): SAC, DDPG and MBPO on InvertedPendulum, SAC on Hopper.
 test-learning: setup
     cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1

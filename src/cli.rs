@@ -130,6 +130,37 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// Dynamics-ensemble training steps/s and inference rows/s (7 x 4x200, Hopper sizes) next
+    /// to a plain PyTorch CPU implementation.
+    Ensemble {
+        #[arg(long, default_value_t = 7)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        hidden: usize,
+        /// Model input width (obs + act).
+        #[arg(long, default_value_t = 14)]
+        d_in: usize,
+        /// Model output width (1 + obs).
+        #[arg(long, default_value_t = 12)]
+        d_out: usize,
+        /// Rows per member per training step.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Training steps per measurement.
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Inference rows.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Skip the PyTorch reference.
+        #[arg(long)]
+        no_python: bool,
+        /// Python interpreter with PyTorch (default: the venv `just bench-setup` creates).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch CPU implementation.
     Sac {
         /// Updates per measurement.

@@ -89,7 +89,9 @@ struct UsageError(String);
 fn run(cli: Cli) -> Result<u8> {
     if matches!(
         cli.command,
-        Command::RunOne(_) | Command::Bench(BenchCommand::Sac { .. }) | Command::Run { .. }
+        Command::RunOne(_)
+            | Command::Bench(BenchCommand::Sac { .. } | BenchCommand::Ensemble { .. })
+            | Command::Run { .. }
     ) {
         mpdp::nn::requested_device()?;
     }
@@ -139,6 +141,32 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let rows = bench::env::run(&cfg, |task| eprintln!("bench env: {task} ..."))?;
             bench::env::print_report(&rows, &mut std::io::stdout().lock())?;
+        }
+        Command::Bench(BenchCommand::Ensemble {
+            members,
+            hidden,
+            d_in,
+            d_out,
+            batch,
+            steps,
+            rows,
+            repeats,
+            no_python,
+            python,
+        }) => {
+            let cfg = bench::ensemble::EnsembleBenchConfig {
+                members,
+                hidden,
+                d_in,
+                d_out,
+                batch,
+                steps,
+                rows,
+                repeats,
+                python: (!no_python).then(|| python.unwrap_or_else(bench::default_torch_python)),
+            };
+            let result = bench::ensemble::run(&cfg)?;
+            bench::ensemble::print_report(&cfg, &result, &mut std::io::stdout().lock())?;
         }
         Command::Bench(BenchCommand::Sac {
             updates,

@@ -39,6 +39,15 @@ pub struct ReferenceError {
     message: String,
 }
 
+impl ReferenceError {
+    pub fn new(command: &str, message: String) -> Self {
+        ReferenceError {
+            command: command.to_string(),
+            message,
+        }
+    }
+}
+
 /// Random batches, drawn once before timing (as the reference does).
 fn batches(cfg: &SacBenchConfig, rng: &mut Xoshiro256PlusPlus) -> Vec<Batch> {
     let (b, o, a) = (cfg.batch, cfg.obs_dim, cfg.act_dim);

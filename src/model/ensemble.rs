@@ -474,16 +474,8 @@ impl Ensemble {
                     Tensor::<3>::from_data(TensorData::new(x, [e, bs, self.d_in]), &self.device);
                 let y =
                     Tensor::<3>::from_data(TensorData::new(y, [e, bs, self.d_out]), &self.device);
-                let (mean, lv) = self.net.forward(x);
-                let nll = ((mean - y).powf_scalar(2.0) * lv.clone().neg().exp() + lv).mean();
-                nll_sum += crate::nn::scalar(nll.clone().inner()) as f64;
+                nll_sum += self.step(x, y);
                 nll_n += 1;
-                let mut loss = nll.mul_scalar(e as f64) + self.net.decay_penalty(&cfg.weight_decay);
-                if cfg.learn_logvar_bounds {
-                    loss = loss + self.net.bounds_penalty();
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &self.net);
-                self.net = self.opt.step(cfg.lr, self.net.clone(), grads);
             }
             train_nll = nll_sum / nll_n.max(1) as f64;
             let losses = if hold.is_empty() {
@@ -517,6 +509,23 @@ impl Ensemble {
             train_nll,
             elites: self.elites.clone(),
         }
+    }
+
+    /// One gradient step on normalised inputs `x` `[E, batch, d_in]` and targets `y`
+    /// `[E, batch, d_out]`: the members' summed Gaussian NLL, the weight decay and (when
+    /// learned) the log-variance bound penalty. Returns the mean NLL per element.
+    pub fn step(&mut self, x: Tensor<3>, y: Tensor<3>) -> f64 {
+        let (e, cfg) = (self.cfg.members, &self.cfg);
+        let (mean, lv) = self.net.forward(x);
+        let nll = ((mean - y).powf_scalar(2.0) * lv.clone().neg().exp() + lv).mean();
+        let value = crate::nn::scalar(nll.clone().inner()) as f64;
+        let mut loss = nll.mul_scalar(e as f64) + self.net.decay_penalty(&cfg.weight_decay);
+        if cfg.learn_logvar_bounds {
+            loss = loss + self.net.bounds_penalty();
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        self.net = self.opt.step(cfg.lr, self.net.clone(), grads);
+        value
     }
 
     /// Every member's mean and variance for `rows` inputs (`rows × d_in`, unnormalised), on

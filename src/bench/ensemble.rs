@@ -1,0 +1,197 @@
+//! `mpdp bench ensemble`: the dynamics ensemble's two hot paths on our stack and, in the same
+//! command, on the plain PyTorch CPU implementation in `bench/reference/ensemble.py`: one
+//! training step (E members × 4 hidden layers, batch B per member) and inference of every
+//! member on R rows. Hopper sizes by default.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::Xoshiro256PlusPlus;
+
+use super::reference_script;
+use super::sac::ReferenceError;
+use crate::model::{Ensemble, EnsembleConfig};
+use crate::nn::{normal_noise, to_vec};
+
+#[derive(Debug, Clone)]
+pub struct EnsembleBenchConfig {
+    pub members: usize,
+    pub hidden: usize,
+    pub d_in: usize,
+    pub d_out: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub rows: usize,
+    pub repeats: usize,
+    /// Python with PyTorch; `None` skips the reference.
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnsembleBenchResult {
+    pub ours: (f64, f64),
+    /// (train steps/s, inference rows/s) and the torch version line.
+    pub reference: Option<(f64, f64, String)>,
+}
+
+fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
+    (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+pub fn run(cfg: &EnsembleBenchConfig) -> Result<EnsembleBenchResult, ReferenceError> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+    let device = crate::nn::device();
+    let model = EnsembleConfig {
+        members: cfg.members,
+        elites: cfg.members.min(5),
+        hidden: vec![cfg.hidden; 4],
+        batch_size: cfg.batch,
+        ..EnsembleConfig::default()
+    };
+    let mut ens = Ensemble::new(model, cfg.d_in, cfg.d_out, &mut rng, &device);
+    let (e, b) = (cfg.members, cfg.batch);
+    let batches: Vec<(Vec<f32>, Vec<f32>)> = (0..8)
+        .map(|_| {
+            (
+                normal_noise(&mut rng, e * b * cfg.d_in),
+                normal_noise(&mut rng, e * b * cfg.d_out),
+            )
+        })
+        .collect();
+    let tensors = |i: usize| {
+        let (x, y) = &batches[i % batches.len()];
+        (
+            Tensor::<3>::from_data(TensorData::new(x.clone(), [e, b, cfg.d_in]), &device),
+            Tensor::<3>::from_data(TensorData::new(y.clone(), [e, b, cfg.d_out]), &device),
+        )
+    };
+    for i in 0..5 {
+        let (x, y) = tensors(i);
+        ens.step(x, y);
+    }
+    let secs = best_of(cfg.repeats, || {
+        for i in 0..cfg.steps {
+            let (x, y) = tensors(i);
+            ens.step(x, y);
+        }
+    });
+    let train = cfg.steps as f64 / secs;
+
+    let rows = normal_noise(&mut rng, cfg.rows * cfg.d_in);
+    let net = ens.net.clone().no_grad();
+    let secs = best_of(cfg.repeats, || {
+        let mut all = Vec::with_capacity(e * rows.len());
+        for _ in 0..e {
+            all.extend_from_slice(&rows);
+        }
+        let x = Tensor::<3>::from_data(TensorData::new(all, [e, cfg.rows, cfg.d_in]), &device);
+        let (mean, lv) = net.forward(x);
+        let (m, v) = (to_vec(mean), to_vec(lv.exp()));
+        std::hint::black_box((m, v));
+    });
+    let infer = cfg.rows as f64 / secs;
+    let reference = match &cfg.python {
+        Some(python) => Some(reference(python, cfg)?),
+        None => None,
+    };
+    Ok(EnsembleBenchResult {
+        ours: (train, infer),
+        reference,
+    })
+}
+
+fn reference(
+    python: &std::path::Path,
+    cfg: &EnsembleBenchConfig,
+) -> Result<(f64, f64, String), ReferenceError> {
+    let script = reference_script("ensemble.py");
+    let command = format!("{} {}", python.display(), script.display());
+    let fail = |message: String| ReferenceError::new(&command, message);
+    let out = Command::new(python)
+        .arg(&script)
+        .args(["--members", &cfg.members.to_string()])
+        .args(["--hidden", &cfg.hidden.to_string()])
+        .args([
+            "--d-in",
+            &cfg.d_in.to_string(),
+            "--d-out",
+            &cfg.d_out.to_string(),
+        ])
+        .args([
+            "--batch",
+            &cfg.batch.to_string(),
+            "--steps",
+            &cfg.steps.to_string(),
+        ])
+        .args(["--rows", &cfg.rows.to_string()])
+        .args(["--repeats", &cfg.repeats.max(1).to_string()])
+        .output()
+        .map_err(|e| fail(format!("{e}; run `just bench-setup`")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
+    }
+    let value = |key: &str| -> Result<f64, ReferenceError> {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| fail(format!("no {key} line in: {stdout}")))
+    };
+    let version = stdout
+        .lines()
+        .find(|l| l.starts_with("torch="))
+        .unwrap_or("torch=?")
+        .to_string();
+    Ok((
+        value("train_steps_per_s=")?,
+        value("infer_rows_per_s=")?,
+        version,
+    ))
+}
+
+/// Prints both stacks per workload, each followed by its `ratio=X` line (ours / PyTorch).
+pub fn print_report(
+    cfg: &EnsembleBenchConfig,
+    r: &EnsembleBenchResult,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "ensemble: {} members x 4x{} swish, in {}, out {}",
+        cfg.members, cfg.hidden, cfg.d_in, cfg.d_out
+    )?;
+    let rows = [
+        (
+            format!("train step (batch {} per member)", cfg.batch),
+            "steps/s",
+            r.ours.0,
+            r.reference.as_ref().map(|x| x.0),
+        ),
+        (
+            format!("inference ({} rows, all members)", cfg.rows),
+            "rows/s",
+            r.ours.1,
+            r.reference.as_ref().map(|x| x.1),
+        ),
+    ];
+    for (name, unit, ours, theirs) in rows {
+        writeln!(out, "{name}")?;
+        writeln!(out, "  ours (burn flex CPU): {ours:>12.1} {unit}")?;
+        if let (Some(theirs), Some((_, _, version))) = (theirs, &r.reference) {
+            writeln!(out, "  PyTorch CPU ({version}): {theirs:>12.1} {unit}")?;
+            writeln!(out, "  ratio={:.3}", ours / theirs)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! The benchmarks run end to end (tiny sizes, without the PyTorch reference, which needs
+//! `just bench-setup`): they measure and print what they promise.
+use std::process::Command;
+
+#[test]
+fn the_ensemble_benchmark_measures_both_workloads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args([
+            "bench",
+            "ensemble",
+            "--no-python",
+            "--members",
+            "3",
+            "--hidden",
+            "16",
+            "--steps",
+            "3",
+            "--rows",
+            "500",
+            "--repeats",
+            "1",
+        ])
+        .output()
+        .expect("spawn mpdp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate = |unit: &str| -> f64 {
+        text.lines()
+            .find(|l| l.contains("ours") && l.ends_with(unit))
+            .and_then(|l| l.split_whitespace().rev().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {unit} in {text}"))
+    };
+    assert!(rate("steps/s") > 0.0 && rate("rows/s") > 0.0, "{text}");
+}
