@@ -18,7 +18,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::sac::{SacConfig, SacLearner, f32s};
-use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, ckpt};
+use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
 use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
 use crate::model::{Ensemble, EnsembleConfig};
@@ -400,14 +400,7 @@ impl Agent for Mbpo {
 
     fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
         let starts = self.cfg.sac.learning_starts.max(1);
-        let mut sums: Vec<(&'static str, f64, usize)> = Vec::new();
-        let mut add = |name: &'static str, v: f64| match sums.iter_mut().find(|s| s.0 == name) {
-            Some(s) => {
-                s.1 += v;
-                s.2 += 1;
-            }
-            None => sums.push((name, v, 1)),
-        };
+        let mut means = StatMeans::default();
         let first = self.state.transitions + 1 - new_transitions;
         for t in first..=self.state.transitions {
             if t < starts {
@@ -415,31 +408,18 @@ impl Agent for Mbpo {
             }
             if (t - starts).is_multiple_of(self.cfg.model_train_freq) {
                 for (name, v) in self.train_model_and_roll_out() {
-                    if !v.is_finite() {
-                        return Err(AgentError::Diverged(format!("MBPO {name} = {v}")));
-                    }
-                    add(name, v);
+                    means.add("MBPO", name, v)?;
                 }
             }
             for _ in 0..self.cfg.sac.updates_per_step {
                 self.sample();
                 let stats = self.learner.update(&self.batch, &mut self.state.rng);
                 for (name, v) in stats.named() {
-                    if !v.is_finite() {
-                        return Err(AgentError::Diverged(format!("MBPO {name} = {v}")));
-                    }
-                    add(name, f64::from(v));
+                    means.add("MBPO", name, f64::from(v))?;
                 }
             }
         }
-        if sums.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(
-            sums.into_iter()
-                .map(|(n, s, c)| (n, s / c as f64))
-                .collect(),
-        ))
+        Ok(means.finish())
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {

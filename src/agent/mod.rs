@@ -33,6 +33,37 @@ pub struct Transition<'a> {
 /// Named training statistics (means over the updates of one call).
 pub type Stats = Vec<(&'static str, f64)>;
 
+/// Means of named statistics over the updates that reported each; a non-finite value is
+/// divergence.
+#[derive(Debug, Default)]
+pub(crate) struct StatMeans(Vec<(&'static str, f64, usize)>);
+
+impl StatMeans {
+    pub fn add(&mut self, algo: &str, name: &'static str, v: f64) -> Result<(), AgentError> {
+        if !v.is_finite() {
+            return Err(AgentError::Diverged(format!("{algo} {name} = {v}")));
+        }
+        match self.0.iter_mut().find(|s| s.0 == name) {
+            Some(s) => {
+                s.1 += v;
+                s.2 += 1;
+            }
+            None => self.0.push((name, v, 1)),
+        }
+        Ok(())
+    }
+
+    /// The means, or `None` if nothing was reported.
+    pub fn finish(self) -> Option<Stats> {
+        (!self.0.is_empty()).then(|| {
+            self.0
+                .into_iter()
+                .map(|(n, s, c)| (n, s / c as f64))
+                .collect()
+        })
+    }
+}
+
 /// A learning agent. Actions are normalised to [-1, 1]^|A|; the runner maps them onto the
 /// env's bounds.
 pub trait Agent: Send {

@@ -7,7 +7,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::{AgentError, Stats, Transition, ckpt};
+use super::{AgentError, StatMeans, Stats, Transition, ckpt};
 use crate::replay::{Batch, ReplayBuffer};
 
 /// Counters and RNG, saved with the checkpoint.
@@ -81,29 +81,16 @@ impl OffPolicy {
         if self.state.transitions < self.schedule.learning_starts.max(1) {
             return Ok(None);
         }
-        let mut sums: Vec<(&'static str, f64, usize)> = Vec::new();
+        let mut means = StatMeans::default();
         for _ in 0..self.schedule.updates_per_step * new_transitions {
             let rng = &mut self.state.rng;
             self.replay
                 .sample_into(rng, self.schedule.batch_size, &mut self.batch);
             for (name, v) in update(&self.batch, rng) {
-                if !v.is_finite() {
-                    return Err(AgentError::Diverged(format!("{algo} {name} = {v}")));
-                }
-                match sums.iter_mut().find(|s| s.0 == name) {
-                    Some(s) => {
-                        s.1 += f64::from(v);
-                        s.2 += 1;
-                    }
-                    None => sums.push((name, f64::from(v), 1)),
-                }
+                means.add(algo, name, f64::from(v))?;
             }
         }
-        Ok(Some(
-            sums.into_iter()
-                .map(|(n, s, c)| (n, s / c as f64))
-                .collect(),
-        ))
+        Ok(Some(means.finish().unwrap_or_default()))
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
