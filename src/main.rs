@@ -402,12 +402,11 @@ fn report_aggregate(agg: &mpdp::report::Aggregated) -> Result<()> {
         agg.summary_path.display()
     )?;
     if !r.ignored.is_empty() {
-        let mut why = std::collections::BTreeMap::<String, usize>::new();
-        for i in &r.ignored {
-            *why.entry(i.why.split(':').next().unwrap_or("").to_string())
-                .or_default() += 1;
-        }
-        let why: Vec<String> = why.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let why: Vec<String> = r
+            .ignored_by_reason()
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
         writeln!(
             err,
             "  left out {} runs: {}",
@@ -527,9 +526,11 @@ fn explain(args: &SpecArgs, only: Option<&str>) -> Result<()> {
             run.env,
             run.seed
         )?;
-        let value = toml::Value::try_from(&run.config).context("serialising a run config")?;
-        let mut rows = Vec::new();
-        flatten_toml("", &value, &mut rows);
+        let table = toml::Table::try_from(&run.config).context("serialising a run config")?;
+        let rows: Vec<(String, String)> = spec::leaves(&table)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (key, v) in rows {
             let from = run.sources.get(&key).map_or("", String::as_str);
@@ -537,22 +538,6 @@ fn explain(args: &SpecArgs, only: Option<&str>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten_toml(&key, v, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
 }
 
 fn submit(args: &SubmitArgs) -> Result<u8> {

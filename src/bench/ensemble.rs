@@ -4,15 +4,13 @@
 //! member on R rows. Hopper sizes by default.
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-use super::reference_script;
-use super::sac::ReferenceError;
+use super::{ReferenceError, run_reference};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::nn::{normal_noise, to_vec};
 
@@ -113,50 +111,24 @@ fn reference(
     python: &std::path::Path,
     cfg: &EnsembleBenchConfig,
 ) -> Result<(f64, f64, String), ReferenceError> {
-    let script = reference_script("ensemble.py");
-    let command = format!("{} {}", python.display(), script.display());
-    let fail = |message: String| ReferenceError::new(&command, message);
-    let out = Command::new(python)
-        .arg(&script)
-        .args(["--members", &cfg.members.to_string()])
-        .args(["--hidden", &cfg.hidden.to_string()])
-        .args([
-            "--d-in",
-            &cfg.d_in.to_string(),
-            "--d-out",
-            &cfg.d_out.to_string(),
-        ])
-        .args([
-            "--batch",
-            &cfg.batch.to_string(),
-            "--steps",
-            &cfg.steps.to_string(),
-        ])
-        .args(["--rows", &cfg.rows.to_string()])
-        .args(["--repeats", &cfg.repeats.max(1).to_string()])
-        .output()
-        .map_err(|e| fail(format!("{e}; run `just bench-setup`")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
-    }
-    let value = |key: &str| -> Result<f64, ReferenceError> {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| fail(format!("no {key} line in: {stdout}")))
-    };
-    let version = stdout
-        .lines()
-        .find(|l| l.starts_with("torch="))
-        .unwrap_or("torch=?")
-        .to_string();
+    let out = run_reference(
+        python,
+        "ensemble.py",
+        &[
+            ("--members", cfg.members.to_string()),
+            ("--hidden", cfg.hidden.to_string()),
+            ("--d-in", cfg.d_in.to_string()),
+            ("--d-out", cfg.d_out.to_string()),
+            ("--batch", cfg.batch.to_string()),
+            ("--steps", cfg.steps.to_string()),
+            ("--rows", cfg.rows.to_string()),
+            ("--repeats", cfg.repeats.max(1).to_string()),
+        ],
+    )?;
     Ok((
-        value("train_steps_per_s=")?,
-        value("infer_rows_per_s=")?,
-        version,
+        out.value("train_steps_per_s")?,
+        out.value("infer_rows_per_s")?,
+        out.torch(),
     ))
 }
 

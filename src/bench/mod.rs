@@ -5,7 +5,7 @@ pub mod ensemble;
 pub mod env;
 pub mod sac;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The Python interpreter of the venv `just setup` creates (Gymnasium, MuJoCo).
 pub fn default_python() -> PathBuf {
@@ -22,4 +22,68 @@ pub fn reference_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("bench/reference")
         .join(name)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("running the PyTorch reference ({command}): {message}")]
+pub struct ReferenceError {
+    command: String,
+    message: String,
+}
+
+/// What a reference script printed: `key=value` lines, one of them `torch=<version> ...`.
+pub struct ReferenceOutput {
+    command: String,
+    stdout: String,
+}
+
+impl ReferenceOutput {
+    /// The number on the `key=` line.
+    pub fn value(&self, key: &str) -> Result<f64, ReferenceError> {
+        let prefix = format!("{key}=");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| ReferenceError {
+                command: self.command.clone(),
+                message: format!("no {prefix} line in: {}", self.stdout),
+            })
+    }
+
+    /// The `torch=...` line (version and threads).
+    pub fn torch(&self) -> String {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with("torch="))
+            .unwrap_or("torch=?")
+            .to_string()
+    }
+}
+
+/// Runs `bench/reference/<script>` with `python` and `args`.
+pub fn run_reference(
+    python: &Path,
+    script: &str,
+    args: &[(&str, String)],
+) -> Result<ReferenceOutput, ReferenceError> {
+    let script = reference_script(script);
+    let command = format!("{} {}", python.display(), script.display());
+    let fail = |message: String| ReferenceError {
+        command: command.clone(),
+        message,
+    };
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(args.iter().flat_map(|(k, v)| [k.to_string(), v.clone()]))
+        .output()
+        .map_err(|e| fail(format!("{e}; run `just bench-setup`")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
+    }
+    Ok(ReferenceOutput {
+        command,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
 }

@@ -3,13 +3,12 @@
 //! `bench/reference/sac_update.py`.
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-use super::reference_script;
+use super::{ReferenceError, run_reference};
 use crate::agent::sac::{SacConfig, SacLearner};
 use crate::nn::normal_noise;
 use crate::replay::Batch;
@@ -30,22 +29,6 @@ pub struct SacBenchResult {
     pub ours_updates_per_s: f64,
     pub reference_updates_per_s: Option<f64>,
     pub reference_version: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("running the PyTorch reference ({command}): {message}")]
-pub struct ReferenceError {
-    command: String,
-    message: String,
-}
-
-impl ReferenceError {
-    pub fn new(command: &str, message: String) -> Self {
-        ReferenceError {
-            command: command.to_string(),
-            message,
-        }
-    }
 }
 
 /// Random batches, drawn once before timing (as the reference does).
@@ -102,45 +85,18 @@ fn reference(
     python: &std::path::Path,
     cfg: &SacBenchConfig,
 ) -> Result<(f64, String), ReferenceError> {
-    let script = reference_script("sac_update.py");
-    let command = format!("{} {}", python.display(), script.display());
-    let fail = |message: String| ReferenceError {
-        command: command.clone(),
-        message,
-    };
-    let out = Command::new(python)
-        .arg(&script)
-        .args([
-            "--obs-dim",
-            &cfg.obs_dim.to_string(),
-            "--act-dim",
-            &cfg.act_dim.to_string(),
-        ])
-        .args([
-            "--batch",
-            &cfg.batch.to_string(),
-            "--updates",
-            &cfg.updates.to_string(),
-        ])
-        .args(["--repeats", &cfg.repeats.max(1).to_string()])
-        .output()
-        .map_err(|e| fail(format!("{e}; run `just bench-setup`")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
-    }
-    let rate = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("updates_per_s="))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| fail(format!("no updates_per_s= line in: {stdout}")))?;
-    let version = stdout
-        .lines()
-        .find(|l| l.starts_with("torch="))
-        .unwrap_or("torch=?")
-        .to_string();
-    Ok((rate, version))
+    let out = run_reference(
+        python,
+        "sac_update.py",
+        &[
+            ("--obs-dim", cfg.obs_dim.to_string()),
+            ("--act-dim", cfg.act_dim.to_string()),
+            ("--batch", cfg.batch.to_string()),
+            ("--updates", cfg.updates.to_string()),
+            ("--repeats", cfg.repeats.max(1).to_string()),
+        ],
+    )?;
+    Ok((out.value("updates_per_s")?, out.torch()))
 }
 
 /// Prints both rates and, last, `ratio=X` (ours / PyTorch, higher is better).

@@ -71,6 +71,16 @@ pub struct Results {
 }
 
 impl Results {
+    /// How many runs were left out, by kind of reason (`todo`, `failed`, `unreadable`...).
+    pub fn ignored_by_reason(&self) -> BTreeMap<&str, usize> {
+        let mut why = BTreeMap::new();
+        for i in &self.ignored {
+            *why.entry(i.why.split(':').next().unwrap_or(""))
+                .or_default() += 1;
+        }
+        why
+    }
+
     /// Group labels (`SAC`, `MPDP[beta=0.2]`) in plan order.
     pub fn labels(&self) -> Vec<String> {
         let mut seen = BTreeSet::new();

@@ -105,14 +105,6 @@ pub fn plots(plan: &Plan, runs_dir: &Path, plots_dir: &Path) -> Result<Plotted, 
     })
 }
 
-fn fmt_duration_h(secs: f64) -> String {
-    if secs >= 3600.0 {
-        format!("{:.1} h", secs / 3600.0)
-    } else {
-        format!("{:.1} min", secs / 60.0)
-    }
-}
-
 /// `report.md`: figures, final-score table (best mean per env in bold), run counts, compute
 /// time and provenance.
 pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: &Plan) -> String {
@@ -140,13 +132,9 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
          wall-clock time in all.\n",
         r.runs.len(),
         r.ignored.len(),
-        fmt_duration_h(compute)
+        crate::sched::fmt_duration(compute)
     );
-    let mut why: BTreeMap<&str, usize> = BTreeMap::new();
-    for i in &r.ignored {
-        let key = i.why.split(':').next().unwrap_or("");
-        *why.entry(key).or_default() += 1;
-    }
+    let why = r.ignored_by_reason();
     for (k, n) in &why {
         let _ = writeln!(s, "- {n} {k}");
     }

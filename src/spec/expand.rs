@@ -270,9 +270,7 @@ fn plan_run(
     ]);
     let (_, preset) = agent::param_layers(&def.algo, env.task)
         .expect("the algo was checked when the agent was resolved");
-    let mut paths = Vec::new();
-    leaf_paths("", &config.agent, &mut paths);
-    for path in paths {
+    for (path, _) in super::leaves(&config.agent) {
         let from = match spec_key(&path) {
             Some(k) => origin(&k),
             None if table_has(&preset, &path) => {
@@ -291,21 +289,6 @@ fn plan_run(
         config,
         sources,
     })
-}
-
-/// Dotted paths of the non-table values of `table` (`gamma`, `sac.actor_lr`).
-fn leaf_paths(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
-    for (k, v) in table {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) => leaf_paths(&path, t, out),
-            _ => out.push(path),
-        }
-    }
 }
 
 /// Whether `table` has a value at the dotted `path`.
@@ -633,21 +616,10 @@ fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError>
 /// The `[sweep]` table as grid axes. Nested tables and quoted dotted keys both work:
 /// `[sweep.agents.MPDP] beta = [...]` is `[sweep] "agents.MPDP.beta" = [...]`.
 fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
-    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
-        for (k, v) in table {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match v {
-                toml::Value::Table(t) => flatten(&key, t, out),
-                other => out.push((key, other.clone())),
-            }
-        }
-    }
-    let mut leaves = Vec::new();
-    flatten("", &file.sweep, &mut leaves);
+    let leaves: Vec<(String, toml::Value)> = super::leaves(&file.sweep)
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
     let mut axes = Vec::new();
     for (key, value) in leaves {
         let at = format!("sweep.{key}");

@@ -400,6 +400,27 @@ fn insert_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Resu
     Ok(())
 }
 
+/// The non-table values of `table` with their dotted paths (`gamma`, `sac.actor_lr`), in key
+/// order. Arrays are values, not descended into.
+pub fn leaves(table: &toml::Table) -> Vec<(String, &toml::Value)> {
+    fn walk<'a>(prefix: &str, table: &'a toml::Table, out: &mut Vec<(String, &'a toml::Value)>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => walk(&path, t, out),
+                other => out.push((path, other)),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
 /// Loads, validates and expands the spec at `path` with `--set` overrides into a plan.
 pub fn load(path: &Path, sets: &[String]) -> Result<Plan, SpecError> {
     expand(&Source::load(path, sets)?)
