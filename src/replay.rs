@@ -54,6 +54,14 @@ impl ReplayBuffer {
         self.rew.is_empty()
     }
 
+    pub fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+
+    pub fn act_dim(&self) -> usize {
+        self.act_dim
+    }
+
     pub fn capacity(&self) -> usize {
         self.capacity
     }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::sac::{SacConfig, SacLearner, f32s};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
+use crate::model::fit;
 use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::replay::{Batch, ReplayBuffer};
@@ -118,15 +119,8 @@ impl Default for MbpoConfig {
 
 impl Validate for MbpoConfig {
     fn validate(&self) -> Result<(), Invalid> {
-        let nested = |prefix: &str, e: Invalid| Invalid {
-            key: Some(match e.key {
-                Some(k) => format!("{prefix}.{k}"),
-                None => prefix.to_string(),
-            }),
-            message: e.message,
-        };
-        self.sac.validate().map_err(|e| nested("sac", e))?;
-        self.model.validate().map_err(|e| nested("model", e))?;
+        self.sac.validate().map_err(|e| e.within("sac"))?;
+        self.model.validate().map_err(|e| e.within("model"))?;
         for (name, v) in [
             ("model_train_freq", self.model_train_freq),
             ("rollout_batch_size", self.rollout_batch_size),
@@ -238,57 +232,16 @@ impl Mbpo {
         }
     }
 
-    /// The paper's "model error" (its Figure 3): the mean L2 distance between the elites'
-    /// mean predicted next state and the real one, on the newest `model_train_freq` real
-    /// transitions, which the model has not been trained on yet.
-    fn model_error(&self) -> f64 {
-        let (o, a) = (self.obs_dim, self.act_dim);
-        let c = self.real.columns();
-        let rows = self.real.recent(self.cfg.model_train_freq);
-        let mut inputs = Vec::with_capacity(rows.len() * (o + a));
-        for &i in &rows {
-            inputs.extend_from_slice(&c.obs[i * o..(i + 1) * o]);
-            inputs.extend_from_slice(&c.act[i * a..(i + 1) * a]);
-        }
-        let (means, _) = self.model.predict(&inputs);
-        let elites = &self.model.elites;
-        let d = 1 + o;
-        let mut total = 0.0;
-        for (r, &i) in rows.iter().enumerate() {
-            let mut sq = 0.0;
-            for j in 0..o {
-                let delta = elites
-                    .iter()
-                    .map(|&k| f64::from(means[k][r * d + 1 + j]))
-                    .sum::<f64>()
-                    / elites.len() as f64;
-                let err = f64::from(c.obs[i * o + j]) + delta - f64::from(c.next_obs[i * o + j]);
-                sq += err * err;
-            }
-            total += sq.sqrt();
-        }
-        total / rows.len().max(1) as f64
-    }
-
     /// Trains the model on every real transition, then fills the model buffer with
     /// branched rollouts. Returns the statistics to log.
     fn train_model_and_roll_out(&mut self) -> Stats {
         // Measured before training, once the model has been trained at least once.
         let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
-            .then(|| self.model_error());
+            .then(|| fit::next_state_error(&self.model, &self.real, self.cfg.model_train_freq));
+        let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
         let (o, a) = (self.obs_dim, self.act_dim);
-        let c = self.real.columns();
-        let (obs, act, rew, next) = (c.obs, c.act, c.rew, c.next_obs);
-        let n = rew.len();
-        let mut inputs = Vec::with_capacity(n * (o + a));
-        let mut targets = Vec::with_capacity(n * (1 + o));
-        for i in 0..n {
-            inputs.extend_from_slice(&obs[i * o..(i + 1) * o]);
-            inputs.extend_from_slice(&act[i * a..(i + 1) * a]);
-            targets.push(rew[i]);
-            targets.extend((0..o).map(|j| next[i * o + j] - obs[i * o + j]));
-        }
-        let report = self.model.train(&inputs, &targets, &mut self.state.rng);
+        let obs = self.real.columns().obs;
+        let n = self.real.len();
 
         let epoch = self.state.transitions / self.cfg.epoch_length;
         let k = self.cfg.rollout_length(epoch);
@@ -332,12 +285,7 @@ impl Mbpo {
                 );
             },
         );
-        let elite_mse = report
-            .elites
-            .iter()
-            .map(|&i| report.holdout_mse[i])
-            .sum::<f64>()
-            / report.elites.len() as f64;
+        let elite_mse = fit::elite_mse(&report);
         let (u_mean, u_p50, u_p90) = stats.uncertainty_summary();
         let mut out: Stats = error.map(|e| ("model_error", e)).into_iter().collect();
         out.extend([

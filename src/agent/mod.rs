@@ -6,6 +6,7 @@
 
 pub mod ddpg;
 pub mod mbpo;
+pub mod mpdp;
 mod off_policy;
 pub mod sac;
 
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::env::Task;
 
 /// Algorithms the registry knows.
-pub const ALGOS: [&str; 4] = ["sac", "ddpg", "mbpo", "m2ac"];
+pub const ALGOS: [&str; 5] = ["sac", "ddpg", "mbpo", "m2ac", "mpdp"];
 
 /// One transition, with the action in the agent's normalised [-1, 1] space.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +87,7 @@ pub trait Agent: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("unknown algo '{0}' (known: sac, ddpg, mbpo, m2ac)")]
+    #[error("unknown algo '{0}' (known: sac, ddpg, mbpo, m2ac, mpdp)")]
     UnknownAlgo(String),
     #[error("agent parameters for {algo}: {}", match key { Some(k) => format!("{k}: {message}"), None => message.clone() })]
     Params {
@@ -124,6 +125,7 @@ pub fn resolve_params(
         "ddpg" => resolve::<ddpg::DdpgConfig>(algo, task, overrides),
         "mbpo" => resolve::<mbpo::MbpoConfig>(algo, task, overrides),
         "m2ac" => resolve::<mbpo::M2acConfig>(algo, task, overrides),
+        "mpdp" => resolve::<mpdp::MpdpConfig>(algo, task, overrides),
         other => Err(AgentError::UnknownAlgo(other.to_string())),
     }
 }
@@ -168,6 +170,7 @@ pub fn param_layers(algo: &str, task: Task) -> Result<(toml::Table, toml::Table)
         "ddpg" => to_table(ddpg::DdpgConfig::default()),
         "mbpo" => to_table(mbpo::MbpoConfig::default()),
         "m2ac" => to_table(mbpo::M2acConfig::default()),
+        "mpdp" => to_table(mpdp::MpdpConfig::default()),
         other => return Err(AgentError::UnknownAlgo(other.to_string())),
     }
     .expect("default configs serialise");
@@ -206,6 +209,17 @@ impl Invalid {
         Invalid {
             key: Some(key.to_string()),
             message: message.into(),
+        }
+    }
+
+    /// The same problem, with its key inside the nested table `prefix`.
+    pub fn within(self, prefix: &str) -> Self {
+        Invalid {
+            key: Some(match self.key {
+                Some(k) => format!("{prefix}.{k}"),
+                None => prefix.to_string(),
+            }),
+            message: self.message,
         }
     }
 
@@ -280,6 +294,13 @@ pub fn make(
             from_table::<mbpo::M2acConfig>(params.clone())
                 .map_err(parse)?
                 .0,
+            seed,
+        )),
+        "mpdp" => Box::new(mpdp::Mpdp::new(
+            task,
+            obs_dim,
+            act_dim,
+            from_table(params.clone()).map_err(parse)?,
             seed,
         )),
         other => return Err(AgentError::UnknownAlgo(other.to_string())),

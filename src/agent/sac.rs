@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::off_policy::{OffPolicy, Schedule};
 use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt};
 use crate::nn::{
-    self, GaussianPolicy, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
+    self, GaussianPolicy, Mlp, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
     tensor2,
 };
 use crate::replay::Batch;
@@ -67,6 +67,12 @@ impl Default for SacConfig {
             updates_per_step: 1,
             buffer_size: 1_000_000,
         }
+    }
+}
+
+impl SacConfig {
+    pub fn log_std_range(&self) -> (f64, f64) {
+        (self.log_std_min, self.log_std_max)
     }
 }
 
@@ -128,45 +134,262 @@ impl SacStats {
     }
 }
 
-/// Networks, target critic, temperature and their optimisers.
+/// SAC's policy evaluation: twin Q critics, their Polyak target and their optimiser.
+pub struct Critics {
+    pub net: TwinQ,
+    target: TwinQ,
+    opt: ModuleOptimizer,
+    lr: f64,
+    tau: f64,
+    device: Device,
+    plain: Device,
+}
+
+impl Critics {
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        cfg: &SacConfig,
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let net = TwinQ::new(obs_dim, act_dim, &cfg.hidden, rng, device);
+        Critics {
+            target: net.valid(),
+            net,
+            opt: nn::adam(cfg.adam_epsilon),
+            lr: cfg.critic_lr,
+            tau: cfg.tau,
+            device: device.clone(),
+            plain: device.clone().without_autodiff(),
+        }
+    }
+
+    /// SAC's soft TD target, without gradients:
+    /// y = r + γ·(1−terminated)·(min_j Q̄_j(s', ã') − α·log π(ã'|s')), ã' ~ `policy`(·|s').
+    pub fn td_target<R: Rng>(
+        &self,
+        policy: &GaussianPolicy,
+        batch: &Batch,
+        alpha: f64,
+        gamma: f64,
+        rng: &mut R,
+    ) -> Tensor<2> {
+        let (n, o) = (batch.size, batch.next_obs.len() / batch.size.max(1));
+        let a = batch.act.len() / batch.size.max(1);
+        let next_obs = tensor2(batch.next_obs.clone(), n, o, &self.plain);
+        let eps = tensor2(normal_noise(rng, n * a), n, a, &self.plain);
+        let next = policy.valid().sample(next_obs.clone(), eps);
+        let next_v = self.target.min_q(next_obs, next.action) - next.log_prob.mul_scalar(alpha);
+        let reward = tensor2(batch.rew.clone(), n, 1, &self.plain);
+        let live: Vec<f32> = batch.terminated.iter().map(|t| 1.0 - t).collect();
+        let target = reward + tensor2(live, n, 1, &self.plain) * next_v.mul_scalar(gamma);
+        Tensor::from_inner(target)
+    }
+
+    /// One step of Σ_j mean (Q_j(s, a) − y)² on the batch's (s, a); returns the loss and
+    /// the mean Q1(s, a).
+    pub fn regress(&mut self, obs: Tensor<2>, act: Tensor<2>, target: Tensor<2>) -> (f32, f32) {
+        let (q1, q2) = self.net.forward(obs, act);
+        let q_mean = scalar(q1.clone().inner().mean());
+        let loss =
+            (q1 - target.clone()).powf_scalar(2.0).mean() + (q2 - target).powf_scalar(2.0).mean();
+        let value = scalar(loss.clone().inner());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        self.net = self.opt.step(self.lr, self.net.clone(), grads);
+        (value, q_mean)
+    }
+
+    /// The critics with fixed parameters: gradients still flow into their inputs.
+    pub fn frozen(&self) -> TwinQ {
+        self.net.clone().no_grad()
+    }
+
+    /// Q̄ ← τ·Q + (1−τ)·Q̄.
+    pub fn update_target(&mut self) {
+        self.target = soft_update(&self.net, self.target.clone(), self.tau);
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        ckpt::save_module(dir, "critic", &self.net)?;
+        ckpt::save_module(dir, "critic_target", &self.target)?;
+        ckpt::save_optimizer(dir, "critic_opt", &self.opt)
+    }
+
+    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), AgentError> {
+        self.net = ckpt::load_module(dir, "critic", &self.net)?;
+        self.target = ckpt::load_module(dir, "critic_target", &self.target)?;
+        self.opt = ckpt::load_optimizer(dir, "critic_opt", adam_epsilon)?;
+        Ok(())
+    }
+}
+
+/// SAC v1's state-value network V(s), regressed onto min_j Q_j(s, ã) − α log π(ã|s).
+pub struct StateValue {
+    pub net: Mlp,
+    opt: ModuleOptimizer,
+    lr: f64,
+}
+
+impl StateValue {
+    pub fn new<R: Rng>(obs_dim: usize, cfg: &SacConfig, rng: &mut R, device: &Device) -> Self {
+        StateValue {
+            net: Mlp::new(&nn::layer_sizes(obs_dim, &cfg.hidden, 1), rng, device),
+            opt: nn::adam(cfg.adam_epsilon),
+            lr: cfg.critic_lr,
+        }
+    }
+
+    /// One step of mean (V(s) − (min_j Q_j(s, ã) − α log π(ã|s)))², ã ~ `policy`, with the
+    /// target computed without gradients. Returns the loss and mean V(s).
+    pub fn regress<R: Rng>(
+        &mut self,
+        obs: Tensor<2>,
+        policy: &GaussianPolicy,
+        critic: &TwinQ,
+        alpha: f64,
+        rng: &mut R,
+    ) -> (f32, f32) {
+        let [n, _] = obs.dims();
+        let a = policy.act_dim();
+        let plain = obs.clone().inner();
+        let eps = tensor2(normal_noise(rng, n * a), n, a, &plain.device());
+        let pi = policy.valid().sample(plain.clone(), eps);
+        let target = critic.valid().min_q(plain, pi.action) - pi.log_prob.mul_scalar(alpha);
+        let v = self.net.forward(obs);
+        let v_mean = scalar(v.clone().inner().mean());
+        let d = v - Tensor::from_inner(target);
+        let loss = (d.clone() * d).mean();
+        let value = scalar(loss.clone().inner());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.net);
+        self.net = self.opt.step(self.lr, self.net.clone(), grads);
+        (value, v_mean)
+    }
+
+    /// V with fixed parameters: gradients still flow into its input.
+    pub fn frozen(&self) -> Mlp {
+        self.net.clone().no_grad()
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        ckpt::save_module(dir, "value", &self.net)?;
+        ckpt::save_optimizer(dir, "value_opt", &self.opt)
+    }
+
+    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), AgentError> {
+        self.net = ckpt::load_module(dir, "value", &self.net)?;
+        self.opt = ckpt::load_optimizer(dir, "value_opt", adam_epsilon)?;
+        Ok(())
+    }
+}
+
+/// SAC v2's automatic entropy temperature: L_α = −log α · (mean log π + H̄).
+pub struct Entropy {
+    temperature: Temperature,
+    opt: ModuleOptimizer,
+    lr: f64,
+    target: f64,
+}
+
+impl Entropy {
+    pub fn new(act_dim: usize, cfg: &SacConfig, device: &Device) -> Self {
+        Entropy {
+            temperature: Temperature::new(cfg.initial_alpha, device),
+            opt: nn::adam(cfg.adam_epsilon),
+            lr: cfg.alpha_lr,
+            target: cfg.target_entropy.unwrap_or(-(act_dim as f64)),
+        }
+    }
+
+    pub fn alpha(&self) -> f64 {
+        self.temperature.alpha() as f64
+    }
+
+    /// One step given the batch's mean log π; returns the loss.
+    pub fn update(&mut self, log_prob_mean: f32) -> f32 {
+        let loss = self
+            .temperature
+            .log_alpha()
+            .mul_scalar(-(log_prob_mean as f64 + self.target))
+            .sum();
+        let value = scalar(loss.clone().inner());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.temperature);
+        self.temperature = self.opt.step(self.lr, self.temperature.clone(), grads);
+        value
+    }
+
+    pub fn is_finite(&self) -> bool {
+        all_finite(&self.temperature)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        ckpt::save_module(dir, "temperature", &self.temperature)?;
+        ckpt::save_optimizer(dir, "alpha_opt", &self.opt)
+    }
+
+    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), AgentError> {
+        self.temperature = ckpt::load_module(dir, "temperature", &self.temperature)?;
+        self.opt = ckpt::load_optimizer(dir, "alpha_opt", adam_epsilon)?;
+        Ok(())
+    }
+}
+
+/// SAC's policy loss on states `obs` with noise `eps`: mean(α·log π(ã|s) − min_j Q_j(s, ã)),
+/// ã = the reparameterised sample. Returns the loss and the sample's log-probabilities.
+pub fn actor_loss(
+    actor: &GaussianPolicy,
+    critic: &TwinQ,
+    obs: Tensor<2>,
+    eps: Tensor<2>,
+    alpha: f64,
+) -> (Tensor<1>, Tensor<2>) {
+    let pi = actor.sample(obs.clone(), eps);
+    let q_pi = critic.min_q(obs, pi.action);
+    (
+        (pi.log_prob.clone().mul_scalar(alpha) - q_pi).mean(),
+        pi.log_prob,
+    )
+}
+
+/// The SAC learner: actor, critics and temperature with their optimisers.
 pub struct SacLearner {
     cfg: SacConfig,
     obs_dim: usize,
     act_dim: usize,
-    target_entropy: f64,
     device: Device,
     plain: Device,
     actor: GaussianPolicy,
-    critic: TwinQ,
-    critic_target: TwinQ,
-    temperature: Temperature,
+    critics: Critics,
+    entropy: Entropy,
     actor_opt: ModuleOptimizer,
-    critic_opt: ModuleOptimizer,
-    alpha_opt: ModuleOptimizer,
 }
 
 impl SacLearner {
     pub fn new<R: Rng>(obs_dim: usize, act_dim: usize, cfg: SacConfig, rng: &mut R) -> Self {
         let device = nn::device();
         let plain = device.clone().without_autodiff();
-        let range = (cfg.log_std_min, cfg.log_std_max);
-        let actor = GaussianPolicy::new(obs_dim, act_dim, &cfg.hidden, range, rng, &device);
-        let critic = TwinQ::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
-        let critic_target = critic.valid();
-        let temperature = Temperature::new(cfg.initial_alpha, &device);
+        let actor = GaussianPolicy::new(
+            obs_dim,
+            act_dim,
+            &cfg.hidden,
+            cfg.log_std_range(),
+            rng,
+            &device,
+        );
+        let critics = Critics::new(obs_dim, act_dim, &cfg, rng, &device);
         SacLearner {
-            target_entropy: cfg.target_entropy.unwrap_or(-(act_dim as f64)),
+            entropy: Entropy::new(act_dim, &cfg, &device),
             obs_dim,
             act_dim,
             device,
             plain,
             actor,
-            critic,
-            critic_target,
-            temperature,
+            critics,
             actor_opt: nn::adam(cfg.adam_epsilon),
-            critic_opt: nn::adam(cfg.adam_epsilon),
-            alpha_opt: nn::adam(cfg.adam_epsilon),
             cfg,
         }
     }
@@ -178,66 +401,32 @@ impl SacLearner {
     /// One SAC update on `batch`; policy noise comes from `rng`.
     pub fn update<R: Rng>(&mut self, batch: &Batch, rng: &mut R) -> SacStats {
         let (n, o, a) = (batch.size, self.obs_dim, self.act_dim);
-        let cfg = &self.cfg;
-        let alpha = self.temperature.alpha() as f64;
+        let alpha = self.entropy.alpha();
 
-        // Critic target, without gradients.
-        let next_obs = tensor2(batch.next_obs.clone(), n, o, &self.plain);
-        let next = self.actor.valid().sample(
-            next_obs.clone(),
-            tensor2(normal_noise(rng, n * a), n, a, &self.plain),
-        );
-        let next_v =
-            self.critic_target.min_q(next_obs, next.action) - next.log_prob.mul_scalar(alpha);
-        let reward = tensor2(batch.rew.clone(), n, 1, &self.plain);
-        let live: Vec<f32> = batch.terminated.iter().map(|t| 1.0 - t).collect();
-        let target = reward + tensor2(live, n, 1, &self.plain) * next_v.mul_scalar(cfg.gamma);
-        let target = Tensor::from_inner(target);
-
-        // Critic step.
+        let target = self
+            .critics
+            .td_target(&self.actor, batch, alpha, self.cfg.gamma, rng);
         let obs = tensor2(batch.obs.clone(), n, o, &self.device);
-        let (q1, q2) = self
-            .critic
-            .forward(obs.clone(), tensor2(batch.act.clone(), n, a, &self.device));
-        let q_mean = scalar(q1.clone().inner().mean());
-        let critic_loss =
-            (q1 - target.clone()).powf_scalar(2.0).mean() + (q2 - target).powf_scalar(2.0).mean();
-        let critic_loss_value = scalar(critic_loss.clone().inner());
-        let grads = GradientsParams::from_grads(critic_loss.backward(), &self.critic);
-        self.critic = self
-            .critic_opt
-            .step(cfg.critic_lr, self.critic.clone(), grads);
+        let act = tensor2(batch.act.clone(), n, a, &self.device);
+        let (critic_loss, q_mean) = self.critics.regress(obs.clone(), act, target);
 
         // Actor step through the updated critic, whose parameters stay fixed here.
-        let pi = self.actor.sample(
-            obs.clone(),
-            tensor2(normal_noise(rng, n * a), n, a, &self.device),
-        );
-        let log_prob_mean = scalar(pi.log_prob.clone().inner().mean());
-        let q_pi = self.critic.clone().no_grad().min_q(obs, pi.action);
-        let actor_loss = (pi.log_prob.mul_scalar(alpha) - q_pi).mean();
-        let actor_loss_value = scalar(actor_loss.clone().inner());
-        let grads = GradientsParams::from_grads(actor_loss.backward(), &self.actor);
-        self.actor = self.actor_opt.step(cfg.actor_lr, self.actor.clone(), grads);
+        let eps = tensor2(normal_noise(rng, n * a), n, a, &self.device);
+        let (loss, log_prob) = actor_loss(&self.actor, &self.critics.frozen(), obs, eps, alpha);
+        let log_prob_mean = scalar(log_prob.inner().mean());
+        let actor_loss_value = scalar(loss.clone().inner());
+        let grads = GradientsParams::from_grads(loss.backward(), &self.actor);
+        self.actor = self
+            .actor_opt
+            .step(self.cfg.actor_lr, self.actor.clone(), grads);
 
-        // Temperature step.
-        let alpha_loss = self
-            .temperature
-            .log_alpha()
-            .mul_scalar(-(log_prob_mean as f64 + self.target_entropy))
-            .sum();
-        let alpha_loss_value = scalar(alpha_loss.clone().inner());
-        let grads = GradientsParams::from_grads(alpha_loss.backward(), &self.temperature);
-        self.temperature = self
-            .alpha_opt
-            .step(cfg.alpha_lr, self.temperature.clone(), grads);
-
-        self.critic_target = soft_update(&self.critic, self.critic_target.clone(), cfg.tau);
+        let alpha_loss = self.entropy.update(log_prob_mean);
+        self.critics.update_target();
 
         SacStats {
-            critic_loss: critic_loss_value,
+            critic_loss,
             actor_loss: actor_loss_value,
-            alpha_loss: alpha_loss_value,
+            alpha_loss,
             alpha: alpha as f32,
             q_mean,
             entropy: -log_prob_mean,
@@ -253,52 +442,55 @@ impl SacLearner {
         deterministic: bool,
         rng: &mut R,
     ) -> Vec<f32> {
-        let actor = self.actor.valid();
-        let obs = tensor2(obs.to_vec(), rows, self.obs_dim, &self.plain);
-        let action = if deterministic {
-            actor.mean_action(obs)
-        } else {
-            let eps = tensor2(
-                normal_noise(rng, rows * self.act_dim),
-                rows,
-                self.act_dim,
-                &self.plain,
-            );
-            actor.sample(obs, eps).action
-        };
-        nn::to_vec(action)
+        act_with(&self.actor, obs, rows, deterministic, rng, &self.plain)
     }
+}
+
+/// Actions in [-1, 1] of `policy` for `rows` observations (row-major): tanh(μ(s)) when
+/// `deterministic`, else a sample with noise from `rng`.
+pub fn act_with<R: Rng>(
+    policy: &GaussianPolicy,
+    obs: &[f32],
+    rows: usize,
+    deterministic: bool,
+    rng: &mut R,
+    plain: &Device,
+) -> Vec<f32> {
+    let actor = policy.valid();
+    let obs_dim = obs.len() / rows.max(1);
+    let obs = tensor2(obs.to_vec(), rows, obs_dim, plain);
+    let action = if deterministic {
+        actor.mean_action(obs)
+    } else {
+        let act_dim = actor.act_dim();
+        let eps = tensor2(normal_noise(rng, rows * act_dim), rows, act_dim, plain);
+        actor.sample(obs, eps).action
+    };
+    nn::to_vec(action)
 }
 
 impl SacLearner {
     /// Whether every network parameter is finite.
     pub fn parameters_finite(&self) -> bool {
-        all_finite(&self.actor) && all_finite(&self.critic) && all_finite(&self.temperature)
+        all_finite(&self.actor) && all_finite(&self.critics.net) && self.entropy.is_finite()
     }
 
     /// Networks and optimiser states into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
         ckpt::save_module(dir, "actor", &self.actor)?;
-        ckpt::save_module(dir, "critic", &self.critic)?;
-        ckpt::save_module(dir, "critic_target", &self.critic_target)?;
-        ckpt::save_module(dir, "temperature", &self.temperature)?;
         ckpt::save_optimizer(dir, "actor_opt", &self.actor_opt)?;
-        ckpt::save_optimizer(dir, "critic_opt", &self.critic_opt)?;
-        ckpt::save_optimizer(dir, "alpha_opt", &self.alpha_opt)
+        self.critics.save(dir)?;
+        self.entropy.save(dir)
     }
 
     /// Restores what [`SacLearner::save`] wrote (modules first: optimiser states are keyed
     /// by parameter id).
     pub fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
-        self.actor = ckpt::load_module(dir, "actor", &self.actor)?;
-        self.critic = ckpt::load_module(dir, "critic", &self.critic)?;
-        self.critic_target = ckpt::load_module(dir, "critic_target", &self.critic_target)?;
-        self.temperature = ckpt::load_module(dir, "temperature", &self.temperature)?;
         let eps = self.cfg.adam_epsilon;
+        self.actor = ckpt::load_module(dir, "actor", &self.actor)?;
         self.actor_opt = ckpt::load_optimizer(dir, "actor_opt", eps)?;
-        self.critic_opt = ckpt::load_optimizer(dir, "critic_opt", eps)?;
-        self.alpha_opt = ckpt::load_optimizer(dir, "alpha_opt", eps)?;
-        Ok(())
+        self.critics.load(dir, eps)?;
+        self.entropy.load(dir, eps)
     }
 }
 

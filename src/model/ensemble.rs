@@ -180,6 +180,38 @@ impl GaussianEnsemble {
         (mean, lv)
     }
 
+    /// A copy holding only the members `idx` (in that order), as constants: no gradient
+    /// reaches these weights, but gradients still flow through them into the inputs.
+    pub fn members(&self, idx: &[usize]) -> GaussianEnsemble {
+        struct Pick {
+            idx: Vec<i64>,
+            members: usize,
+        }
+        impl ModuleMapper for Pick {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let members = self.members;
+                let idx = self.idx.clone();
+                p.map(|t| {
+                    let t = t.inner();
+                    let t = if D == 3 && t.dims()[0] == members {
+                        let k = idx.len();
+                        let i = Tensor::<1, Int>::from_data(TensorData::new(idx, [k]), &t.device());
+                        t.select(0, i)
+                    } else {
+                        t
+                    };
+                    Tensor::from_inner(t)
+                })
+            }
+        }
+        let members = self.layers[0].weight().dims()[0];
+        let mut pick = Pick {
+            idx: idx.iter().map(|&i| i as i64).collect(),
+            members,
+        };
+        self.clone().map(&mut pick).no_grad()
+    }
+
     /// Σ_l decay_l · ½ Σ w_l² over the layers' weights.
     fn decay_penalty(&self, decay: &[f64]) -> Tensor<1> {
         self.layers
@@ -380,6 +412,10 @@ impl Ensemble {
             d_out,
             device: device.clone(),
         }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn dims(&self) -> (usize, usize) {

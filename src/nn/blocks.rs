@@ -55,7 +55,7 @@ fn relu_between<L, const D: usize>(
 }
 
 /// Layer sizes `[input, hidden..., output]`.
-pub(crate) fn layer_sizes(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
+pub fn layer_sizes(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
     std::iter::once(input)
         .chain(hidden.iter().copied())
         .chain(std::iter::once(output))

@@ -8,9 +8,10 @@ mod blocks;
 mod policy;
 
 pub use blocks::{
-    EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, soft_update,
+    EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, layer_sizes,
+    soft_update,
 };
-pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample};
+pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack};
 
 use burn::prelude::*;
 
@@ -76,4 +77,38 @@ pub fn normal_noise<R: rand::Rng>(rng: &mut R, n: usize) -> Vec<f32> {
     (0..n)
         .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
         .collect()
+}
+
+/// Scales the gradients of `module`'s parameters so that their global L2 norm is at most
+/// `max_norm` (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
+pub fn clip_grad_norm<M: burn::module::Module>(
+    grads: &mut burn::optim::GradientsParams,
+    module: &M,
+    max_norm: f64,
+) -> f64 {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    struct Norm<'a>(&'a GradientsParams, f64);
+    impl ModuleVisitor for Norm<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(p.id) {
+                self.1 += scalar((g.clone() * g).sum()) as f64;
+            }
+        }
+    }
+    struct Scale<'a>(&'a mut GradientsParams, f64);
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.remove::<D>(p.id) {
+                self.0.register(p.id, g.mul_scalar(self.1));
+            }
+        }
+    }
+    let mut n = Norm(grads, 0.0);
+    module.visit(&mut n);
+    let norm = n.1.sqrt();
+    if norm > max_norm {
+        module.visit(&mut Scale(grads, max_norm / (norm + 1e-6)));
+    }
+    norm
 }

@@ -51,6 +51,11 @@ impl GaussianPolicy {
         }
     }
 
+    /// Width of the action.
+    pub fn act_dim(&self) -> usize {
+        self.mean.weight.val().dims()[1]
+    }
+
     fn heads(&self, obs: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
         let h = relu(self.trunk.forward(obs));
         let mean = self.mean.forward(h.clone());
@@ -80,6 +85,34 @@ impl GaussianPolicy {
     /// The deterministic action tanh(μ(s)), for evaluation.
     pub fn mean_action(&self, obs: Tensor<2>) -> Tensor<2> {
         self.heads(obs).0.tanh()
+    }
+}
+
+/// One tanh-Gaussian policy per planning step (MPDP's π_0 … π_{H−1}), optimised as one module.
+#[derive(Module, Debug)]
+pub struct PolicyStack {
+    pub steps: Vec<GaussianPolicy>,
+}
+
+impl PolicyStack {
+    pub fn new<R: Rng>(
+        horizon: usize,
+        obs_dim: usize,
+        act_dim: usize,
+        hidden: &[usize],
+        log_std_range: (f64, f64),
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let steps = (0..horizon)
+            .map(|_| GaussianPolicy::new(obs_dim, act_dim, hidden, log_std_range, rng, device))
+            .collect();
+        PolicyStack { steps }
+    }
+
+    /// π_0, the policy that acts in the environment.
+    pub fn first(&self) -> &GaussianPolicy {
+        &self.steps[0]
     }
 }
 

@@ -1,0 +1,454 @@
+//! MPDP (the paper's Algorithm 2; algorithms.md §F): policy evaluation as in SAC on real
+//! data, and the extended policy improvement of Algorithm 1 ([`crate::model::planner`])
+//! through the dynamics ensemble, with H_max policies of which only π_0 acts.
+//!
+//! ```text
+//! after `learning_starts` uniform-random steps, at every env step:
+//!     every `model_train_freq` steps:
+//!         model error on the newest real transitions (Figure 3), then train the ensemble on D
+//!         u_T ← the `u_quantile` quantile of u(s, a ~ π_0) on the newest real states (or fixed)
+//!     G times:
+//!         B ← a batch of real transitions from D
+//!         Q (and V for the literal update) on B as in SAC
+//!         π_0 … π_{H−1} ← one clipped gradient step on −mean J(B)     (Algorithm 1)
+//!         α ← SAC's temperature step on log π_0; Q̄ ← Polyak
+//! ```
+use std::path::Path;
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, f32s};
+use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
+use crate::env::Task;
+use crate::model::planner::{self, Frozen, FrozenModel, PlanSpec, Update};
+use crate::model::{Ensemble, EnsembleConfig, fit};
+use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
+use crate::replay::{Batch, ReplayBuffer};
+
+/// u_T: a fixed threshold, or `"auto"`: recalibrated after every model fit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Fixed(f64),
+    Auto,
+}
+
+impl Serialize for Threshold {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Threshold::Fixed(v) => s.serialize_f64(*v),
+            Threshold::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Threshold;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or \"auto\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Threshold, E> {
+                Ok(Threshold::Fixed(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Threshold, E> {
+                Ok(Threshold::Fixed(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Threshold, E> {
+                Ok(Threshold::Fixed(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Threshold, E> {
+                match v {
+                    "auto" => Ok(Threshold::Auto),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// MPDP's settings. The paper gives β and the structure; the rest are algorithms.md §F.2's
+/// proposals (SAC's networks and rates, MBPO's ensemble, schedule and G); per-task values
+/// (H_max, G, target entropy) are presets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MpdpConfig {
+    /// Networks and rates of every π_t, Q, V and α; `updates_per_step` is G (20),
+    /// `batch_size` the real batch B (256), `learning_starts` the random phase (5000).
+    pub sac: SacConfig,
+    /// The dynamics ensemble (MBPO's: 7 members, 5 elites, 4 × 200 swish).
+    pub model: EnsembleConfig,
+    /// Env steps between model fits (250: the paper's Figure 3 measures every 250).
+    pub model_train_freq: usize,
+    /// H_max: planning steps and policies (15; a preset per task).
+    pub horizon: usize,
+    /// Weight of the OvR penalty β (0.5; the paper studies 0.2, 0.5, 0.7).
+    pub beta: f64,
+    /// u_T: a number, or "auto" (the `u_quantile` quantile of u on real states).
+    pub u_threshold: Threshold,
+    /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
+    pub u_quantile: f64,
+    pub u_window: usize,
+    /// "consistent" (default) or "literal" (Algorithm 1 as printed); see the planner.
+    pub update: Update,
+    /// Global gradient-norm clip of the joint policy step (10).
+    pub grad_clip: f64,
+    /// Sample model predictions (true) or use the member's mean.
+    pub model_noise: bool,
+}
+
+impl Default for MpdpConfig {
+    fn default() -> Self {
+        MpdpConfig {
+            sac: SacConfig {
+                updates_per_step: 20,
+                learning_starts: 5000,
+                ..SacConfig::default()
+            },
+            model: EnsembleConfig::default(),
+            model_train_freq: 250,
+            horizon: 15,
+            beta: 0.5,
+            u_threshold: Threshold::Auto,
+            u_quantile: 0.9,
+            u_window: 1000,
+            update: Update::Consistent,
+            grad_clip: 10.0,
+            model_noise: true,
+        }
+    }
+}
+
+impl Validate for MpdpConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.sac.validate().map_err(|e| e.within("sac"))?;
+        self.model.validate().map_err(|e| e.within("model"))?;
+        for (name, v) in [
+            ("model_train_freq", self.model_train_freq),
+            ("horizon", self.horizon),
+            ("u_window", self.u_window),
+        ] {
+            if v == 0 {
+                return Err(Invalid::new(name, "expected a positive count, found 0"));
+            }
+        }
+        let non_negative = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(Invalid::new(
+                    name,
+                    format!("expected a finite value >= 0, found {v}"),
+                ))
+            }
+        };
+        non_negative("beta", self.beta)?;
+        if let Threshold::Fixed(v) = self.u_threshold {
+            non_negative("u_threshold", v)?;
+        }
+        if !(self.grad_clip > 0.0 && self.grad_clip.is_finite()) {
+            return Err(Invalid::new(
+                "grad_clip",
+                format!("expected a positive finite value, found {}", self.grad_clip),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.u_quantile) {
+            return Err(Invalid::new(
+                "u_quantile",
+                format!("expected a value in [0, 1], found {}", self.u_quantile),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters, RNG and the current u_T, saved with the checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    rng: Xoshiro256PlusPlus,
+    transitions: usize,
+    u_threshold: f64,
+}
+
+/// The MPDP agent (`algo = "mpdp"`).
+pub struct Mpdp {
+    cfg: MpdpConfig,
+    task: Task,
+    obs_dim: usize,
+    act_dim: usize,
+    device: Device,
+    policies: PolicyStack,
+    policy_opt: ModuleOptimizer,
+    critics: Critics,
+    value: StateValue,
+    entropy: Entropy,
+    model: Ensemble,
+    /// The elites as fixed functions, rebuilt after every fit.
+    frozen: FrozenModel,
+    real: ReplayBuffer,
+    state: State,
+    batch: Batch,
+}
+
+impl Mpdp {
+    pub fn new(task: Task, obs_dim: usize, act_dim: usize, cfg: MpdpConfig, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let device = nn::device();
+        let sac = &cfg.sac;
+        let policies = PolicyStack::new(
+            cfg.horizon,
+            obs_dim,
+            act_dim,
+            &sac.hidden,
+            sac.log_std_range(),
+            &mut rng,
+            &device,
+        );
+        let critics = Critics::new(obs_dim, act_dim, sac, &mut rng, &device);
+        let value = StateValue::new(obs_dim, sac, &mut rng, &device);
+        let d = (obs_dim + act_dim, 1 + obs_dim);
+        let model = Ensemble::new(cfg.model.clone(), d.0, d.1, &mut rng, &device);
+        Mpdp {
+            frozen: FrozenModel::new(&model, obs_dim),
+            policy_opt: nn::adam(sac.adam_epsilon),
+            entropy: Entropy::new(act_dim, sac, &device),
+            real: ReplayBuffer::new(sac.buffer_size, obs_dim, act_dim),
+            state: State {
+                rng,
+                transitions: 0,
+                u_threshold: match cfg.u_threshold {
+                    Threshold::Fixed(v) => v,
+                    // Set by the first fit, before any update.
+                    Threshold::Auto => f64::MAX,
+                },
+            },
+            batch: Batch::default(),
+            task,
+            obs_dim,
+            act_dim,
+            device,
+            policies,
+            critics,
+            value,
+            model,
+            cfg,
+        }
+    }
+
+    /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
+    /// fit on D, and u_T for the new model.
+    fn fit_model(&mut self) -> Stats {
+        let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
+            .then(|| fit::next_state_error(&self.model, &self.real, self.cfg.model_train_freq));
+        let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
+        self.frozen = FrozenModel::new(&self.model, self.obs_dim);
+        if self.cfg.u_threshold == Threshold::Auto {
+            self.state.u_threshold = self.calibrated_threshold();
+        }
+        let mut out: Stats = error.map(|e| ("model_error", e)).into_iter().collect();
+        out.extend([
+            ("model_holdout_mse", fit::elite_mse(&report)),
+            ("model_train_nll", report.train_nll),
+            ("model_epochs", report.epochs as f64),
+            ("u_threshold", self.state.u_threshold),
+        ]);
+        out
+    }
+
+    /// The `u_quantile` quantile of u(s, a) over the newest `u_window` real states with
+    /// actions drawn from π_0.
+    fn calibrated_threshold(&mut self) -> f64 {
+        let o = self.obs_dim;
+        let obs_all = self.real.columns().obs;
+        let rows = self.real.recent(self.cfg.u_window);
+        let mut obs = Vec::with_capacity(rows.len() * o);
+        for &i in &rows {
+            obs.extend_from_slice(&obs_all[i * o..(i + 1) * o]);
+        }
+        let plain = self.device.clone().without_autodiff();
+        let first = self.policies.first();
+        let act = act_with(first, &obs, rows.len(), false, &mut self.state.rng, &plain);
+        let mut u: Vec<f64> = self
+            .frozen
+            .uncertainty(&obs, &act, rows.len())
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        u.sort_by(f64::total_cmp);
+        crate::report::stats::percentile(&u, self.cfg.u_quantile)
+    }
+
+    /// Algorithm 2, lines 4–7, on one batch of real transitions.
+    fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
+        let cfg = &self.cfg;
+        let (n, o, a) = (cfg.sac.batch_size, self.obs_dim, self.act_dim);
+        let rng = &mut self.state.rng;
+        self.real.sample_into(rng, n, &mut self.batch);
+        let alpha = self.entropy.alpha();
+
+        // Policy evaluation on B, as in SAC.
+        let target = self.critics.td_target(
+            self.policies.first(),
+            &self.batch,
+            alpha,
+            cfg.sac.gamma,
+            rng,
+        );
+        let obs = tensor2(self.batch.obs.clone(), n, o, &self.device);
+        let act = tensor2(self.batch.act.clone(), n, a, &self.device);
+        let (critic_loss, q_mean) = self.critics.regress(obs.clone(), act, target);
+        let start = obs.clone();
+        let literal = cfg.update == Update::Literal;
+        if literal {
+            let critic = self.critics.frozen();
+            let (loss, v_mean) =
+                self.value
+                    .regress(obs, self.policies.first(), &critic, alpha, rng);
+            stats.add("MPDP", "value_loss", f64::from(loss))?;
+            stats.add("MPDP", "v_mean", f64::from(v_mean))?;
+        }
+
+        // Extended policy improvement (Algorithm 1).
+        let spec = PlanSpec {
+            task: self.task,
+            gamma: cfg.sac.gamma,
+            beta: cfg.beta,
+            u_threshold: self.state.u_threshold,
+            update: cfg.update,
+            sample: cfg.model_noise,
+        };
+        let critic = self.critics.frozen();
+        let value = literal.then(|| self.value.frozen());
+        let frozen = Frozen {
+            model: &self.frozen,
+            critic: &critic,
+            value: value.as_ref(),
+        };
+        let plan = planner::plan(&self.policies, &frozen, &spec, alpha, start, rng);
+        let objective = scalar(plan.objective.clone().inner());
+        let loss = plan.objective.neg();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &self.policies);
+        let grad_norm = nn::clip_grad_norm(&mut grads, &self.policies, cfg.grad_clip);
+        self.policies = self
+            .policy_opt
+            .step(cfg.sac.actor_lr, self.policies.clone(), grads);
+        let alpha_loss = self.entropy.update(plan.log_prob_first);
+        self.critics.update_target();
+
+        let p = &plan.stats;
+        let rows = p.rows.max(1) as f64;
+        let mut u = p.uncertainty.clone();
+        u.sort_by(f32::total_cmp);
+        let u: Vec<f64> = u.into_iter().map(f64::from).collect();
+        let q = |x: f64| crate::report::stats::percentile(&u, x);
+        for (name, v) in [
+            ("critic_loss", f64::from(critic_loss)),
+            ("q_mean", f64::from(q_mean)),
+            ("objective", f64::from(objective)),
+            ("grad_norm", grad_norm),
+            ("alpha", alpha),
+            ("alpha_loss", f64::from(alpha_loss)),
+            ("entropy", -f64::from(plan.log_prob_first)),
+            ("horizon_mean", p.horizon_mean()),
+            ("cut_uncertain_fraction", p.cut_uncertain as f64 / rows),
+            ("cut_terminal_fraction", p.cut_terminal as f64 / rows),
+            ("reached_max_fraction", p.reached_max as f64 / rows),
+        ] {
+            stats.add("MPDP", name, v)?;
+        }
+        if !u.is_empty() {
+            let mean = u.iter().sum::<f64>() / u.len() as f64;
+            stats.add("MPDP", "uncertainty_mean", mean)?;
+            stats.add("MPDP", "uncertainty_p50", q(0.5))?;
+            stats.add("MPDP", "uncertainty_p90", q(0.9))?;
+        }
+        Ok(())
+    }
+}
+
+impl Agent for Mpdp {
+    fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        if self.state.transitions < self.cfg.sac.learning_starts {
+            return (0..rows * self.act_dim)
+                .map(|_| self.state.rng.random_range(-1.0..1.0))
+                .collect();
+        }
+        let plain = self.device.clone().without_autodiff();
+        let first = self.policies.first();
+        let a = act_with(first, &f32s(obs), rows, false, &mut self.state.rng, &plain);
+        a.into_iter().map(f64::from).collect()
+    }
+
+    fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
+        let plain = self.device.clone().without_autodiff();
+        let first = self.policies.first();
+        let a = act_with(first, &f32s(obs), rows, true, &mut self.state.rng, &plain);
+        a.into_iter().map(f64::from).collect()
+    }
+
+    fn observe(&mut self, t: &Transition<'_>) {
+        self.real
+            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
+        self.state.transitions += 1;
+    }
+
+    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+        let starts = self.cfg.sac.learning_starts.max(1);
+        let mut means = StatMeans::default();
+        let first = self.state.transitions + 1 - new_transitions;
+        for t in first..=self.state.transitions {
+            if t < starts {
+                continue;
+            }
+            if (t - starts).is_multiple_of(self.cfg.model_train_freq) {
+                for (name, v) in self.fit_model() {
+                    means.add("MPDP", name, v)?;
+                }
+            }
+            for _ in 0..self.cfg.sac.updates_per_step {
+                self.update(&mut means)?;
+            }
+        }
+        Ok(means.finish())
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        if !(all_finite(&self.policies) && all_finite(&self.critics.net)) {
+            return Err(AgentError::Diverged(
+                "MPDP parameters are not finite".into(),
+            ));
+        }
+        ckpt::save_module(dir, "policies", &self.policies)?;
+        ckpt::save_optimizer(dir, "policies_opt", &self.policy_opt)?;
+        self.critics.save(dir)?;
+        self.value.save(dir)?;
+        self.entropy.save(dir)?;
+        self.model.save(dir)?;
+        let path = dir.join("replay.bin");
+        self.real
+            .save(&path)
+            .map_err(|e| AgentError::checkpoint(&path, e))?;
+        ckpt::write_json(dir, "agent_state.json", &self.state)
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+        let eps = self.cfg.sac.adam_epsilon;
+        self.policies = ckpt::load_module(dir, "policies", &self.policies)?;
+        self.policy_opt = ckpt::load_optimizer(dir, "policies_opt", eps)?;
+        self.critics.load(dir, eps)?;
+        self.value.load(dir, eps)?;
+        self.entropy.load(dir, eps)?;
+        self.model.load(dir)?;
+        self.frozen = FrozenModel::new(&self.model, self.obs_dim);
+        let path = dir.join("replay.bin");
+        self.real = ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
+        self.state = ckpt::read_json(dir, "agent_state.json")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,805 @@
+//! Differentiable planning through the frozen dynamics ensemble: MPDP's extended policy
+//! improvement (the paper's Algorithm 1; algorithms.md §F.3).
+//!
+//! From a batch of real start states s_0, step t = 0 … H−1 draws a_t ~ π_t(·|s_t)
+//! (reparameterised), asks every elite for a Gaussian over [r, Δs], measures their
+//! disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8), and moves each row on with the
+//! prediction of an elite drawn for that row, sampled with reparameterised noise. Each row's
+//! return J accumulates γ^t (r_t − α log π_t − β u_t) until the row stops:
+//!
+//! - u_t ≥ u_T (the model is not trusted at (s_t, a_t)): **consistent** variant (default)
+//!   adds γ^t (min_j Q_j(s_t, a_t) − α log π_t) and keeps no reward of step t; the
+//!   **paper-literal** variant adds γ^{t+1} V(s_{t+1}) instead, as printed in Algorithm 1;
+//! - s_{t+1} is terminal (the task's termination function): nothing more;
+//! - the last step: consistent values (s_{H−1}, a_{H−1}) with Q (so H = 1 is SAC's policy
+//!   improvement exactly); literal adds γ^H V(s_H) after the last reward.
+//!
+//! Gradients of −mean J flow into every π_t through actions, model states and u; the model,
+//! critics and value network stay fixed.
+use burn::prelude::*;
+use rand::{Rng, RngExt};
+
+use super::ensemble::{Ensemble, GaussianEnsemble};
+use crate::env::Task;
+use crate::nn::{Mlp, PolicyStack, TwinQ, normal_noise, scalar, tensor2, to_vec};
+
+/// A dynamics model the planner can differentiate through: K members' Gaussians over
+/// [r, Δs] for rows of (s, a), with gradients into s and a but not into the model.
+pub trait DiffModel {
+    /// Means and log-variances, `[K, rows, 1 + obs_dim]` each.
+    fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>);
+    fn members(&self) -> usize;
+    fn obs_dim(&self) -> usize;
+}
+
+/// The elites of a trained ensemble with its input normaliser, as constants on the autodiff
+/// device.
+pub struct FrozenModel {
+    net: GaussianEnsemble,
+    mean: Tensor<2>,
+    std: Tensor<2>,
+    members: usize,
+    obs_dim: usize,
+}
+
+impl FrozenModel {
+    /// The current elites of `model`, whose inputs are `[obs, act]` with `obs_dim` first.
+    pub fn new(model: &Ensemble, obs_dim: usize) -> Self {
+        let (d_in, _) = model.dims();
+        let device = model.device();
+        let row = |v: &[f64]| {
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            tensor2(v, 1, d_in, device)
+        };
+        FrozenModel {
+            net: model.net.members(&model.elites),
+            mean: row(&model.norm.mean),
+            std: row(&model.norm.std),
+            members: model.elites.len(),
+            obs_dim,
+        }
+    }
+
+    /// u(s, a) of `rows` real pairs, on the host.
+    pub fn uncertainty(&self, obs: &[f32], act: &[f32], rows: usize) -> Vec<f32> {
+        let device = self.mean.device();
+        let a = act.len() / rows.max(1);
+        let obs = tensor2(obs.to_vec(), rows, self.obs_dim, &device);
+        let act = tensor2(act.to_vec(), rows, a, &device);
+        let (mean, logvar) = self.predict(obs, act);
+        to_vec(ovr_total(mean, logvar).inner())
+    }
+}
+
+impl DiffModel for FrozenModel {
+    fn members(&self) -> usize {
+        self.members
+    }
+
+    fn obs_dim(&self) -> usize {
+        self.obs_dim
+    }
+
+    fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+        let x = (Tensor::cat(vec![obs, act], 1) - self.mean.clone()) / self.std.clone();
+        let [rows, d] = x.dims();
+        // Materialised copies: batched matmul on broadcast inputs is slow.
+        let x = x
+            .unsqueeze_dim::<3>(0)
+            .repeat_dim(0, self.members)
+            .reshape([self.members, rows, d]);
+        self.net.forward(x)
+    }
+}
+
+/// The paper's Eq. 8, differentiable: u = Σ_i KL(N_i ‖ N_−i) over the K members, where N_−i
+/// is the moment-matched Gaussian of the other members, summed over output dimensions. Takes
+/// `[K, rows, d]` means and log-variances, returns `[rows, 1]`.
+///
+/// KL is invariant to shifting both Gaussians, so the means are centred on their average
+/// first; the rest's variance is floored at 1e-12 as in [`super::uncertainty::ovr`].
+pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
+    let [k, rows, _] = mean.dims();
+    let rest = (k - 1) as f64;
+    let sq = |t: Tensor<3>| t.clone() * t;
+    let centred = mean.clone() - mean.mean_dim(0);
+    let var = logvar.clone().exp();
+    let second = var.clone() + sq(centred.clone());
+    let mu_rest = (centred.clone().sum_dim(0) - centred.clone()).div_scalar(rest);
+    let var_rest = ((second.clone().sum_dim(0) - second).div_scalar(rest) - sq(mu_rest.clone()))
+        .clamp_min(1e-12);
+    let kl = (var_rest.clone().log() - logvar + (var + sq(centred - mu_rest)) / var_rest)
+        .sub_scalar(1.0)
+        .mul_scalar(0.5);
+    kl.sum_dim(2).sum_dim(0).reshape([rows, 1])
+}
+
+/// How the planning objective stops a row whose (s_t, a_t) is too uncertain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Update {
+    /// Value the untrusted pair with min Q − α log π; at H_max likewise (H = 1 is SAC).
+    Consistent,
+    /// Algorithm 1 as printed: γ V(s_{t+1}) at the cut, γ V(s_H) after the last step.
+    Literal,
+}
+
+/// One planning update's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanSpec {
+    pub task: Task,
+    pub gamma: f64,
+    /// Weight of the uncertainty penalty.
+    pub beta: f64,
+    /// Rows stop where u ≥ this.
+    pub u_threshold: f64,
+    pub update: Update,
+    /// Sample each prediction from the member's Gaussian (else its mean).
+    pub sample: bool,
+}
+
+/// What the planning update fixes: the model, the critics and (literal variant) V.
+pub struct Frozen<'a> {
+    pub model: &'a dyn DiffModel,
+    pub critic: &'a TwinQ,
+    pub value: Option<&'a Mlp>,
+}
+
+/// The objective of one batch and what happened in it.
+pub struct Plan {
+    /// mean J over the batch, with gradients into the policies.
+    pub objective: Tensor<1>,
+    /// Mean log π_0(a_0|s_0), for the temperature.
+    pub log_prob_first: f32,
+    pub stats: PlanStats,
+}
+
+/// Counts over the rows of one planning batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanStats {
+    pub rows: usize,
+    /// Σ over rows of the number of actions planned (stop step + 1).
+    pub horizon_total: usize,
+    /// Rows stopped by u ≥ u_T, by termination, and by reaching H_max.
+    pub cut_uncertain: usize,
+    pub cut_terminal: usize,
+    pub reached_max: usize,
+    /// u of every (s_t, a_t) evaluated on a live row.
+    pub uncertainty: Vec<f32>,
+}
+
+impl PlanStats {
+    pub fn horizon_mean(&self) -> f64 {
+        self.horizon_total as f64 / self.rows.max(1) as f64
+    }
+}
+
+/// The extended policy improvement objective on start states `start` `[rows, obs_dim]`
+/// (constants on the autodiff device).
+/// Randomness (policy noise, the member per row, model noise) comes from `rng`.
+pub fn plan<R: Rng>(
+    policies: &PolicyStack,
+    frozen: &Frozen<'_>,
+    spec: &PlanSpec,
+    alpha: f64,
+    start: Tensor<2>,
+    rng: &mut R,
+) -> Plan {
+    let model = frozen.model;
+    let (o, k) = (model.obs_dim(), model.members());
+    let [rows, _] = start.dims();
+    let device = start.device();
+    let horizon = policies.steps.len();
+    let literal = spec.update == Update::Literal;
+    let column = |v: Vec<f32>| tensor2(v, rows, 1, &device);
+
+    let s0 = start;
+    let mut s = s0.clone();
+    let mut alive = vec![true; rows];
+    let mut discount = 1.0f64;
+    let mut total: Option<Tensor<2>> = None;
+    let mut add = |t: Tensor<2>| {
+        total = Some(match total.take() {
+            Some(j) => j + t,
+            None => t,
+        })
+    };
+    let mut stats = PlanStats {
+        rows,
+        ..PlanStats::default()
+    };
+    let mut log_prob_first = 0.0;
+
+    for (t, pi) in policies.steps.iter().enumerate() {
+        let a_dim = pi.act_dim();
+        let eps = tensor2(normal_noise(rng, rows * a_dim), rows, a_dim, &device);
+        let sample = pi.sample(s.clone(), eps);
+        if t == 0 {
+            log_prob_first = scalar(sample.log_prob.clone().inner().mean());
+        }
+        let last = t + 1 == horizon;
+        let weights = |select: &dyn Fn(usize) -> bool, scale: f64| -> (Vec<f32>, usize) {
+            let mut n = 0;
+            let w = (0..rows)
+                .map(|r| {
+                    if alive[r] && select(r) {
+                        n += 1;
+                        (discount * scale) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            (w, n)
+        };
+        let q_tail = |w: Vec<f32>, s: &Tensor<2>, a: &Tensor<2>, lp: &Tensor<2>| {
+            let q = frozen.critic.min_q(s.clone(), a.clone()) - lp.clone().mul_scalar(alpha);
+            q * column(w)
+        };
+        if last && !literal {
+            let (w, n) = weights(&|_| true, 1.0);
+            stats.reached_max += n;
+            stats.horizon_total += n * (t + 1);
+            add(q_tail(w, &s, &sample.action, &sample.log_prob));
+            break;
+        }
+
+        let (mean, logvar) = model.predict(s.clone(), sample.action.clone());
+        let u = ovr_total(mean.clone(), logvar.clone());
+        let u_host = to_vec(u.clone().inner());
+        let cut: Vec<bool> = u_host
+            .iter()
+            .map(|&v| v >= spec.u_threshold as f32)
+            .collect();
+        stats
+            .uncertainty
+            .extend((0..rows).filter(|&r| alive[r]).map(|r| u_host[r]));
+
+        // One elite per row, its Gaussian sampled with reparameterised noise.
+        let d = 1 + o;
+        let mut pick = vec![0.0f32; k * rows];
+        for r in 0..rows {
+            pick[rng.random_range(0..k) * rows + r] = 1.0;
+        }
+        let pick = Tensor::<3>::from_data(TensorData::new(pick, [k, rows, 1]), &device);
+        let chosen = |t: Tensor<3>| (t * pick.clone()).sum_dim(0).reshape([rows, d]);
+        let mut y = chosen(mean);
+        if spec.sample {
+            let noise = tensor2(normal_noise(rng, rows * d), rows, d, &device);
+            y = y + chosen(logvar).mul_scalar(0.5).exp() * noise;
+        }
+        let reward = y.clone().slice([0..rows, 0..1]);
+        let next = s.clone() + y.slice([0..rows, 1..d]);
+        let next_host = to_vec(next.clone().inner());
+        let terminal: Vec<bool> = (0..rows)
+            .map(|r| spec.task.is_terminal(&next_host[r * o..(r + 1) * o]))
+            .collect();
+
+        // Rows the model trusts here: reward, entropy and penalty of step t.
+        let (w_run, _) = weights(&|r| !cut[r], 1.0);
+        let running = reward - sample.log_prob.clone().mul_scalar(alpha) - u.mul_scalar(spec.beta);
+        add(running * column(w_run));
+        // Rows cut here.
+        let (w_cut, n_cut) = weights(&|r| cut[r], if literal { spec.gamma } else { 1.0 });
+        if n_cut > 0 {
+            add(if literal {
+                v_tail(frozen, w_cut, &next, &column)
+            } else {
+                q_tail(w_cut, &s, &sample.action, &sample.log_prob)
+            });
+        }
+        // Literal: the bootstrap after the last reward.
+        if last {
+            let (w_end, _) = weights(&|r| !cut[r] && !terminal[r], spec.gamma);
+            add(v_tail(frozen, w_end, &next, &column));
+        }
+
+        let mut dead = Vec::with_capacity(rows * o);
+        for r in 0..rows {
+            if alive[r] {
+                if cut[r] {
+                    stats.cut_uncertain += 1;
+                } else if terminal[r] {
+                    stats.cut_terminal += 1;
+                } else if last {
+                    stats.reached_max += 1;
+                }
+                if cut[r] || terminal[r] || last {
+                    stats.horizon_total += t + 1;
+                    alive[r] = false;
+                }
+            }
+            dead.extend(std::iter::repeat_n(!alive[r], o));
+        }
+        if last || !alive.iter().any(|&a| a) {
+            break;
+        }
+        // Stopped rows continue from their (finite) start state, outside the objective.
+        let dead = Tensor::<2, Bool>::from_data(TensorData::new(dead, [rows, o]), &device);
+        s = next.mask_where(dead, s0.clone());
+        discount *= spec.gamma;
+    }
+    let total = total.expect("at least one planning step");
+    Plan {
+        objective: total.mean(),
+        log_prob_first,
+        stats,
+    }
+}
+
+/// w · V(s) for the literal variant.
+fn v_tail(
+    frozen: &Frozen<'_>,
+    w: Vec<f32>,
+    s: &Tensor<2>,
+    column: &dyn Fn(Vec<f32>) -> Tensor<2>,
+) -> Tensor<2> {
+    let value = frozen
+        .value
+        .expect("the paper-literal update needs the value network");
+    value.forward(s.clone()) * column(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use rand::SeedableRng;
+    use rand::rngs::Xoshiro256PlusPlus;
+
+    use super::*;
+    use crate::model::EnsembleConfig;
+    use crate::model::uncertainty::ovr;
+
+    fn seeded(seed: u64) -> Xoshiro256PlusPlus {
+        Xoshiro256PlusPlus::seed_from_u64(seed)
+    }
+
+    /// Policies, critic and an (untrained, so disagreeing) ensemble of small sizes.
+    struct Setup {
+        policies: PolicyStack,
+        critic: TwinQ,
+        model: FrozenModel,
+        start: Tensor<2>,
+    }
+
+    fn setup(obs: usize, act: usize, horizon: usize, rows: usize, seed: u64) -> Setup {
+        let device = crate::nn::device();
+        let mut rng = seeded(seed);
+        let policies =
+            PolicyStack::new(horizon, obs, act, &[16, 16], (-5.0, 2.0), &mut rng, &device);
+        let critic = TwinQ::new(obs, act, &[16, 16], &mut rng, &device);
+        let cfg = EnsembleConfig {
+            members: 4,
+            elites: 3,
+            hidden: vec![16, 16],
+            ..EnsembleConfig::default()
+        };
+        let ens = Ensemble::new(cfg, obs + act, 1 + obs, &mut rng, &device);
+        let start = tensor2(normal_noise(&mut rng, rows * obs), rows, obs, &device);
+        Setup {
+            policies,
+            critic: critic.no_grad(),
+            model: FrozenModel::new(&ens, obs),
+            start,
+        }
+    }
+
+    fn spec(task: Task, beta: f64, u_threshold: f64, update: Update) -> PlanSpec {
+        PlanSpec {
+            task,
+            gamma: 0.9,
+            beta,
+            u_threshold,
+            update,
+            sample: true,
+        }
+    }
+
+    /// The gradients of `module`'s parameters, flattened in visiting order.
+    fn flat_grads<M: Module>(module: &M, grads: &GradientsParams) -> Vec<f32> {
+        struct G<'a>(&'a GradientsParams, Vec<f32>);
+        impl ModuleVisitor for G<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let n = p.val().shape().num_elements();
+                match self.0.get::<D>(p.id) {
+                    Some(g) => self.1.extend(to_vec(g)),
+                    None => self.1.extend(std::iter::repeat_n(0.0, n)),
+                }
+            }
+        }
+        let mut g = G(grads, Vec::new());
+        module.visit(&mut g);
+        g.1
+    }
+
+    /// `module` with `scale`·v added to its parameters, v a fixed random direction (`seed`).
+    fn shifted<M: Module>(module: M, scale: f64, seed: u64) -> M {
+        struct S(Xoshiro256PlusPlus, f64);
+        impl ModuleMapper for S {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let (rng, scale) = (&mut self.0, self.1);
+                p.map(|t| {
+                    let shape = t.shape();
+                    let v = normal_noise(rng, shape.num_elements());
+                    let v = Tensor::<D>::from_data(TensorData::new(v, shape), &t.device());
+                    t + v.mul_scalar(scale)
+                })
+            }
+        }
+        module.map(&mut S(seeded(seed), scale))
+    }
+
+    /// v of [`shifted`], flattened like [`flat_grads`].
+    fn direction<M: Module>(module: &M, seed: u64) -> Vec<f32> {
+        let zero = shifted(module.clone(), 0.0, 0);
+        let one = shifted(module.clone(), 1.0, seed);
+        let (a, b) = (flat_params(&zero), flat_params(&one));
+        a.iter().zip(&b).map(|(x, y)| y - x).collect()
+    }
+
+    fn flat_params<M: Module>(module: &M) -> Vec<f32> {
+        struct P(Vec<f32>);
+        impl ModuleVisitor for P {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.extend(to_vec(p.val()));
+            }
+        }
+        let mut p = P(Vec::new());
+        module.visit(&mut p);
+        p.0
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum()
+    }
+
+    fn objective(
+        s: &Setup,
+        policies: &PolicyStack,
+        spec: &PlanSpec,
+        alpha: f64,
+        seed: u64,
+    ) -> Plan {
+        let frozen = Frozen {
+            model: &s.model,
+            critic: &s.critic,
+            value: None,
+        };
+        plan(
+            policies,
+            &frozen,
+            spec,
+            alpha,
+            s.start.clone(),
+            &mut seeded(seed),
+        )
+    }
+
+    #[test]
+    fn ovr_total_sums_one_vs_rest_over_members() {
+        let device = crate::nn::device();
+        let mut rng = seeded(3);
+        let (k, rows, d) = (4, 3, 2);
+        let mean = normal_noise(&mut rng, k * rows * d);
+        let logvar: Vec<f32> = normal_noise(&mut rng, k * rows * d)
+            .iter()
+            .map(|x| 0.5 * x - 1.0)
+            .collect();
+        let t = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [k, rows, d]), &device);
+        let u = to_vec(ovr_total(t(mean.clone()), t(logvar.clone())).inner());
+        for r in 0..rows {
+            let at = |v: &[f32], m: usize| v[(m * rows + r) * d..(m * rows + r + 1) * d].to_vec();
+            let means: Vec<Vec<f32>> = (0..k).map(|m| at(&mean, m)).collect();
+            let vars: Vec<Vec<f32>> = (0..k)
+                .map(|m| at(&logvar, m).iter().map(|x| x.exp()).collect())
+                .collect();
+            let m: Vec<&[f32]> = means.iter().map(|x| &x[..]).collect();
+            let v: Vec<&[f32]> = vars.iter().map(|x| &x[..]).collect();
+            let want: f64 = (0..k).map(|i| ovr(&m, &v, i)).sum();
+            assert!(
+                (f64::from(u[r]) - want).abs() < 1e-4 * want.max(1.0),
+                "row {r}: {} vs {want}",
+                u[r]
+            );
+        }
+    }
+
+    /// H_max = 1, β = 0, no cut: the planning gradient is SAC's policy gradient.
+    #[test]
+    fn one_step_planning_is_sacs_policy_improvement() {
+        let s = setup(3, 2, 1, 32, 1);
+        let alpha = 0.2;
+        let spec = spec(Task::HalfCheetah, 0.0, f64::INFINITY, Update::Consistent);
+        let p = objective(&s, &s.policies, &spec, alpha, 7);
+        let g_plan = GradientsParams::from_grads(p.objective.neg().backward(), &s.policies);
+        let pi = &s.policies.steps[0];
+
+        let device = s.start.device();
+        let eps = tensor2(normal_noise(&mut seeded(7), 32 * 2), 32, 2, &device);
+        let (loss, _) = crate::agent::sac::actor_loss(pi, &s.critic, s.start.clone(), eps, alpha);
+        let g_sac = GradientsParams::from_grads(loss.backward(), pi);
+
+        let (a, b) = (flat_grads(pi, &g_plan), flat_grads(pi, &g_sac));
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 1e-4, "a gradient to compare");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y}");
+        }
+        assert_eq!(p.stats.horizon_mean(), 1.0);
+    }
+
+    /// A deterministic linear model: Δs = s·A + a·B, r = s·c + a·d, the same for every member
+    /// (so u = 0).
+    struct Linear {
+        a: Vec<f32>,
+        b: Vec<f32>,
+        c: Vec<f32>,
+        d: Vec<f32>,
+        obs: usize,
+        act: usize,
+    }
+
+    impl Linear {
+        fn new(obs: usize, act: usize, seed: u64) -> Self {
+            let mut rng = seeded(seed);
+            let mut draw = |n: usize, s: f32| -> Vec<f32> {
+                normal_noise(&mut rng, n).iter().map(|x| x * s).collect()
+            };
+            Linear {
+                a: draw(obs * obs, 0.1),
+                b: draw(act * obs, 0.3),
+                c: draw(obs, 0.5),
+                d: draw(act, 0.5),
+                obs,
+                act,
+            }
+        }
+
+        /// One step on the host, in f64: (r, s').
+        fn step(&self, s: &[f64], a: &[f64]) -> (f64, Vec<f64>) {
+            let (o, n) = (self.obs, self.act);
+            let r = (0..o).map(|i| s[i] * f64::from(self.c[i])).sum::<f64>()
+                + (0..n).map(|j| a[j] * f64::from(self.d[j])).sum::<f64>();
+            let next = (0..o)
+                .map(|k| {
+                    s[k] + (0..o)
+                        .map(|i| s[i] * f64::from(self.a[i * o + k]))
+                        .sum::<f64>()
+                        + (0..n)
+                            .map(|j| a[j] * f64::from(self.b[j * o + k]))
+                            .sum::<f64>()
+                })
+                .collect();
+            (r, next)
+        }
+    }
+
+    impl DiffModel for Linear {
+        fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+            let device = obs.device();
+            let [rows, o] = obs.dims();
+            let n = self.act;
+            let m = |v: &[f32], r: usize, c: usize| tensor2(v.to_vec(), r, c, &device);
+            let delta = obs.clone().matmul(m(&self.a, o, o)) + act.clone().matmul(m(&self.b, n, o));
+            let r = obs.matmul(m(&self.c, o, 1)) + act.matmul(m(&self.d, n, 1));
+            let mean = Tensor::cat(vec![r, delta], 1);
+            let mean = mean.unsqueeze_dim::<3>(0).repeat_dim(0, 2);
+            let logvar = Tensor::<3>::zeros([2, rows, 1 + o], &device).sub_scalar(2.0);
+            (mean, logvar)
+        }
+
+        fn members(&self) -> usize {
+            2
+        }
+
+        fn obs_dim(&self) -> usize {
+            self.obs
+        }
+    }
+
+    /// J of `policies` computed independently on the host: the linear model stepped in f64
+    /// with the planner's draws replayed (policy noise, then the member per row).
+    fn linear_objective(
+        s: &Setup,
+        model: &Linear,
+        policies: &PolicyStack,
+        alpha: f64,
+        gamma: f64,
+        seed: u64,
+    ) -> f64 {
+        let device = s.start.device();
+        let [rows, o] = s.start.dims();
+        let n = model.act;
+        let mut rng = seeded(seed);
+        let mut state: Vec<f64> = to_vec(s.start.clone().inner())
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let mut j = vec![0.0f64; rows];
+        let h = policies.steps.len();
+        for (t, pi) in policies.steps.iter().enumerate() {
+            let eps = tensor2(normal_noise(&mut rng, rows * n), rows, n, &device);
+            let st: Vec<f32> = state.iter().map(|&x| x as f32).collect();
+            let st = tensor2(st, rows, o, &device);
+            let sample = pi.valid().sample(st.clone().inner(), eps.inner());
+            let lp = to_vec(sample.log_prob.clone());
+            let g = gamma.powi(t as i32);
+            if t + 1 == h {
+                let q = to_vec(s.critic.valid().min_q(st.inner(), sample.action));
+                for r in 0..rows {
+                    j[r] += g * (f64::from(q[r]) - alpha * f64::from(lp[r]));
+                }
+                break;
+            }
+            for _ in 0..rows {
+                rng.random_range(0..2usize);
+            }
+            let act: Vec<f64> = to_vec(sample.action)
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect();
+            let mut next = Vec::with_capacity(rows * o);
+            for r in 0..rows {
+                let (rew, s2) = model.step(&state[r * o..(r + 1) * o], &act[r * n..(r + 1) * n]);
+                j[r] += g * (rew - alpha * f64::from(lp[r]));
+                next.extend(s2);
+            }
+            state = next;
+        }
+        j.iter().sum::<f64>() / rows as f64
+    }
+
+    /// Through a hand-built linear model, the planner's J equals an independent host
+    /// computation, and its gradient matches finite differences of that computation.
+    #[test]
+    fn planning_through_a_linear_model_matches_an_independent_computation() {
+        let s = setup(3, 2, 3, 16, 4);
+        let model = Linear::new(3, 2, 9);
+        let alpha = 0.1;
+        let spec = PlanSpec {
+            sample: false,
+            ..spec(Task::HalfCheetah, 0.5, f64::INFINITY, Update::Consistent)
+        };
+        let frozen = Frozen {
+            model: &model,
+            critic: &s.critic,
+            value: None,
+        };
+        let p = plan(
+            &s.policies,
+            &frozen,
+            &spec,
+            alpha,
+            s.start.clone(),
+            &mut seeded(11),
+        );
+        let got = f64::from(scalar(p.objective.clone().inner()));
+        let want = linear_objective(&s, &model, &s.policies, alpha, spec.gamma, 11);
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+        assert_eq!(p.stats.horizon_mean(), 3.0);
+        assert!(p.stats.uncertainty.iter().all(|u| u.abs() < 1e-5));
+
+        // Directional derivative along a random direction of π_1's parameters.
+        let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
+        let pi1 = &s.policies.steps[1];
+        let analytic = dot(&flat_grads(pi1, &grads), &direction(pi1, 21));
+        let eps = 1e-2;
+        let at = |scale: f64| {
+            let mut ps = s.policies.clone();
+            ps.steps[1] = shifted(ps.steps[1].clone(), scale, 21);
+            linear_objective(&s, &model, &ps, alpha, spec.gamma, 11)
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!(analytic.abs() > 1e-3, "a gradient to compare: {analytic}");
+        assert!(
+            (analytic - numeric).abs() < 2e-2 * analytic.abs(),
+            "autodiff {analytic} vs finite differences {numeric}"
+        );
+    }
+
+    #[test]
+    fn a_zero_threshold_cuts_every_row_at_once_and_infinity_none() {
+        for update in [Update::Consistent, Update::Literal] {
+            let s = setup(11, 3, 4, 64, 5);
+            let device = s.start.device();
+            let value = crate::nn::Mlp::new(&[11, 8, 1], &mut seeded(2), &device).no_grad();
+            let run = |task: Task, u_threshold: f64| {
+                let frozen = Frozen {
+                    model: &s.model,
+                    critic: &s.critic,
+                    value: Some(&value),
+                };
+                let sp = spec(task, 0.5, u_threshold, update);
+                plan(
+                    &s.policies,
+                    &frozen,
+                    &sp,
+                    0.1,
+                    s.start.clone(),
+                    &mut seeded(3),
+                )
+                .stats
+            };
+            let zero = run(Task::Hopper, 0.0);
+            assert_eq!(zero.cut_uncertain, 64, "{update:?}");
+            assert_eq!(zero.horizon_mean(), 1.0);
+
+            // No termination in HalfCheetah: every row plans the full horizon.
+            let all = run(Task::HalfCheetah, f64::INFINITY);
+            assert_eq!((all.cut_uncertain, all.reached_max), (0, 64), "{update:?}");
+            assert_eq!(all.horizon_mean(), 4.0);
+            // Hopper's termination function stops some rows (the untrained model moves the
+            // random start states far), never the threshold.
+            let hopper = run(Task::Hopper, f64::INFINITY);
+            assert_eq!(hopper.cut_uncertain, 0);
+            assert!(hopper.cut_terminal > 0, "{hopper:?}");
+            assert_eq!(hopper.cut_terminal + hopper.reached_max, 64);
+            assert!(hopper.horizon_mean() < 4.0);
+        }
+    }
+
+    /// J(β) = J(0) − β·U, and its gradient moves with β as finite differences say.
+    #[test]
+    fn the_uncertainty_penalty_enters_with_beta() {
+        let s = setup(4, 2, 3, 32, 6);
+        let at = |beta: f64, policies: &PolicyStack| {
+            let sp = spec(Task::HalfCheetah, beta, f64::INFINITY, Update::Consistent);
+            objective(&s, policies, &sp, 0.1, 13)
+        };
+        let value = |p: Plan| f64::from(scalar(p.objective.inner()));
+        let plan0 = at(0.0, &s.policies);
+        // U = mean over rows of Σ_t γ^t u_t, from the u of every planned pair (step-major;
+        // the last step is valued by Q, without a model step).
+        let rows = plan0.stats.rows;
+        let u_direct: f64 = plan0
+            .stats
+            .uncertainty
+            .chunks(rows)
+            .enumerate()
+            .map(|(t, u)| 0.9f64.powi(t as i32) * u.iter().map(|&x| f64::from(x)).sum::<f64>())
+            .sum::<f64>()
+            / rows as f64;
+        assert_eq!(plan0.stats.uncertainty.len(), 2 * rows);
+        let (j0, j1) = (value(plan0), value(at(1.0, &s.policies)));
+        let u = j0 - j1;
+        assert!(u > 1e-3, "the untrained members disagree: U = {u}");
+        assert!((u - u_direct).abs() < 1e-3 * u_direct, "{u} vs {u_direct}");
+        let j07 = value(at(0.7, &s.policies));
+        assert!((j07 - (j0 - 0.7 * u)).abs() < 1e-4 * j0.abs().max(1.0));
+
+        let beta = 0.7;
+        let p = at(beta, &s.policies);
+        let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
+        let pi1 = &s.policies.steps[1];
+        let analytic = dot(&flat_grads(pi1, &grads), &direction(pi1, 31));
+        let eps = 1e-2;
+        let shifted_j = |scale: f64, beta: f64| {
+            let mut ps = s.policies.clone();
+            ps.steps[1] = shifted(ps.steps[1].clone(), scale, 31);
+            value(at(beta, &ps))
+        };
+        let numeric = (shifted_j(eps, beta) - shifted_j(-eps, beta)) / (2.0 * eps);
+        assert!(
+            (analytic - numeric).abs() < 3e-2 * analytic.abs().max(1e-2),
+            "autodiff {analytic} vs finite differences {numeric}"
+        );
+        // The penalty's own directional derivative, scaled by β.
+        let du = ((shifted_j(eps, 0.0) - shifted_j(eps, 1.0))
+            - (shifted_j(-eps, 0.0) - shifted_j(-eps, 1.0)))
+            / (2.0 * eps);
+        let d0 = (shifted_j(eps, 0.0) - shifted_j(-eps, 0.0)) / (2.0 * eps);
+        assert!(du.abs() > 1e-3, "u depends on π_1: {du}");
+        assert!(
+            (analytic - (d0 - beta * du)).abs() < 3e-2 * analytic.abs().max(1e-2),
+            "{analytic} vs {d0} − β·{du}"
+        );
+    }
+}

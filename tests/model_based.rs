@@ -1,0 +1,260 @@
+//! The model-based agents end to end on real tasks with tiny networks and budgets: MBPO's
+//! model trains and its rollouts fill the model buffer, M2AC masks them, MPDP plans through
+//! the model; diagnostics are logged; and a run stopped by SIGTERM resumes to exactly the
+//! metrics of an uninterrupted run (model, buffers, RNG and counters are in the checkpoint).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mpdp::runner::{MetricRow, read_metrics};
+use mpdp::store::{self, RunState};
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mpdp-model-based-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `mpdp run-one` of `algo` on InvertedPendulum, 600 steps, with the tiny settings `sets`.
+fn command(runs: &Path, algo: &str, sets: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
+    c.args([
+        "run-one",
+        "--env",
+        "InvertedPendulum",
+        "--algo",
+        algo,
+        "--seed",
+        "1",
+        "--steps",
+        "600",
+        "--eval-every",
+        "200",
+        "--eval-episodes",
+        "2",
+        "--checkpoint-every",
+        "100",
+        "--log-every",
+        "100",
+        "--quiet",
+    ]);
+    for set in sets {
+        c.args(["--set", set]);
+    }
+    c.arg("--runs-dir").arg(runs);
+    c
+}
+
+fn run_dir(runs: &Path) -> PathBuf {
+    let exp = runs.join("adhoc");
+    std::fs::read_dir(&exp)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// Runs `algo` whole, then again stopped by SIGTERM after its first checkpoint and resumed;
+/// asserts both give the same `compare` metrics. Returns the whole run's metrics.
+fn resumes_exactly(algo: &str, sets: &[&str], compare: &str) -> Vec<MetricRow> {
+    let (a, b) = (
+        tmp(&format!("{algo}-whole")),
+        tmp(&format!("{algo}-stopped")),
+    );
+    let out = command(&a, algo, sets).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = read_metrics(&run_dir(&a).join("metrics.parquet")).unwrap();
+
+    let mut child = command(&b, algo, sets).spawn().unwrap();
+    let t = Instant::now();
+    let dir = loop {
+        let exp = b.join("adhoc");
+        if let Some(Ok(e)) = std::fs::read_dir(&exp).ok().and_then(|mut d| d.next())
+            && e.path().join("ckpt/loop.json").exists()
+        {
+            break e.path();
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // SAFETY: SIGTERM to the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(75), "the run ended before the signal");
+    assert_eq!(store::read_status(&dir).unwrap().state, RunState::Preempted);
+    let out = command(&b, algo, sets).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let curve = |rows: Vec<MetricRow>| -> Vec<(u64, f64)> {
+        rows.into_iter()
+            .filter(|r| r.metric == "eval/return_mean" || r.metric == compare)
+            .map(|r| (r.step, r.value))
+            .collect()
+    };
+    let resumed = read_metrics(&dir.join("metrics.parquet")).unwrap();
+    assert!(
+        resumed.iter().any(|r| r.metric == compare),
+        "{compare} not logged"
+    );
+    assert_eq!(curve(whole.clone()), curve(resumed));
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(log.contains("resumed from the checkpoint"), "{log}");
+    std::fs::remove_dir_all(&a).ok();
+    std::fs::remove_dir_all(&b).ok();
+    whole
+}
+
+fn values(rows: &[MetricRow], m: &str) -> Vec<f64> {
+    rows.iter()
+        .filter(|r| r.metric == m)
+        .map(|r| r.value)
+        .collect()
+}
+
+#[test]
+fn mbpo_trains_its_model_rolls_out_and_resumes_exactly() {
+    let rows = resumes_exactly(
+        "mbpo",
+        &[
+            "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+            "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
+            "model_train_freq=100",
+            "epoch_length=100",
+            "rollout_batch_size=200",
+            "rollout_schedule=[1, 3, 1, 3]",
+        ],
+        "train/model_holdout_mse",
+    );
+    let values = |m: &str| values(&rows, m);
+    for m in [
+        "train/model_holdout_mse",
+        "train/rollout_mean_length",
+        "train/critic_loss",
+    ] {
+        assert!(!values(m).is_empty(), "{m} not logged");
+    }
+    // The rollout length grows with the schedule [1, 3, 1, 3] (epochs of 100 steps).
+    let k = values("train/rollout_length");
+    assert!(k.first() < k.last(), "{k:?}");
+    assert!(values("train/model_buffer").iter().all(|n| *n > 0.0));
+    // The one-step error of the model on fresh transitions: positive, finite, and below the
+    // size of InvertedPendulum's states.
+    assert!(
+        values("train/model_error")
+            .iter()
+            .all(|e| *e > 0.0 && *e < 10.0)
+    );
+}
+
+#[test]
+fn mpdp_plans_through_its_model_logs_its_horizon_and_resumes_exactly() {
+    for update in ["consistent", "literal"] {
+        let update = format!("update=\"{update}\"");
+        let rows = resumes_exactly(
+            "mpdp",
+            &[
+                "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+                "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
+                "model_train_freq=100",
+                "horizon=4",
+                &update,
+            ],
+            "train/horizon_mean",
+        );
+        let values = |m: &str| values(&rows, m);
+        let h = values("train/horizon_mean");
+        assert!(h.iter().all(|h| (1.0..=4.0).contains(h)), "{update}: {h:?}");
+        // u_T is the 90% quantile of u on real pairs: some rows are cut, not all.
+        let cut = values("train/cut_uncertain_fraction");
+        assert!(
+            cut.iter().all(|c| (0.0..1.0).contains(c)),
+            "{update}: {cut:?}"
+        );
+        assert!(cut.iter().any(|c| *c > 0.0), "{update}: {cut:?}");
+        for m in [
+            "train/model_error",
+            "train/u_threshold",
+            "train/uncertainty_p90",
+            "train/grad_norm",
+            "train/alpha",
+            "train/q_mean",
+            "train/cut_terminal_fraction",
+        ] {
+            let v = values(m);
+            assert!(
+                !v.is_empty() && v.iter().all(|x| x.is_finite()),
+                "{update}: {m}: {v:?}"
+            );
+        }
+        let v_logged = !values("train/v_mean").is_empty();
+        assert_eq!(v_logged, update.contains("literal"), "{update}");
+    }
+}
+
+#[test]
+fn m2ac_masks_its_rollouts_and_logs_the_kept_fraction_and_uncertainty() {
+    for env in ["InvertedPendulum", "Hopper"] {
+        let runs = tmp(&format!("m2ac-{env}"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
+        c.args([
+            "run-one",
+            "--env",
+            env,
+            "--algo",
+            "m2ac",
+            "--steps",
+            "400",
+            "--eval-every",
+            "200",
+            "--eval-episodes",
+            "2",
+            "--log-every",
+            "100",
+            "--quiet",
+        ]);
+        for set in [
+            "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+            "model={members=3, elites=3, hidden=[32, 32], batch_size=64, max_epochs=5}",
+            "model_train_freq=100",
+            "rollout_batch_size=200",
+            "rollout_schedule=[0, 0, 4, 4]",
+        ] {
+            c.args(["--set", set]);
+        }
+        let out = c.arg("--runs-dir").arg(&runs).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{env}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+        let values = |m: &str| values(&rows, m);
+        // H = 4: w_h = 4/10, 3/10, 2/10, 1/10 of the start rows; at most 1.0 of what the
+        // surviving rows predicted, and well below it when all rows survive.
+        let kept = values("train/rollout_kept_fraction");
+        assert!(
+            !kept.is_empty() && kept.iter().all(|k| *k > 0.0 && *k <= 1.0),
+            "{env}: {kept:?}"
+        );
+        if env == "InvertedPendulum" {
+            assert!(kept.iter().all(|k| *k < 0.9), "{env}: {kept:?}");
+        }
+        let (mean, p50, p90) = (
+            values("train/uncertainty_mean"),
+            values("train/uncertainty_p50"),
+            values("train/uncertainty_p90"),
+        );
+        assert!(!mean.is_empty() && mean.iter().all(|u| u.is_finite() && *u >= 0.0));
+        assert!(p50.iter().zip(&p90).all(|(a, b)| a <= b));
+        std::fs::remove_dir_all(&runs).ok();
+    }
+}
