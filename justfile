@@ -83,6 +83,10 @@ test-slurm: setup
 bench-ensemble *ARGS: build bench-setup
     {{bin}} bench ensemble {{ARGS}}
 
+# One MPDP update (H 5, batch 256, Hopper sizes) against a PyTorch CPU implementation.
+bench-mpdp *ARGS: build bench-setup
+    {{bin}} bench mpdp {{ARGS}}
+
 # Opt-in learning checks on real tasks (minutes): SAC, DDPG and MBPO on InvertedPendulum, SAC on Hopper.
 test-learning: setup
     cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1

@@ -161,6 +161,8 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// MPDP updates/s (H 5, batch 256, Hopper sizes) next to a plain PyTorch CPU implementation.
+    Mpdp(crate::bench::mpdp::MpdpBenchConfig),
     /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch CPU implementation.
     Sac {
         /// Updates per measurement.

@@ -90,7 +90,9 @@ fn run(cli: Cli) -> Result<u8> {
     if matches!(
         cli.command,
         Command::RunOne(_)
-            | Command::Bench(BenchCommand::Sac { .. } | BenchCommand::Ensemble { .. })
+            | Command::Bench(
+                BenchCommand::Sac { .. } | BenchCommand::Ensemble { .. } | BenchCommand::Mpdp(_),
+            )
             | Command::Run { .. }
     ) {
         mpdp::nn::requested_device()?;
@@ -167,6 +169,10 @@ fn run(cli: Cli) -> Result<u8> {
             };
             let result = bench::ensemble::run(&cfg)?;
             bench::ensemble::print_report(&cfg, &result, &mut std::io::stdout().lock())?;
+        }
+        Command::Bench(BenchCommand::Mpdp(cfg)) => {
+            let result = bench::mpdp::run(&cfg)?;
+            bench::mpdp::print_report(&cfg, &result, &mut std::io::stdout().lock())?;
         }
         Command::Bench(BenchCommand::Sac {
             updates,

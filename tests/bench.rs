@@ -37,3 +37,39 @@ fn the_ensemble_benchmark_measures_both_workloads() {
     };
     assert!(rate("steps/s") > 0.0 && rate("rows/s") > 0.0, "{text}");
 }
+
+#[test]
+fn the_mpdp_benchmark_plans_every_row_to_the_horizon() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args([
+            "bench",
+            "mpdp",
+            "--no-python",
+            "--horizon",
+            "3",
+            "--batch",
+            "16",
+            "--updates",
+            "2",
+            "--repeats",
+            "1",
+        ])
+        .output()
+        .expect("spawn mpdp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = text
+        .lines()
+        .find(|l| l.starts_with("ours"))
+        .unwrap_or_else(|| panic!("no rate in {text}"));
+    let rate: f64 = ours
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {ours}"));
+    assert!(rate > 0.0, "{text}");
+    assert!(ours.contains("mean planned horizon 3.00"), "{text}");
+}

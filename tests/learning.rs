@@ -132,3 +132,18 @@ fn mbpo_solves_inverted_pendulum_within_5k_steps() {
         );
     }
 }
+
+#[test]
+#[ignore = "minutes of CPU: run with `just test-learning`"]
+fn mpdp_solves_inverted_pendulum_within_5k_steps() {
+    let runs = runs_dir("mpdp-ip");
+    for seed in 0..3 {
+        let (curve, secs) = train(&runs, "InvertedPendulum", "mpdp", seed, 5_000, 250);
+        show(&format!("MPDP InvertedPendulum seed {seed}"), &curve, secs);
+        let best = curve.iter().map(|c| c.1).fold(f64::MIN, f64::max);
+        assert!(
+            best >= 950.0,
+            "seed {seed}: best eval return {best:.1} < 950 within 5k steps"
+        );
+    }
+}

@@ -37,7 +37,7 @@ pub type Stats = Vec<(&'static str, f64)>;
 /// Means of named statistics over the updates that reported each; a non-finite value is
 /// divergence.
 #[derive(Debug, Default)]
-pub(crate) struct StatMeans(Vec<(&'static str, f64, usize)>);
+pub struct StatMeans(Vec<(&'static str, f64, usize)>);
 
 impl StatMeans {
     pub fn add(&mut self, algo: &str, name: &'static str, v: f64) -> Result<(), AgentError> {

@@ -284,8 +284,8 @@ impl Mpdp {
         crate::report::stats::percentile(&u, self.cfg.u_quantile)
     }
 
-    /// Algorithm 2, lines 4–7, on one batch of real transitions.
-    fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
+    /// Algorithm 2, lines 4–7, on one batch of real transitions (public for the benchmark).
+    pub(crate) fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
         let cfg = &self.cfg;
         let (n, o, a) = (cfg.sac.batch_size, self.obs_dim, self.act_dim);
         let rng = &mut self.state.rng;

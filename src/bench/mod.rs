@@ -3,6 +3,7 @@
 
 pub mod ensemble;
 pub mod env;
+pub mod mpdp;
 pub mod sac;
 
 use std::path::{Path, PathBuf};
