@@ -164,7 +164,7 @@ pub struct PlanStats {
     pub cut_uncertain: usize,
     pub cut_terminal: usize,
     pub reached_max: usize,
-    /// u of every (s_t, a_t) evaluated on a live row.
+    /// u of every (s_t, a_t) evaluated on a live row, step by step.
     pub uncertainty: Vec<f32>,
 }
 
@@ -175,8 +175,11 @@ impl PlanStats {
 }
 
 /// The extended policy improvement objective on start states `start` `[rows, obs_dim]`
-/// (constants on the autodiff device).
-/// Randomness (policy noise, the member per row, model noise) comes from `rng`.
+/// (constants on the autodiff device). Randomness (policy noise, the member per row, model
+/// noise) comes from `rng`.
+///
+/// Only live rows are carried from step to step: a stopped row costs nothing afterwards,
+/// and J's mean over all rows is the sum of the live rows' terms divided by `rows`.
 pub fn plan<R: Rng>(
     policies: &PolicyStack,
     frozen: &Frozen<'_>,
@@ -186,22 +189,22 @@ pub fn plan<R: Rng>(
     rng: &mut R,
 ) -> Plan {
     let model = frozen.model;
-    let (o, k) = (model.obs_dim(), model.members());
+    let (o, k, d) = (model.obs_dim(), model.members(), 1 + model.obs_dim());
     let [rows, _] = start.dims();
     let device = start.device();
     let horizon = policies.steps.len();
     let literal = spec.update == Update::Literal;
-    let column = |v: Vec<f32>| tensor2(v, rows, 1, &device);
 
-    let s0 = start;
-    let mut s = s0.clone();
-    let mut alive = vec![true; rows];
+    let mut s = start;
+    let mut live = rows;
     let mut discount = 1.0f64;
-    let mut total: Option<Tensor<2>> = None;
-    let mut add = |t: Tensor<2>| {
+    let mut total: Option<Tensor<1>> = None;
+    let mut add = |term: Tensor<2>, weights: Vec<f32>| {
+        let n = weights.len();
+        let sum = (term * tensor2(weights, n, 1, &device)).sum();
         total = Some(match total.take() {
-            Some(j) => j + t,
-            None => t,
+            Some(j) => j + sum,
+            None => sum,
         })
     };
     let mut stats = PlanStats {
@@ -212,35 +215,32 @@ pub fn plan<R: Rng>(
 
     for (t, pi) in policies.steps.iter().enumerate() {
         let a_dim = pi.act_dim();
-        let eps = tensor2(normal_noise(rng, rows * a_dim), rows, a_dim, &device);
+        let eps = tensor2(normal_noise(rng, live * a_dim), live, a_dim, &device);
         let sample = pi.sample(s.clone(), eps);
         if t == 0 {
             log_prob_first = scalar(sample.log_prob.clone().inner().mean());
         }
         let last = t + 1 == horizon;
-        let weights = |select: &dyn Fn(usize) -> bool, scale: f64| -> (Vec<f32>, usize) {
-            let mut n = 0;
-            let w = (0..rows)
+        // Weight `scale`·γ^t on the live rows `select` picks, 0 elsewhere.
+        let weights = |select: &dyn Fn(usize) -> bool, scale: f64| -> Vec<f32> {
+            (0..live)
                 .map(|r| {
-                    if alive[r] && select(r) {
-                        n += 1;
+                    if select(r) {
                         (discount * scale) as f32
                     } else {
                         0.0
                     }
                 })
-                .collect();
-            (w, n)
+                .collect()
         };
-        let q_tail = |w: Vec<f32>, s: &Tensor<2>, a: &Tensor<2>, lp: &Tensor<2>| {
-            let q = frozen.critic.min_q(s.clone(), a.clone()) - lp.clone().mul_scalar(alpha);
-            q * column(w)
+        let q_value = |s: &Tensor<2>| {
+            frozen.critic.min_q(s.clone(), sample.action.clone())
+                - sample.log_prob.clone().mul_scalar(alpha)
         };
         if last && !literal {
-            let (w, n) = weights(&|_| true, 1.0);
-            stats.reached_max += n;
-            stats.horizon_total += n * (t + 1);
-            add(q_tail(w, &s, &sample.action, &sample.log_prob));
+            stats.reached_max += live;
+            stats.horizon_total += live * (t + 1);
+            add(q_value(&s), weights(&|_| true, 1.0));
             break;
         }
 
@@ -249,95 +249,89 @@ pub fn plan<R: Rng>(
         let u_host = to_vec(u.clone().inner());
         let cut: Vec<bool> = u_host
             .iter()
-            .map(|&v| v >= spec.u_threshold as f32)
+            .map(|&v| f64::from(v) >= spec.u_threshold)
             .collect();
-        stats
-            .uncertainty
-            .extend((0..rows).filter(|&r| alive[r]).map(|r| u_host[r]));
+        stats.uncertainty.extend_from_slice(&u_host);
 
         // One elite per row, its Gaussian sampled with reparameterised noise.
-        let d = 1 + o;
-        let mut pick = vec![0.0f32; k * rows];
-        for r in 0..rows {
-            pick[rng.random_range(0..k) * rows + r] = 1.0;
+        let mut pick = vec![0.0f32; k * live];
+        for r in 0..live {
+            pick[rng.random_range(0..k) * live + r] = 1.0;
         }
-        let pick = Tensor::<3>::from_data(TensorData::new(pick, [k, rows, 1]), &device);
-        let chosen = |t: Tensor<3>| (t * pick.clone()).sum_dim(0).reshape([rows, d]);
+        let pick = Tensor::<3>::from_data(TensorData::new(pick, [k, live, 1]), &device);
+        let chosen = |t: Tensor<3>| (t * pick.clone()).sum_dim(0).reshape([live, d]);
         let mut y = chosen(mean);
         if spec.sample {
-            let noise = tensor2(normal_noise(rng, rows * d), rows, d, &device);
+            let noise = tensor2(normal_noise(rng, live * d), live, d, &device);
             y = y + chosen(logvar).mul_scalar(0.5).exp() * noise;
         }
-        let reward = y.clone().slice([0..rows, 0..1]);
-        let next = s.clone() + y.slice([0..rows, 1..d]);
+        let reward = y.clone().slice([0..live, 0..1]);
+        let next = s.clone() + y.slice([0..live, 1..d]);
         let next_host = to_vec(next.clone().inner());
-        let terminal: Vec<bool> = (0..rows)
+        let terminal: Vec<bool> = (0..live)
             .map(|r| spec.task.is_terminal(&next_host[r * o..(r + 1) * o]))
             .collect();
 
         // Rows the model trusts here: reward, entropy and penalty of step t.
-        let (w_run, _) = weights(&|r| !cut[r], 1.0);
         let running = reward - sample.log_prob.clone().mul_scalar(alpha) - u.mul_scalar(spec.beta);
-        add(running * column(w_run));
+        add(running, weights(&|r| !cut[r], 1.0));
         // Rows cut here.
-        let (w_cut, n_cut) = weights(&|r| cut[r], if literal { spec.gamma } else { 1.0 });
-        if n_cut > 0 {
-            add(if literal {
-                v_tail(frozen, w_cut, &next, &column)
+        if cut.iter().any(|&c| c) {
+            if literal {
+                add(v_value(frozen, &next), weights(&|r| cut[r], spec.gamma));
             } else {
-                q_tail(w_cut, &s, &sample.action, &sample.log_prob)
-            });
+                add(q_value(&s), weights(&|r| cut[r], 1.0));
+            }
         }
         // Literal: the bootstrap after the last reward.
         if last {
-            let (w_end, _) = weights(&|r| !cut[r] && !terminal[r], spec.gamma);
-            add(v_tail(frozen, w_end, &next, &column));
+            add(
+                v_value(frozen, &next),
+                weights(&|r| !cut[r] && !terminal[r], spec.gamma),
+            );
         }
 
-        let mut dead = Vec::with_capacity(rows * o);
-        for r in 0..rows {
-            if alive[r] {
-                if cut[r] {
-                    stats.cut_uncertain += 1;
-                } else if terminal[r] {
-                    stats.cut_terminal += 1;
-                } else if last {
-                    stats.reached_max += 1;
-                }
-                if cut[r] || terminal[r] || last {
-                    stats.horizon_total += t + 1;
-                    alive[r] = false;
-                }
+        let mut going = Vec::with_capacity(live);
+        for r in 0..live {
+            if cut[r] {
+                stats.cut_uncertain += 1;
+            } else if terminal[r] {
+                stats.cut_terminal += 1;
+            } else if last {
+                stats.reached_max += 1;
+            } else {
+                going.push(r as i64);
+                continue;
             }
-            dead.extend(std::iter::repeat_n(!alive[r], o));
+            stats.horizon_total += t + 1;
         }
-        if last || !alive.iter().any(|&a| a) {
+        if going.is_empty() {
             break;
         }
-        // Stopped rows continue from their (finite) start state, outside the objective.
-        let dead = Tensor::<2, Bool>::from_data(TensorData::new(dead, [rows, o]), &device);
-        s = next.mask_where(dead, s0.clone());
+        s = if going.len() == live {
+            next
+        } else {
+            let n = going.len();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(going, [n]), &device);
+            next.select(0, idx)
+        };
+        live = s.dims()[0];
         discount *= spec.gamma;
     }
     let total = total.expect("at least one planning step");
     Plan {
-        objective: total.mean(),
+        objective: total.div_scalar(rows as f64),
         log_prob_first,
         stats,
     }
 }
 
-/// w · V(s) for the literal variant.
-fn v_tail(
-    frozen: &Frozen<'_>,
-    w: Vec<f32>,
-    s: &Tensor<2>,
-    column: &dyn Fn(Vec<f32>) -> Tensor<2>,
-) -> Tensor<2> {
-    let value = frozen
+/// V(s) for the literal variant.
+fn v_value(frozen: &Frozen<'_>, s: &Tensor<2>) -> Tensor<2> {
+    frozen
         .value
-        .expect("the paper-literal update needs the value network");
-    value.forward(s.clone()) * column(w)
+        .expect("the paper-literal update needs the value network")
+        .forward(s.clone())
 }
 
 #[cfg(test)]
@@ -603,11 +597,13 @@ mod tests {
     }
 
     /// J of `policies` computed independently on the host: the linear model stepped in f64
-    /// with the planner's draws replayed (policy noise, then the member per row).
+    /// row by row, rows ending where `task`'s termination function fires, with the
+    /// planner's draws replayed (policy noise, then the member, for each live row).
     fn linear_objective(
         s: &Setup,
         model: &Linear,
         policies: &PolicyStack,
+        task: Task,
         alpha: f64,
         gamma: f64,
         seed: u64,
@@ -616,93 +612,116 @@ mod tests {
         let [rows, o] = s.start.dims();
         let n = model.act;
         let mut rng = seeded(seed);
-        let mut state: Vec<f64> = to_vec(s.start.clone().inner())
+        let start: Vec<f64> = to_vec(s.start.clone().inner())
             .iter()
             .map(|&x| f64::from(x))
+            .collect();
+        // (row, state) of the live rows, in order.
+        let mut live: Vec<(usize, Vec<f64>)> = (0..rows)
+            .map(|r| (r, start[r * o..(r + 1) * o].to_vec()))
             .collect();
         let mut j = vec![0.0f64; rows];
         let h = policies.steps.len();
         for (t, pi) in policies.steps.iter().enumerate() {
-            let eps = tensor2(normal_noise(&mut rng, rows * n), rows, n, &device);
-            let st: Vec<f32> = state.iter().map(|&x| x as f32).collect();
-            let st = tensor2(st, rows, o, &device);
+            let m = live.len();
+            let eps = tensor2(normal_noise(&mut rng, m * n), m, n, &device);
+            let st: Vec<f32> = live
+                .iter()
+                .flat_map(|(_, x)| x.iter().map(|&v| v as f32))
+                .collect();
+            let st = tensor2(st, m, o, &device);
             let sample = pi.valid().sample(st.clone().inner(), eps.inner());
             let lp = to_vec(sample.log_prob.clone());
             let g = gamma.powi(t as i32);
             if t + 1 == h {
                 let q = to_vec(s.critic.valid().min_q(st.inner(), sample.action));
-                for r in 0..rows {
-                    j[r] += g * (f64::from(q[r]) - alpha * f64::from(lp[r]));
+                for (i, (r, _)) in live.iter().enumerate() {
+                    j[*r] += g * (f64::from(q[i]) - alpha * f64::from(lp[i]));
                 }
                 break;
             }
-            for _ in 0..rows {
+            for _ in 0..m {
                 rng.random_range(0..2usize);
             }
             let act: Vec<f64> = to_vec(sample.action)
                 .iter()
                 .map(|&x| f64::from(x))
                 .collect();
-            let mut next = Vec::with_capacity(rows * o);
-            for r in 0..rows {
-                let (rew, s2) = model.step(&state[r * o..(r + 1) * o], &act[r * n..(r + 1) * n]);
-                j[r] += g * (rew - alpha * f64::from(lp[r]));
-                next.extend(s2);
+            let mut going = Vec::new();
+            for (i, (r, x)) in live.iter().enumerate() {
+                let (rew, next) = model.step(x, &act[i * n..(i + 1) * n]);
+                j[*r] += g * (rew - alpha * f64::from(lp[i]));
+                let next32: Vec<f32> = next.iter().map(|&v| v as f32).collect();
+                if !task.is_terminal(&next32) {
+                    going.push((*r, next));
+                }
             }
-            state = next;
+            live = going;
+            if live.is_empty() {
+                break;
+            }
         }
         j.iter().sum::<f64>() / rows as f64
     }
 
     /// Through a hand-built linear model, the planner's J equals an independent host
-    /// computation, and its gradient matches finite differences of that computation.
+    /// computation, and its gradient matches finite differences of that computation; also
+    /// when rows terminate at different steps (InvertedPendulum's |s_1| > 0.2).
     #[test]
     fn planning_through_a_linear_model_matches_an_independent_computation() {
-        let s = setup(3, 2, 3, 16, 4);
-        let model = Linear::new(3, 2, 9);
-        let alpha = 0.1;
-        let spec = PlanSpec {
-            sample: false,
-            ..spec(Task::HalfCheetah, 0.5, f64::INFINITY, Update::Consistent)
-        };
-        let frozen = Frozen {
-            model: &model,
-            critic: &s.critic,
-            value: None,
-        };
-        let p = plan(
-            &s.policies,
-            &frozen,
-            &spec,
-            alpha,
-            s.start.clone(),
-            &mut seeded(11),
-        );
-        let got = f64::from(scalar(p.objective.clone().inner()));
-        let want = linear_objective(&s, &model, &s.policies, alpha, spec.gamma, 11);
-        assert!(
-            (got - want).abs() < 1e-4 * want.abs().max(1.0),
-            "{got} vs {want}"
-        );
-        assert_eq!(p.stats.horizon_mean(), 3.0);
-        assert!(p.stats.uncertainty.iter().all(|u| u.abs() < 1e-5));
+        for task in [Task::HalfCheetah, Task::InvertedPendulum] {
+            let s = setup(3, 2, 4, 16, 4);
+            let model = Linear::new(3, 2, 9);
+            let alpha = 0.1;
+            let spec = PlanSpec {
+                sample: false,
+                ..spec(task, 0.5, f64::INFINITY, Update::Consistent)
+            };
+            let frozen = Frozen {
+                model: &model,
+                critic: &s.critic,
+                value: None,
+            };
+            let p = plan(
+                &s.policies,
+                &frozen,
+                &spec,
+                alpha,
+                s.start.clone(),
+                &mut seeded(11),
+            );
+            let got = f64::from(scalar(p.objective.clone().inner()));
+            let want = linear_objective(&s, &model, &s.policies, task, alpha, spec.gamma, 11);
+            assert!(
+                (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                "{task}: {got} vs {want}"
+            );
+            assert!(p.stats.uncertainty.iter().all(|u| u.abs() < 1e-5));
+            if task == Task::HalfCheetah {
+                assert_eq!(p.stats.horizon_mean(), 4.0);
+            } else {
+                let ended = p.stats.cut_terminal;
+                assert!(ended > 0 && ended < 16, "{:?}", p.stats);
+                assert!(p.stats.horizon_mean() < 4.0);
+            }
 
-        // Directional derivative along a random direction of π_1's parameters.
-        let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
-        let pi1 = &s.policies.steps[1];
-        let analytic = dot(&flat_grads(pi1, &grads), &direction(pi1, 21));
-        let eps = 1e-2;
-        let at = |scale: f64| {
-            let mut ps = s.policies.clone();
-            ps.steps[1] = shifted(ps.steps[1].clone(), scale, 21);
-            linear_objective(&s, &model, &ps, alpha, spec.gamma, 11)
-        };
-        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-        assert!(analytic.abs() > 1e-3, "a gradient to compare: {analytic}");
-        assert!(
-            (analytic - numeric).abs() < 2e-2 * analytic.abs(),
-            "autodiff {analytic} vs finite differences {numeric}"
-        );
+            // Directional derivative along a random direction of π_1's parameters.
+            let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
+            let pi1 = &s.policies.steps[1];
+            let analytic = dot(&flat_grads(pi1, &grads), &direction(pi1, 21));
+            let eps = 1e-2;
+            let at = |scale: f64| {
+                let mut ps = s.policies.clone();
+                ps.steps[1] = shifted(ps.steps[1].clone(), scale, 21);
+                linear_objective(&s, &model, &ps, task, alpha, spec.gamma, 11)
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(analytic.abs() > 1e-3, "a gradient to compare: {analytic}");
+            assert!(
+                (analytic - numeric).abs() < 2e-2 * analytic.abs(),
+                "{task}: autodiff {analytic} vs finite differences {numeric}"
+            );
+        }
     }
 
     #[test]
