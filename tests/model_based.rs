@@ -153,6 +153,14 @@ fn mbpo_trains_its_model_rolls_out_and_resumes_exactly() {
             .iter()
             .all(|e| *e > 0.0 && *e < 10.0)
     );
+    // The 5-step open-loop error along real episodes compounds the one-step error.
+    let (one, five) = (
+        values("train/model_error"),
+        values("train/model_error_5step"),
+    );
+    assert!(!five.is_empty(), "train/model_error_5step not logged");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(mean(&five) > mean(&one), "{one:?} vs {five:?}");
 }
 
 #[test]
@@ -182,6 +190,7 @@ fn mpdp_plans_through_its_model_logs_its_horizon_and_resumes_exactly() {
         assert!(cut.iter().any(|c| *c > 0.0), "{update}: {cut:?}");
         for m in [
             "train/model_error",
+            "train/model_error_5step",
             "train/u_threshold",
             "train/uncertainty_p90",
             "train/grad_norm",

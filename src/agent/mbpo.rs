@@ -237,7 +237,8 @@ impl Mbpo {
     fn train_model_and_roll_out(&mut self) -> Stats {
         // Measured before training, once the model has been trained at least once.
         let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
-            .then(|| fit::next_state_error(&self.model, &self.real, self.cfg.model_train_freq));
+            .then(|| fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq))
+            .unwrap_or_default();
         let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
         let (o, a) = (self.obs_dim, self.act_dim);
         let obs = self.real.columns().obs;
@@ -287,7 +288,7 @@ impl Mbpo {
         );
         let elite_mse = fit::elite_mse(&report);
         let (u_mean, u_p50, u_p90) = stats.uncertainty_summary();
-        let mut out: Stats = error.map(|e| ("model_error", e)).into_iter().collect();
+        let mut out: Stats = error;
         out.extend([
             ("uncertainty_mean", u_mean),
             ("uncertainty_p50", u_p50),

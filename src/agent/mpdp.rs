@@ -245,13 +245,14 @@ impl Mpdp {
     /// fit on D, and u_T for the new model.
     fn fit_model(&mut self) -> Stats {
         let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
-            .then(|| fit::next_state_error(&self.model, &self.real, self.cfg.model_train_freq));
+            .then(|| fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq))
+            .unwrap_or_default();
         let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
         self.frozen = FrozenModel::new(&self.model, self.obs_dim);
         if self.cfg.u_threshold == Threshold::Auto {
             self.state.u_threshold = self.calibrated_threshold();
         }
-        let mut out: Stats = error.map(|e| ("model_error", e)).into_iter().collect();
+        let mut out: Stats = error;
         out.extend([
             ("model_holdout_mse", fit::elite_mse(&report)),
             ("model_train_nll", report.train_nll),
