@@ -236,9 +236,11 @@ impl Mbpo {
     /// branched rollouts. Returns the statistics to log.
     fn train_model_and_roll_out(&mut self) -> Stats {
         // Measured before training, once the model has been trained at least once.
-        let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
-            .then(|| fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq))
-            .unwrap_or_default();
+        let error = if self.state.transitions > self.cfg.sac.learning_starts.max(1) {
+            fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq)
+        } else {
+            Vec::new()
+        };
         let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
         let (o, a) = (self.obs_dim, self.act_dim);
         let obs = self.real.columns().obs;

@@ -244,9 +244,11 @@ impl Mpdp {
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
     /// fit on D, and u_T for the new model.
     fn fit_model(&mut self) -> Stats {
-        let error = (self.state.transitions > self.cfg.sac.learning_starts.max(1))
-            .then(|| fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq))
-            .unwrap_or_default();
+        let error = if self.state.transitions > self.cfg.sac.learning_starts.max(1) {
+            fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq)
+        } else {
+            Vec::new()
+        };
         let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
         self.frozen = FrozenModel::new(&self.model, self.obs_dim);
         if self.cfg.u_threshold == Threshold::Auto {
