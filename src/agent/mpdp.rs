@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, f32s};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
-use crate::model::planner::{self, Frozen, FrozenModel, PlanSpec, Update};
+use crate::model::planner::{self, Frozen, FrozenModel, PlanSpec, Reduction, Update};
 use crate::model::{Ensemble, EnsembleConfig, fit};
 use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
 use crate::replay::{Batch, ReplayBuffer};
@@ -90,6 +90,8 @@ pub struct MpdpConfig {
     pub horizon: usize,
     /// Weight of the OvR penalty β (0.5; the paper studies 0.2, 0.5, 0.7).
     pub beta: f64,
+    /// u as Eq. 8's "sum" over members and output dimensions (default), or their "mean".
+    pub u_reduction: Reduction,
     /// u_T: a number, or "auto" (the `u_quantile` quantile of u on real states).
     pub u_threshold: Threshold,
     /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
@@ -115,6 +117,7 @@ impl Default for MpdpConfig {
             model_train_freq: 250,
             horizon: 15,
             beta: 0.5,
+            u_reduction: Reduction::Sum,
             u_threshold: Threshold::Auto,
             u_quantile: 0.9,
             u_window: 1000,
@@ -279,7 +282,7 @@ impl Mpdp {
         let act = act_with(first, &obs, rows.len(), false, &mut self.state.rng, &plain);
         let mut u: Vec<f64> = self
             .frozen
-            .uncertainty(&obs, &act, rows.len())
+            .uncertainty(&obs, &act, rows.len(), self.cfg.u_reduction)
             .into_iter()
             .map(f64::from)
             .collect();
@@ -322,6 +325,7 @@ impl Mpdp {
             task: self.task,
             gamma: cfg.sac.gamma,
             beta: cfg.beta,
+            u_reduction: cfg.u_reduction,
             u_threshold: self.state.u_threshold,
             update: cfg.update,
             sample: cfg.model_noise,

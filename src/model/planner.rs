@@ -61,13 +61,19 @@ impl FrozenModel {
     }
 
     /// u(s, a) of `rows` real pairs, on the host.
-    pub fn uncertainty(&self, obs: &[f32], act: &[f32], rows: usize) -> Vec<f32> {
+    pub fn uncertainty(
+        &self,
+        obs: &[f32],
+        act: &[f32],
+        rows: usize,
+        reduction: Reduction,
+    ) -> Vec<f32> {
         let device = self.mean.device();
         let a = act.len() / rows.max(1);
         let obs = tensor2(obs.to_vec(), rows, self.obs_dim, &device);
         let act = tensor2(act.to_vec(), rows, a, &device);
         let (mean, logvar) = self.predict(obs, act);
-        to_vec(ovr_total(mean, logvar).inner())
+        to_vec(reduction.apply(mean, logvar).inner())
     }
 }
 
@@ -114,6 +120,28 @@ pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
     kl.sum_dim(2).sum_dim(0).reshape([rows, 1])
 }
 
+/// The u the planner uses: Eq. 8's sum over members and output dimensions, or its mean per
+/// member and dimension (the sum / (K · (1 + obs_dim))), whose scale does not grow with the
+/// task's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    Sum,
+    Mean,
+}
+
+impl Reduction {
+    /// u `[rows, 1]` from `[K, rows, d]` means and log-variances.
+    pub fn apply(self, mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
+        let [k, _, d] = mean.dims();
+        let u = ovr_total(mean, logvar);
+        match self {
+            Reduction::Sum => u,
+            Reduction::Mean => u.div_scalar((k * d) as f64),
+        }
+    }
+}
+
 /// How the planning objective stops a row whose (s_t, a_t) is too uncertain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +159,7 @@ pub struct PlanSpec {
     pub gamma: f64,
     /// Weight of the uncertainty penalty.
     pub beta: f64,
+    pub u_reduction: Reduction,
     /// Rows stop where u ≥ this.
     pub u_threshold: f64,
     pub update: Update,
@@ -245,7 +274,7 @@ pub fn plan<R: Rng>(
         }
 
         let (mean, logvar) = model.predict(s.clone(), sample.action.clone());
-        let u = ovr_total(mean.clone(), logvar.clone());
+        let u = spec.u_reduction.apply(mean.clone(), logvar.clone());
         let u_host = to_vec(u.clone().inner());
         let cut: Vec<bool> = u_host
             .iter()
@@ -384,6 +413,7 @@ mod tests {
             task,
             gamma: 0.9,
             beta,
+            u_reduction: Reduction::Sum,
             u_threshold,
             update,
             sample: true,
@@ -485,6 +515,14 @@ mod tests {
             .collect();
         let t = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [k, rows, d]), &device);
         let u = to_vec(ovr_total(t(mean.clone()), t(logvar.clone())).inner());
+        let per = to_vec(
+            Reduction::Mean
+                .apply(t(mean.clone()), t(logvar.clone()))
+                .inner(),
+        );
+        for (a, b) in u.iter().zip(&per) {
+            assert!((a / (k * d) as f32 - b).abs() < 1e-6 * a.abs().max(1.0));
+        }
         for r in 0..rows {
             let at = |v: &[f32], m: usize| v[(m * rows + r) * d..(m * rows + r + 1) * d].to_vec();
             let means: Vec<Vec<f32>> = (0..k).map(|m| at(&mean, m)).collect();
