@@ -1,5 +1,5 @@
 //! MPDP (the paper's Algorithm 2; algorithms.md §F): policy evaluation as in SAC on real
-//! data, and the extended policy improvement of Algorithm 1 ([`crate::model::planner`])
+//! data, and the extended policy improvement of Algorithm 1 ([`crate::model::gradplan`])
 //! through the dynamics ensemble, with H_max policies of which only π_0 acts.
 //!
 //! ```text
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, f32s};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
-use crate::model::planner::{self, Frozen, FrozenModel, PlanSpec, Reduction, Update};
+use crate::model::gradplan::{self, Frozen, FrozenModel, PlanSpec, Reduction, Update};
 use crate::model::{Ensemble, EnsembleConfig, fit};
 use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
 use crate::replay::{Batch, ReplayBuffer};
@@ -97,7 +97,7 @@ pub struct MpdpConfig {
     /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
     pub u_quantile: f64,
     pub u_window: usize,
-    /// "consistent" (default) or "literal" (Algorithm 1 as printed); see the planner.
+    /// "consistent" (default) or "literal" (Algorithm 1 as printed); see `model::gradplan`.
     pub update: Update,
     /// Global gradient-norm clip of the joint policy step (10).
     pub grad_clip: f64,
@@ -337,7 +337,7 @@ impl Mpdp {
             critic: &critic,
             value: value.as_ref(),
         };
-        let plan = planner::plan(&self.policies, &frozen, &spec, alpha, start, rng);
+        let plan = gradplan::plan(&self.policies, &frozen, &spec, alpha, start, rng);
         let objective = scalar(plan.objective.clone().inner());
         let loss = plan.objective.neg();
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.policies);
