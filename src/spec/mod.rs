@@ -396,7 +396,16 @@ fn insert_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Resu
             )
         })?;
     }
-    t.insert(last.to_string(), value);
+    // Tables merge key by key, as the layers do, so the order of `--set`s with disjoint keys
+    // does not matter (`a.b={x=1}` then `a={y=2}` keeps a.b.x).
+    match (t.get_mut(last), value) {
+        (Some(toml::Value::Table(old)), toml::Value::Table(new)) => {
+            crate::agent::merge_tables(old, &new)
+        }
+        (_, value) => {
+            t.insert(last.to_string(), value);
+        }
+    }
     Ok(())
 }
 
@@ -445,5 +454,25 @@ mod tests {
         let mut t = toml::Table::new();
         insert_dotted(&mut t, "a.b", toml::Value::Integer(1)).unwrap();
         assert!(insert_dotted(&mut t, "a.b.c", toml::Value::Integer(2)).is_err());
+    }
+
+    /// Regression: a later `--set` of a whole table dropped what an earlier one had set
+    /// inside it (`agents.X.sac={...}` then `agents.X={...}` lost the sac table).
+    #[test]
+    fn sets_of_tables_merge_in_either_order() {
+        let sets = [
+            "agents.M.sac={hidden=[16], batch_size=16}",
+            "agents.M={horizon=3}",
+            "agents.M.sac.batch_size=32",
+        ];
+        let mut t = toml::Table::new();
+        for set in sets {
+            let (k, v) = parse_set(set).unwrap();
+            insert_dotted(&mut t, &k, v).unwrap();
+        }
+        let m = t["agents"]["M"].as_table().unwrap();
+        assert_eq!(m["horizon"].as_integer(), Some(3));
+        assert_eq!(m["sac"]["batch_size"].as_integer(), Some(32));
+        assert_eq!(m["sac"]["hidden"].as_array().map(|a| a.len()), Some(1));
     }
 }
