@@ -18,6 +18,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::sac::{SacConfig, SacLearner, f32s};
+use super::schedule::{Due, ModelBased, uniform_actions};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
 use crate::model::fit;
@@ -306,6 +307,14 @@ impl Mbpo {
         out
     }
 
+    fn schedule(&self) -> ModelBased {
+        ModelBased {
+            learning_starts: self.cfg.sac.learning_starts,
+            model_train_freq: self.cfg.model_train_freq,
+            updates_per_step: self.cfg.sac.updates_per_step,
+        }
+    }
+
     /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.
     fn sample(&mut self) {
         let size = self.cfg.sac.batch_size;
@@ -325,10 +334,8 @@ impl Mbpo {
 
 impl Agent for Mbpo {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        if self.state.transitions < self.cfg.sac.learning_starts {
-            return (0..rows * self.act_dim)
-                .map(|_| self.state.rng.random_range(-1.0..1.0))
-                .collect();
+        if self.schedule().random_phase(self.state.transitions) {
+            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
         }
         let a = self
             .learner
@@ -350,23 +357,20 @@ impl Agent for Mbpo {
     }
 
     fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
-        let starts = self.cfg.sac.learning_starts.max(1);
         let mut means = StatMeans::default();
-        let first = self.state.transitions + 1 - new_transitions;
-        for t in first..=self.state.transitions {
-            if t < starts {
-                continue;
-            }
-            if (t - starts).is_multiple_of(self.cfg.model_train_freq) {
-                for (name, v) in self.train_model_and_roll_out() {
-                    means.add("MBPO", name, v)?;
+        for due in self.schedule().due(self.state.transitions, new_transitions) {
+            match due {
+                Due::FitModel => {
+                    for (name, v) in self.train_model_and_roll_out() {
+                        means.add("MBPO", name, v)?;
+                    }
                 }
-            }
-            for _ in 0..self.cfg.sac.updates_per_step {
-                self.sample();
-                let stats = self.learner.update(&self.batch, &mut self.state.rng);
-                for (name, v) in stats.named() {
-                    means.add("MBPO", name, f64::from(v))?;
+                Due::Update => {
+                    self.sample();
+                    let stats = self.learner.update(&self.batch, &mut self.state.rng);
+                    for (name, v) in stats.named() {
+                        means.add("MBPO", name, f64::from(v))?;
+                    }
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod mbpo;
 pub mod mpdp;
 mod off_policy;
 pub mod sac;
+mod schedule;
 
 use std::path::{Path, PathBuf};
 

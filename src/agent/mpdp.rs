@@ -17,11 +17,12 @@ use std::path::Path;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
+use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, f32s};
+use super::schedule::{Due, ModelBased, uniform_actions};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
 use crate::model::gradplan::{self, Frozen, FrozenModel, PlanSpec, Reduction, Update};
@@ -246,6 +247,14 @@ impl Mpdp {
         }
     }
 
+    fn schedule(&self) -> ModelBased {
+        ModelBased {
+            learning_starts: self.cfg.sac.learning_starts,
+            model_train_freq: self.cfg.model_train_freq,
+            updates_per_step: self.cfg.sac.updates_per_step,
+        }
+    }
+
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
     /// fit on D, and u_T for the new model.
     fn fit_model(&mut self) -> Stats {
@@ -352,10 +361,8 @@ impl Mpdp {
 
         let p = &plan.stats;
         let rows = p.rows.max(1) as f64;
-        let mut u = p.uncertainty.clone();
-        u.sort_by(f32::total_cmp);
-        let u: Vec<f64> = u.into_iter().map(f64::from).collect();
-        let q = |x: f64| crate::report::stats::percentile(&u, x);
+        let (u_mean, u_p50, u_p90) =
+            crate::report::stats::mean_p50_p90(p.uncertainty.iter().map(|&u| f64::from(u)));
         for (name, v) in [
             ("critic_loss", f64::from(critic_loss)),
             ("q_mean", f64::from(q_mean)),
@@ -371,11 +378,10 @@ impl Mpdp {
         ] {
             stats.add("MPDP", name, v)?;
         }
-        if !u.is_empty() {
-            let mean = u.iter().sum::<f64>() / u.len() as f64;
-            stats.add("MPDP", "uncertainty_mean", mean)?;
-            stats.add("MPDP", "uncertainty_p50", q(0.5))?;
-            stats.add("MPDP", "uncertainty_p90", q(0.9))?;
+        if !p.uncertainty.is_empty() {
+            stats.add("MPDP", "uncertainty_mean", u_mean)?;
+            stats.add("MPDP", "uncertainty_p50", u_p50)?;
+            stats.add("MPDP", "uncertainty_p90", u_p90)?;
         }
         Ok(())
     }
@@ -383,10 +389,8 @@ impl Mpdp {
 
 impl Agent for Mpdp {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        if self.state.transitions < self.cfg.sac.learning_starts {
-            return (0..rows * self.act_dim)
-                .map(|_| self.state.rng.random_range(-1.0..1.0))
-                .collect();
+        if self.schedule().random_phase(self.state.transitions) {
+            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
         }
         let plain = self.device.clone().without_autodiff();
         let first = self.policies.first();
@@ -408,20 +412,15 @@ impl Agent for Mpdp {
     }
 
     fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
-        let starts = self.cfg.sac.learning_starts.max(1);
         let mut means = StatMeans::default();
-        let first = self.state.transitions + 1 - new_transitions;
-        for t in first..=self.state.transitions {
-            if t < starts {
-                continue;
-            }
-            if (t - starts).is_multiple_of(self.cfg.model_train_freq) {
-                for (name, v) in self.fit_model() {
-                    means.add("MPDP", name, v)?;
+        for due in self.schedule().due(self.state.transitions, new_transitions) {
+            match due {
+                Due::FitModel => {
+                    for (name, v) in self.fit_model() {
+                        means.add("MPDP", name, v)?;
+                    }
                 }
-            }
-            for _ in 0..self.cfg.sac.updates_per_step {
-                self.update(&mut means)?;
+                Due::Update => self.update(&mut means)?,
             }
         }
         Ok(means.finish())

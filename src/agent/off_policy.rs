@@ -3,8 +3,8 @@
 //! check.
 use std::path::Path;
 
+use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
-use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::{AgentError, StatMeans, Stats, Transition, ckpt};
@@ -55,11 +55,8 @@ impl OffPolicy {
 
     /// Uniform random normalised actions for `rows` observations during the start phase.
     pub fn random_actions(&mut self, rows: usize) -> Option<Vec<f64>> {
-        (self.state.transitions < self.schedule.learning_starts).then(|| {
-            (0..rows * self.act_dim)
-                .map(|_| self.state.rng.random_range(-1.0..1.0))
-                .collect()
-        })
+        (self.state.transitions < self.schedule.learning_starts)
+            .then(|| super::schedule::uniform_actions(&mut self.state.rng, rows * self.act_dim))
     }
 
     pub fn observe(&mut self, t: &Transition<'_>) {

@@ -94,14 +94,7 @@ impl RolloutStats {
 
     /// Mean, median and 90th percentile of the uncertainty.
     pub fn uncertainty_summary(&self) -> (f64, f64, f64) {
-        if self.uncertainty.is_empty() {
-            return (f64::NAN, f64::NAN, f64::NAN);
-        }
-        let mut u = self.uncertainty.clone();
-        u.sort_by(f64::total_cmp);
-        let mean = u.iter().sum::<f64>() / u.len() as f64;
-        let q = |p: f64| crate::report::stats::percentile(&u, p);
-        (mean, q(0.5), q(0.9))
+        crate::report::stats::mean_p50_p90(self.uncertainty.iter().copied())
     }
 }
 

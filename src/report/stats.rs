@@ -30,6 +30,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
+/// Mean, median and 90th percentile of `values` (NaNs when there are none): how the agents
+/// summarise a distribution such as the OvR uncertainty of their predictions.
+pub fn mean_p50_p90(values: impl IntoIterator<Item = f64>) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    (mean(&v), percentile(&v, 0.5), percentile(&v, 0.9))
+}
+
 /// Percentile confidence interval of `stat` at level `confidence` from `reps` bootstrap
 /// resamples. Each stratum (one task's runs) is resampled with replacement on its own and
 /// the resamples are pooled before `stat` is taken. The RNG is seeded from `seed`, so the

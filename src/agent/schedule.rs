@@ -1,0 +1,66 @@
+//! When the model-based agents (MBPO, M2AC, MPDP) learn: nothing for `learning_starts`
+//! transitions (uniform random actions), then at every env step t a model fit every
+//! `model_train_freq` steps (the first at t = learning_starts), followed by
+//! `updates_per_step` gradient updates.
+use rand::{Rng, RngExt};
+
+/// One piece of learning due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    FitModel,
+    Update,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ModelBased {
+    pub learning_starts: usize,
+    pub model_train_freq: usize,
+    pub updates_per_step: usize,
+}
+
+impl ModelBased {
+    /// The learning due for the `new` transitions ending at transition count `transitions`.
+    pub fn due(&self, transitions: usize, new: usize) -> Vec<Due> {
+        let starts = self.learning_starts.max(1);
+        let mut out = Vec::new();
+        for t in (transitions + 1 - new.min(transitions + 1)).max(starts)..=transitions {
+            if (t - starts).is_multiple_of(self.model_train_freq) {
+                out.push(Due::FitModel);
+            }
+            out.extend(std::iter::repeat_n(Due::Update, self.updates_per_step));
+        }
+        out
+    }
+
+    /// Whether actions are still uniform random after `transitions` transitions.
+    pub fn random_phase(&self, transitions: usize) -> bool {
+        transitions < self.learning_starts
+    }
+}
+
+/// `n` uniform random normalised actions in [-1, 1).
+pub(crate) fn uniform_actions<R: Rng>(rng: &mut R, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fits_start_with_learning_and_recur_every_freq_steps() {
+        let s = ModelBased {
+            learning_starts: 3,
+            model_train_freq: 2,
+            updates_per_step: 2,
+        };
+        // Transitions 1..=2: nothing. 3: fit + 2 updates. 4: 2 updates. 5: fit + 2 updates.
+        assert!(s.due(2, 2).is_empty());
+        use Due::{FitModel as F, Update as U};
+        assert_eq!(s.due(5, 5), vec![F, U, U, U, U, F, U, U]);
+        // The same, one transition at a time.
+        let one: Vec<Due> = (1..=5).flat_map(|t| s.due(t, 1)).collect();
+        assert_eq!(one, s.due(5, 5));
+        assert!(s.random_phase(2) && !s.random_phase(3));
+    }
+}
