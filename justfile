@@ -87,6 +87,6 @@ bench-ensemble *ARGS: build bench-setup
 bench-mpdp *ARGS: build bench-setup
     {{bin}} bench mpdp {{ARGS}}
 
-# Opt-in learning checks on real tasks (minutes): SAC, DDPG and MBPO on InvertedPendulum, SAC on Hopper.
+# Opt-in learning checks on real tasks (minutes to hours): SAC, DDPG, MBPO and MPDP on InvertedPendulum, SAC on Hopper.
 test-learning: setup
     cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1
