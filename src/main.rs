@@ -323,6 +323,13 @@ fn run_one(args: &RunOneArgs) -> Result<u8> {
             eprintln!("error: run failed: {reason}");
             Ok(1)
         }
+        RunOutcome::TakenOver => {
+            eprintln!(
+                "{}: another process took the run over (this one was thought dead); stopped",
+                run_dir.display()
+            );
+            Ok(EXIT_BUSY)
+        }
         RunOutcome::Busy(holder) => {
             eprintln!(
                 "{} is held by {} (pid {} on {}, step {}/{}); leaving it to them",

@@ -371,3 +371,69 @@ fn bad_run_arguments_are_user_errors() {
         "nothing written for bad input"
     );
 }
+
+/// Regression: a run whose lock another process took over (it was paused past the stale
+/// limit, so it was thought dead) went on to write a checkpoint and a `preempted` status over
+/// the new owner's run. Now it stops, exits 73 and writes nothing more into the run directory.
+#[test]
+fn a_run_whose_lock_was_taken_over_stops_without_writing() {
+    let runs = Dir::new("taken");
+    let a = args(&runs.0, 100_000, &[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(&a)
+        .env("MPDP_HEARTBEAT_S", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mpdp");
+    wait_for_checkpoint(&runs.0);
+    let dir = run_dir(&runs.0);
+    let mut lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lock.json")).unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    lock["pid"] = std::process::id().into();
+    lock["owner"] = "another scheduler".into();
+    lock["claimed"] = now.into();
+    lock["heartbeat"] = now.into();
+    let fake = serde_json::to_string(&lock).unwrap();
+    let tmp = dir.join("lock.json.test");
+    std::fs::write(&tmp, &fake).unwrap();
+    std::fs::rename(&tmp, dir.join("lock.json")).unwrap();
+    // A checkpoint already under way when the lock changed hands may still land.
+    std::thread::sleep(Duration::from_millis(500));
+    let files = ["status.json", "ckpt/loop.json"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().ok();
+            panic!("the run did not notice the takeover");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(73));
+    for (f, b) in files.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(dir.join(f)).unwrap(),
+            b,
+            "{f} was written after the takeover"
+        );
+    }
+    assert_eq!(store::read_status(&dir).unwrap().state, RunState::Running);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("lock.json")).unwrap(),
+        fake
+    );
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(log.contains("another process took the run over"), "{log}");
+}

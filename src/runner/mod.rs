@@ -88,6 +88,9 @@ pub enum RunOutcome {
     Failed(String),
     /// Another live process holds the run; nothing was done.
     Busy(LockInfo),
+    /// Another process took the run over while this one ran (this one was thought dead);
+    /// this one stopped without writing anything more.
+    TakenOver,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +110,8 @@ pub enum RunError {
     Corrupt { path: PathBuf, message: String },
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("another process took the run over")]
+    TakenOver,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -180,11 +185,7 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
     }
     store::write_atomic(&resolved_path, cfg.to_toml().as_bytes())
         .map_err(io_err(&resolved_path))?;
-    let outcome = Run::start(cfg, run_dir, opts, live)?.go();
-    if lock.lost() {
-        let mut log = RunLog::open(run_dir).map_err(io_err(run_dir))?;
-        log.line("another process took the lock over; stopped");
-    }
+    let outcome = Run::start(cfg, run_dir, opts, live, &lock)?.go();
     lock.release();
     outcome
 }
@@ -193,6 +194,7 @@ struct Run<'a> {
     cfg: &'a RunConfig,
     dir: &'a Path,
     opts: &'a RunOptions,
+    lock: &'a Lock,
     agent: Box<dyn Agent>,
     train: EnvPool,
     eval: EnvPool,
@@ -210,6 +212,7 @@ impl<'a> Run<'a> {
         dir: &'a Path,
         opts: &'a RunOptions,
         live: Arc<Live>,
+        lock: &'a Lock,
     ) -> Result<Self, RunError> {
         let (task, variant) = (cfg.task()?, cfg.obs_variant()?);
         let train = EnvPool::new(task, variant, cfg.num_envs)?;
@@ -230,6 +233,7 @@ impl<'a> Run<'a> {
             cfg,
             dir,
             opts,
+            lock,
             agent,
             train,
             eval,
@@ -288,8 +292,17 @@ impl<'a> Run<'a> {
         let bar = progress_bar(self.opts.progress, self.cfg.total_steps, self.state.step);
         let outcome = self.interact(&bar);
         bar.finish_and_clear();
+        // Taken over: the run directory is the other process's now; write nothing to it
+        // (the log is append-only and says why this process stopped).
+        if !self.lock.held() {
+            self.log.line(&format!(
+                "another process took the run over; stopped at step {} without writing",
+                self.state.step
+            ));
+            return Ok(RunOutcome::TakenOver);
+        }
         match outcome {
-            Ok(busy @ RunOutcome::Busy(_)) => Ok(busy),
+            Ok(other @ (RunOutcome::Busy(_) | RunOutcome::TakenOver)) => Ok(other),
             Ok(RunOutcome::Done) => {
                 self.metrics.finish(self.dir).map_err(RunError::Metrics)?;
                 self.log.line("done");
@@ -446,6 +459,9 @@ impl<'a> Run<'a> {
 
     /// Writes the checkpoint atomically: `ckpt.new/`, then it replaces `ckpt/`.
     fn checkpoint(&mut self) -> Result<(), RunError> {
+        if !self.lock.held() {
+            return Err(RunError::TakenOver);
+        }
         let step = self.state.step;
         self.metrics
             .flush_part(self.dir, step)

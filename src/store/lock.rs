@@ -129,7 +129,7 @@ pub struct Lock {
 impl Lock {
     /// Claims `run_dir` for this process, taking over a stale lock. The heartbeat carries
     /// `live`'s progress; if the lock is taken from us (we were thought dead), `stop` is set
-    /// so the run checkpoints and ends.
+    /// so the run ends, writing nothing more (see [`Lock::held`]).
     pub fn claim(
         run_dir: &Path,
         owner: &str,
@@ -240,6 +240,21 @@ impl Lock {
     /// True if another process took the lock over (this one was thought dead).
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Whether the lock file still names this process, checked now (not at the last
+    /// heartbeat). Call it right before writing into the run directory: a process whose
+    /// lock was taken over must not write anything more there.
+    pub fn held(&self) -> bool {
+        if self.lost() {
+            return false;
+        }
+        let info = self.info.lock().expect("lock info");
+        let ours = still_ours(&self.path, &info);
+        if !ours {
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        ours
     }
 
     /// Stops the heartbeat and removes the lock if it is still ours.
