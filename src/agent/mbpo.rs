@@ -17,7 +17,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::sac::{SacConfig, SacLearner, f32s};
+use super::sac::{SacConfig, SacLearner};
 use super::schedule::{Due, ModelBased, uniform_actions};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
@@ -337,17 +337,13 @@ impl Agent for Mbpo {
         if self.schedule().random_phase(self.state.transitions) {
             return uniform_actions(&mut self.state.rng, rows * self.act_dim);
         }
-        let a = self
-            .learner
-            .act(&f32s(obs), rows, false, &mut self.state.rng);
-        a.into_iter().map(f64::from).collect()
+        self.learner
+            .env_actions(obs, rows, false, &mut self.state.rng)
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        let a = self
-            .learner
-            .act(&f32s(obs), rows, true, &mut self.state.rng);
-        a.into_iter().map(f64::from).collect()
+        self.learner
+            .env_actions(obs, rows, true, &mut self.state.rng)
     }
 
     fn observe(&mut self, t: &Transition<'_>) {

@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
-use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, f32s};
+use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, env_actions};
 use super::schedule::{Due, ModelBased, uniform_actions};
 use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
 use crate::env::Task;
@@ -393,16 +393,26 @@ impl Agent for Mpdp {
             return uniform_actions(&mut self.state.rng, rows * self.act_dim);
         }
         let plain = self.device.clone().without_autodiff();
-        let first = self.policies.first();
-        let a = act_with(first, &f32s(obs), rows, false, &mut self.state.rng, &plain);
-        a.into_iter().map(f64::from).collect()
+        env_actions(
+            self.policies.first(),
+            obs,
+            rows,
+            false,
+            &mut self.state.rng,
+            &plain,
+        )
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
         let plain = self.device.clone().without_autodiff();
-        let first = self.policies.first();
-        let a = act_with(first, &f32s(obs), rows, true, &mut self.state.rng, &plain);
-        a.into_iter().map(f64::from).collect()
+        env_actions(
+            self.policies.first(),
+            obs,
+            rows,
+            true,
+            &mut self.state.rng,
+            &plain,
+        )
     }
 
     fn observe(&mut self, t: &Transition<'_>) {

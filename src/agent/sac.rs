@@ -444,6 +444,32 @@ impl SacLearner {
     ) -> Vec<f32> {
         act_with(&self.actor, obs, rows, deterministic, rng, &self.plain)
     }
+
+    /// [`SacLearner::act`] for the env loop (f64 in and out).
+    pub fn env_actions<R: Rng>(
+        &self,
+        obs: &[f64],
+        rows: usize,
+        deterministic: bool,
+        rng: &mut R,
+    ) -> Vec<f64> {
+        env_actions(&self.actor, obs, rows, deterministic, rng, &self.plain)
+    }
+}
+
+/// [`act_with`] for the env loop: f64 observations in, f64 actions out.
+pub fn env_actions<R: Rng>(
+    policy: &GaussianPolicy,
+    obs: &[f64],
+    rows: usize,
+    deterministic: bool,
+    rng: &mut R,
+    plain: &Device,
+) -> Vec<f64> {
+    act_with(policy, &f32s(obs), rows, deterministic, rng, plain)
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
 
 /// Actions in [-1, 1] of `policy` for `rows` observations (row-major): tanh(μ(s)) when
@@ -526,13 +552,11 @@ impl Agent for Sac {
         if let Some(random) = self.core.random_actions(rows) {
             return random;
         }
-        let a = self.learner.act(&f32s(obs), rows, false, self.core.rng());
-        a.into_iter().map(f64::from).collect()
+        self.learner.env_actions(obs, rows, false, self.core.rng())
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        let a = self.learner.act(&f32s(obs), rows, true, self.core.rng());
-        a.into_iter().map(f64::from).collect()
+        self.learner.env_actions(obs, rows, true, self.core.rng())
     }
 
     fn observe(&mut self, t: &Transition<'_>) {
