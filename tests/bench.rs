@@ -2,32 +2,37 @@
 //! `just bench-setup`): they measure and print what they promise.
 use std::process::Command;
 
-#[test]
-fn the_ensemble_benchmark_measures_both_workloads() {
+/// Runs `mpdp bench ARGS`, asserts it succeeded and returns what it printed.
+fn bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args([
-            "bench",
-            "ensemble",
-            "--no-python",
-            "--members",
-            "3",
-            "--hidden",
-            "16",
-            "--steps",
-            "3",
-            "--rows",
-            "500",
-            "--repeats",
-            "1",
-        ])
+        .arg("bench")
+        .args(args)
         .output()
         .expect("spawn mpdp");
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_ensemble_benchmark_measures_both_workloads() {
+    let text = bench(&[
+        "ensemble",
+        "--no-python",
+        "--members",
+        "3",
+        "--hidden",
+        "16",
+        "--steps",
+        "3",
+        "--rows",
+        "500",
+        "--repeats",
+        "1",
+    ]);
     let rate = |unit: &str| -> f64 {
         text.lines()
             .find(|l| l.contains("ours") && l.ends_with(unit))
@@ -40,28 +45,18 @@ fn the_ensemble_benchmark_measures_both_workloads() {
 
 #[test]
 fn the_mpdp_benchmark_plans_every_row_to_the_horizon() {
-    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args([
-            "bench",
-            "mpdp",
-            "--no-python",
-            "--horizon",
-            "3",
-            "--batch",
-            "16",
-            "--updates",
-            "2",
-            "--repeats",
-            "1",
-        ])
-        .output()
-        .expect("spawn mpdp");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = bench(&[
+        "mpdp",
+        "--no-python",
+        "--horizon",
+        "3",
+        "--batch",
+        "16",
+        "--updates",
+        "2",
+        "--repeats",
+        "1",
+    ]);
     let ours = text
         .lines()
         .find(|l| l.starts_with("ours"))

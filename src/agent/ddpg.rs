@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::off_policy::{OffPolicy, Schedule};
 use super::sac::f32s;
-use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt};
+use super::{
+    Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt, non_negative,
+};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -75,16 +77,7 @@ impl Validate for DdpgConfig {
                 ("policy_frequency", self.policy_frequency),
             ],
         )?;
-        if !(self.exploration_noise.is_finite() && self.exploration_noise >= 0.0) {
-            return Err(Invalid::new(
-                "exploration_noise",
-                format!(
-                    "expected a finite value >= 0, found {}",
-                    self.exploration_noise
-                ),
-            ));
-        }
-        Ok(())
+        non_negative("exploration_noise", self.exploration_noise)
     }
 }
 

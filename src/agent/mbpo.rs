@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::sac::{SacConfig, SacLearner};
 use super::schedule::{Due, ModelBased, uniform_actions};
-use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
+use super::{
+    Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt, non_negative,
+    positive_counts, unit_interval,
+};
 use crate::env::Task;
 use crate::model::fit;
 use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
@@ -101,11 +104,7 @@ impl Validate for M2acConfig {
 impl Default for MbpoConfig {
     fn default() -> Self {
         MbpoConfig {
-            sac: SacConfig {
-                updates_per_step: 20,
-                learning_starts: 5000,
-                ..SacConfig::default()
-            },
+            sac: SacConfig::model_based(),
             model: EnsembleConfig::default(),
             model_train_freq: 250,
             rollout_batch_size: 100_000,
@@ -122,16 +121,12 @@ impl Validate for MbpoConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.sac.validate().map_err(|e| e.within("sac"))?;
         self.model.validate().map_err(|e| e.within("model"))?;
-        for (name, v) in [
+        positive_counts(&[
             ("model_train_freq", self.model_train_freq),
             ("rollout_batch_size", self.rollout_batch_size),
             ("epoch_length", self.epoch_length),
             ("retain_epochs", self.retain_epochs),
-        ] {
-            if v == 0 {
-                return Err(Invalid::new(name, "expected a positive count, found 0"));
-            }
-        }
+        ])?;
         let [a, b, kmin, kmax] = self.rollout_schedule;
         if kmin == 0 || kmax < kmin || b < a {
             return Err(Invalid::new(
@@ -142,21 +137,10 @@ impl Validate for MbpoConfig {
                 ),
             ));
         }
-        if let Some(m) = &self.mask
-            && !(m.penalty.is_finite() && m.penalty >= 0.0)
-        {
-            return Err(Invalid::new(
-                "mask.penalty",
-                format!("expected a finite value >= 0, found {}", m.penalty),
-            ));
+        if let Some(m) = &self.mask {
+            non_negative("mask.penalty", m.penalty)?;
         }
-        if !(0.0..=1.0).contains(&self.real_ratio) {
-            return Err(Invalid::new(
-                "real_ratio",
-                format!("expected a value in [0, 1], found {}", self.real_ratio),
-            ));
-        }
-        Ok(())
+        unit_interval("real_ratio", self.real_ratio)
     }
 }
 
@@ -308,11 +292,7 @@ impl Mbpo {
     }
 
     fn schedule(&self) -> ModelBased {
-        ModelBased {
-            learning_starts: self.cfg.sac.learning_starts,
-            model_train_freq: self.cfg.model_train_freq,
-            updates_per_step: self.cfg.sac.updates_per_step,
-        }
+        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
     }
 
     /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.

@@ -318,19 +318,9 @@ pub(crate) fn check_common(
     counts: &[(&str, usize)],
 ) -> Result<(), Invalid> {
     for &(name, v) in rates.iter().chain(&[("tau", tau)]) {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(Invalid::new(
-                name,
-                format!("expected a positive finite number, found {v}"),
-            ));
-        }
+        positive(name, v)?;
     }
-    if !(0.0..=1.0).contains(&gamma) {
-        return Err(Invalid::new(
-            "gamma",
-            format!("expected a value in [0, 1], found {gamma}"),
-        ));
-    }
+    unit_interval("gamma", gamma)?;
     if tau > 1.0 {
         return Err(Invalid::new(
             "tau",
@@ -343,9 +333,50 @@ pub(crate) fn check_common(
             format!("expected one or more positive layer sizes, found {hidden:?}"),
         ));
     }
+    positive_counts(counts)
+}
+
+/// Every count is at least 1.
+pub(crate) fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
     match counts.iter().find(|(_, v)| *v == 0) {
         Some((name, _)) => Err(Invalid::new(name, "expected a positive count, found 0")),
         None => Ok(()),
+    }
+}
+
+/// A positive finite number.
+pub(crate) fn positive(name: &str, v: f64) -> Result<(), Invalid> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!("expected a positive finite number, found {v}"),
+        ))
+    }
+}
+
+/// A finite number >= 0.
+pub(crate) fn non_negative(name: &str, v: f64) -> Result<(), Invalid> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!("expected a finite value >= 0, found {v}"),
+        ))
+    }
+}
+
+/// A number in [0, 1].
+pub(crate) fn unit_interval(name: &str, v: f64) -> Result<(), Invalid> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!("expected a value in [0, 1], found {v}"),
+        ))
     }
 }
 

@@ -23,7 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, env_actions};
 use super::schedule::{Due, ModelBased, uniform_actions};
-use super::{Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt};
+use super::{
+    Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt, non_negative,
+    positive, positive_counts, unit_interval,
+};
 use crate::env::Task;
 use crate::model::gradplan::{self, Frozen, FrozenModel, PlanSpec, Reduction, Update};
 use crate::model::{Ensemble, EnsembleConfig, fit};
@@ -111,11 +114,7 @@ pub struct MpdpConfig {
 impl Default for MpdpConfig {
     fn default() -> Self {
         MpdpConfig {
-            sac: SacConfig {
-                updates_per_step: 20,
-                learning_starts: 5000,
-                ..SacConfig::default()
-            },
+            sac: SacConfig::model_based(),
             model: EnsembleConfig::default(),
             model_train_freq: 250,
             horizon: 15,
@@ -135,42 +134,17 @@ impl Validate for MpdpConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.sac.validate().map_err(|e| e.within("sac"))?;
         self.model.validate().map_err(|e| e.within("model"))?;
-        for (name, v) in [
+        positive_counts(&[
             ("model_train_freq", self.model_train_freq),
             ("horizon", self.horizon),
             ("u_window", self.u_window),
-        ] {
-            if v == 0 {
-                return Err(Invalid::new(name, "expected a positive count, found 0"));
-            }
-        }
-        let non_negative = |name: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(Invalid::new(
-                    name,
-                    format!("expected a finite value >= 0, found {v}"),
-                ))
-            }
-        };
+        ])?;
         non_negative("beta", self.beta)?;
         if let Threshold::Fixed(v) = self.u_threshold {
             non_negative("u_threshold", v)?;
         }
-        if !(self.grad_clip > 0.0 && self.grad_clip.is_finite()) {
-            return Err(Invalid::new(
-                "grad_clip",
-                format!("expected a positive finite value, found {}", self.grad_clip),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.u_quantile) {
-            return Err(Invalid::new(
-                "u_quantile",
-                format!("expected a value in [0, 1], found {}", self.u_quantile),
-            ));
-        }
-        Ok(())
+        positive("grad_clip", self.grad_clip)?;
+        unit_interval("u_quantile", self.u_quantile)
     }
 }
 
@@ -248,11 +222,7 @@ impl Mpdp {
     }
 
     fn schedule(&self) -> ModelBased {
-        ModelBased {
-            learning_starts: self.cfg.sac.learning_starts,
-            model_train_freq: self.cfg.model_train_freq,
-            updates_per_step: self.cfg.sac.updates_per_step,
-        }
+        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
     }
 
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the

@@ -71,6 +71,16 @@ impl Default for SacConfig {
 }
 
 impl SacConfig {
+    /// The learner inside MBPO, M2AC and MPDP: MBPO's G = 20 updates per env step after
+    /// 5000 random steps (`mbpo/examples/config`), SAC's values otherwise.
+    pub fn model_based() -> Self {
+        SacConfig {
+            updates_per_step: 20,
+            learning_starts: 5000,
+            ..SacConfig::default()
+        }
+    }
+
     pub fn log_std_range(&self) -> (f64, f64) {
         (self.log_std_min, self.log_std_max)
     }

@@ -19,6 +19,16 @@ pub(crate) struct ModelBased {
 }
 
 impl ModelBased {
+    /// The schedule of a model-based agent whose SAC learner is `sac` (its `learning_starts`
+    /// and `updates_per_step`, MBPO's G) and whose model is fit every `model_train_freq` steps.
+    pub fn new(sac: &super::sac::SacConfig, model_train_freq: usize) -> Self {
+        ModelBased {
+            learning_starts: sac.learning_starts,
+            model_train_freq,
+            updates_per_step: sac.updates_per_step,
+        }
+    }
+
     /// The learning due for the `new` transitions ending at transition count `transitions`.
     pub fn due(&self, transitions: usize, new: usize) -> Vec<Due> {
         let starts = self.learning_starts.max(1);

@@ -33,12 +33,12 @@ pub struct ReferenceError {
 }
 
 /// What a reference script printed: `key=value` lines, one of them `torch=<version> ...`.
-pub struct ReferenceOutput {
+pub struct ReferenceReply {
     command: String,
     stdout: String,
 }
 
-impl ReferenceOutput {
+impl ReferenceReply {
     /// The number on the `key=` line.
     pub fn value(&self, key: &str) -> Result<f64, ReferenceError> {
         let prefix = format!("{key}=");
@@ -67,7 +67,7 @@ pub fn run_reference(
     python: &Path,
     script: &str,
     args: &[(&str, String)],
-) -> Result<ReferenceOutput, ReferenceError> {
+) -> Result<ReferenceReply, ReferenceError> {
     let script = reference_script(script);
     let command = format!("{} {}", python.display(), script.display());
     let fail = |message: String| ReferenceError {
@@ -83,7 +83,7 @@ pub fn run_reference(
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
     }
-    Ok(ReferenceOutput {
+    Ok(ReferenceReply {
         command,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
     })
