@@ -284,6 +284,9 @@ pub struct RunOneArgs {
     /// Deterministic eval episodes (run in parallel, one env each).
     #[arg(long, default_value_t = 5)]
     pub eval_episodes: usize,
+    /// End the run (done) at the first evaluation whose mean return reaches this value.
+    #[arg(long, value_name = "RETURN", allow_negative_numbers = true)]
+    pub stop_at_return: Option<f64>,
     #[arg(long, default_value_t = 5000)]
     pub checkpoint_every: u64,
     #[arg(long, default_value_t = 1000)]

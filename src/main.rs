@@ -275,6 +275,12 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
             return Err(UsageError(format!("{name} must be positive")).into());
         }
     }
+    if let Some(r) = args.stop_at_return.filter(|r| !r.is_finite()) {
+        return Err(UsageError(format!(
+            "--stop-at-return must be a finite return, found {r}"
+        ))
+        .into());
+    }
     if args.num_envs == 0 || args.eval_episodes == 0 {
         return Err(UsageError("--num-envs and --eval-episodes must be positive".into()).into());
     }
@@ -290,6 +296,7 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
         eval: EvalConfig {
             every: args.eval_every,
             episodes: args.eval_episodes,
+            stop_at_return: args.stop_at_return,
         },
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,

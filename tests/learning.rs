@@ -1,12 +1,17 @@
 //! Learning checks on real MuJoCo tasks: minutes of CPU each, so opt-in (`just test-learning`,
-//! which runs them with `--ignored` on a release build). Each prints its eval curve.
+//! which runs them with `--ignored` on a release build). Each prints its eval curve; a "solves
+//! within N steps" check ends its run at the first evaluation that solves the task.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use mpdp::runner::read_metrics;
 
+/// The return that counts as solving InvertedPendulum (its maximum is 1000).
+const SOLVED: f64 = 950.0;
+
 /// Runs `mpdp run-one` and returns the eval curve (step, mean return) and the wall time.
+/// `stop_at`: end the run at the first evaluation that reaches this return.
 fn train(
     runs: &Path,
     env: &str,
@@ -14,8 +19,12 @@ fn train(
     seed: u64,
     steps: u64,
     eval_every: u64,
+    stop_at: Option<f64>,
 ) -> (Vec<(u64, f64)>, f64) {
     let start = Instant::now();
+    let stop: Vec<String> = stop_at
+        .map(|r| vec!["--stop-at-return".into(), r.to_string()])
+        .unwrap_or_default();
     let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
         .args([
             "run-one",
@@ -34,6 +43,7 @@ fn train(
             "--eval-episodes",
             "5",
         ])
+        .args(&stop)
         .arg("--runs-dir")
         .arg(runs)
         .output()
@@ -78,11 +88,19 @@ fn show(label: &str, curve: &[(u64, f64)], secs: f64) {
 fn sac_solves_inverted_pendulum_within_20k_steps() {
     let runs = runs_dir("sac-ip");
     for seed in 0..3 {
-        let (curve, secs) = train(&runs, "InvertedPendulum", "sac", seed, 20_000, 1000);
+        let (curve, secs) = train(
+            &runs,
+            "InvertedPendulum",
+            "sac",
+            seed,
+            20_000,
+            1000,
+            Some(SOLVED),
+        );
         show(&format!("SAC InvertedPendulum seed {seed}"), &curve, secs);
         let best = curve.iter().map(|c| c.1).fold(f64::MIN, f64::max);
         assert!(
-            best >= 950.0,
+            best >= SOLVED,
             "seed {seed}: best eval return {best:.1} < 950 within 20k steps"
         );
     }
@@ -92,9 +110,17 @@ fn sac_solves_inverted_pendulum_within_20k_steps() {
 #[ignore = "minutes of CPU: run with `just test-learning`"]
 fn ddpg_learns_inverted_pendulum() {
     let runs = runs_dir("ddpg-ip");
-    let (curve, secs) = train(&runs, "InvertedPendulum", "ddpg", 0, 20_000, 1000);
+    let (curve, secs) = train(
+        &runs,
+        "InvertedPendulum",
+        "ddpg",
+        0,
+        20_000,
+        1000,
+        Some(SOLVED),
+    );
     show("DDPG InvertedPendulum seed 0", &curve, secs);
-    let first = curve.iter().find(|c| c.1 >= 950.0).map(|c| c.0);
+    let first = curve.iter().find(|c| c.1 >= SOLVED).map(|c| c.0);
     println!("DDPG first eval >= 950 at step {first:?}");
     assert!(first.is_some(), "DDPG never reached 950 within 20k steps");
 }
@@ -103,7 +129,7 @@ fn ddpg_learns_inverted_pendulum() {
 #[ignore = "minutes of CPU: run with `just test-learning`"]
 fn sac_on_hopper_improves_over_30k_steps() {
     let runs = runs_dir("sac-hopper");
-    let (curve, secs) = train(&runs, "Hopper", "sac", 0, 30_000, 2500);
+    let (curve, secs) = train(&runs, "Hopper", "sac", 0, 30_000, 2500, None);
     show("SAC Hopper seed 0", &curve, secs);
     let early = curve
         .iter()
@@ -123,11 +149,19 @@ fn sac_on_hopper_improves_over_30k_steps() {
 fn mbpo_solves_inverted_pendulum_within_5k_steps() {
     let runs = runs_dir("mbpo-ip");
     for seed in 0..3 {
-        let (curve, secs) = train(&runs, "InvertedPendulum", "mbpo", seed, 5_000, 250);
+        let (curve, secs) = train(
+            &runs,
+            "InvertedPendulum",
+            "mbpo",
+            seed,
+            5_000,
+            250,
+            Some(SOLVED),
+        );
         show(&format!("MBPO InvertedPendulum seed {seed}"), &curve, secs);
         let best = curve.iter().map(|c| c.1).fold(f64::MIN, f64::max);
         assert!(
-            best >= 950.0,
+            best >= SOLVED,
             "seed {seed}: best eval return {best:.1} < 950 within 5k steps"
         );
     }
@@ -138,11 +172,19 @@ fn mbpo_solves_inverted_pendulum_within_5k_steps() {
 fn mpdp_solves_inverted_pendulum_within_5k_steps() {
     let runs = runs_dir("mpdp-ip");
     for seed in 0..3 {
-        let (curve, secs) = train(&runs, "InvertedPendulum", "mpdp", seed, 5_000, 250);
+        let (curve, secs) = train(
+            &runs,
+            "InvertedPendulum",
+            "mpdp",
+            seed,
+            5_000,
+            250,
+            Some(SOLVED),
+        );
         show(&format!("MPDP InvertedPendulum seed {seed}"), &curve, secs);
         let best = curve.iter().map(|c| c.1).fold(f64::MIN, f64::max);
         assert!(
-            best >= 950.0,
+            best >= SOLVED,
             "seed {seed}: best eval return {best:.1} < 950 within 5k steps"
         );
     }

@@ -190,6 +190,31 @@ fn a_run_writes_the_run_directory_contract() {
 }
 
 #[test]
+fn stop_at_return_ends_the_run_at_the_first_eval_that_reaches_it() {
+    let runs = Dir::new("stop-at");
+    // Every return reaches -1: the run ends, done, at its first evaluation.
+    assert_ok(&mpdp(&args(&runs.0, 600, &["--stop-at-return", "-1"])));
+    let dir = run_dir(&runs.0);
+    let status = store::read_status(&dir).unwrap();
+    assert_eq!((status.state, status.step), (RunState::Done, 250));
+    assert_eq!(eval_steps(&deterministic_metrics(&dir)), vec![250]);
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(
+        log.contains("reached stop_at_return -1; done at step 250"),
+        "{log}"
+    );
+    // Out of reach (InvertedPendulum returns are at most 1000): every step is run, and the
+    // run id is its own, apart from the run without the flag.
+    assert_ok(&mpdp(&args(&runs.0, 600, &["--stop-at-return", "1e6"])));
+    let mut done: Vec<u64> = std::fs::read_dir(runs.0.join("adhoc"))
+        .unwrap()
+        .map(|d| store::read_status(&d.unwrap().path()).unwrap().step)
+        .collect();
+    done.sort();
+    assert_eq!(done, vec![250, 600]);
+}
+
+#[test]
 fn the_same_seed_gives_identical_metrics() {
     let (a, b) = (Dir::new("det-a"), Dir::new("det-b"));
     assert_ok(&mpdp(&args(&a.0, 500, &["--set", "learning_starts=150"])));
@@ -347,6 +372,7 @@ fn bad_run_arguments_are_user_errors() {
         (vec!["--set", "hidden=[]"], "hidden"),
         (vec!["--set", "batch_size=-1"], "batch_size"),
         (vec!["--set", "noequals"], "KEY=VALUE"),
+        (vec!["--stop-at-return", "NaN"], "--stop-at-return"),
     ] {
         let out = mpdp(&args(&runs.0, 100, &extra));
         let stderr = String::from_utf8_lossy(&out.stderr);

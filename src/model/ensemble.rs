@@ -13,13 +13,13 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softplus};
+use burn::tensor::activation::softplus;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::Invalid;
-use crate::nn::{EnsembleLinear, to_vec};
+use crate::nn::{EnsembleLinear, swish, to_vec};
 
 /// Ensemble settings; defaults are MBPO's (`mbpo/models/constructor.py`, `bnn.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +168,7 @@ impl GaussianEnsemble {
         let last = self.layers.len() - 1;
         let h = self.layers.iter().enumerate().fold(x, |h, (i, layer)| {
             let h = layer.forward(h);
-            if i < last { silu(h) } else { h }
+            if i < last { swish(h) } else { h }
         });
         let [e, b, two_d] = h.dims();
         let d = two_d / 2;

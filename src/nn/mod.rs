@@ -6,12 +6,14 @@
 
 mod blocks;
 mod policy;
+mod swish;
 
 pub use blocks::{
     EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, layer_sizes,
     soft_update,
 };
 pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack};
+pub use swish::swish;
 
 use burn::prelude::*;
 

@@ -33,6 +33,11 @@ use metrics::Metrics;
 pub struct EvalConfig {
     pub every: u64,
     pub episodes: usize,
+    /// Ends the run (done) at the first evaluation whose mean return reaches this: a
+    /// "solves within N steps" check needs no more steps after that. Absent: run every step.
+    /// Absent leaves the run id as it was without the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at_return: Option<f64>,
 }
 
 /// The fully resolved configuration of one run. Its canonical form hashes to the run id.
@@ -390,6 +395,15 @@ impl<'a> Run<'a> {
                 || self.state.step >= self.cfg.total_steps
             {
                 self.evaluate()?;
+                if let (Some(goal), Some(r)) = (self.cfg.eval.stop_at_return, self.state.last_eval)
+                    && r >= goal
+                {
+                    self.log.line(&format!(
+                        "eval return {r:.2} reached stop_at_return {goal}; done at step {}",
+                        self.state.step
+                    ));
+                    return Ok(RunOutcome::Done);
+                }
             }
             if crossed(self.cfg.checkpoint_every, self.state.step)
                 && self.state.step < self.cfg.total_steps

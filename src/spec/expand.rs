@@ -388,6 +388,7 @@ fn check_common(file: &SpecFile, src: &Source) -> Result<Common, SpecError> {
         eval: EvalConfig {
             every: file.eval.every,
             episodes: file.eval.episodes,
+            stop_at_return: None,
         },
         num_envs: file.run.num_envs,
         checkpoint_every: file.run.checkpoint_every,
