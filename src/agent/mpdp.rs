@@ -177,6 +177,19 @@ pub struct Mpdp {
 }
 
 impl Mpdp {
+    /// π_0's actions for the env loop: its mean when `deterministic`, else a sample.
+    fn act(&mut self, obs: &[f64], rows: usize, deterministic: bool) -> Vec<f64> {
+        let plain = self.device.clone().without_autodiff();
+        env_actions(
+            self.policies.first(),
+            obs,
+            rows,
+            deterministic,
+            &mut self.state.rng,
+            &plain,
+        )
+    }
+
     pub fn new(task: Task, obs_dim: usize, act_dim: usize, cfg: MpdpConfig, seed: u64) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let device = nn::device();
@@ -362,27 +375,11 @@ impl Agent for Mpdp {
         if self.schedule().random_phase(self.state.transitions) {
             return uniform_actions(&mut self.state.rng, rows * self.act_dim);
         }
-        let plain = self.device.clone().without_autodiff();
-        env_actions(
-            self.policies.first(),
-            obs,
-            rows,
-            false,
-            &mut self.state.rng,
-            &plain,
-        )
+        self.act(obs, rows, false)
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        let plain = self.device.clone().without_autodiff();
-        env_actions(
-            self.policies.first(),
-            obs,
-            rows,
-            true,
-            &mut self.state.rng,
-            &plain,
-        )
+        self.act(obs, rows, true)
     }
 
     fn observe(&mut self, t: &Transition<'_>) {
