@@ -257,6 +257,16 @@ pub struct RunOneArgs {
     /// Recorded in the run's lock as who runs it.
     #[arg(long, default_value = "run-one")]
     pub owner: String,
+    /// Also checkpoint whenever this many minutes of wall time have passed since the last
+    /// checkpoint, so a crash loses at most that much work whatever --checkpoint-every is
+    /// (0: only every --checkpoint-every steps). Results and the run id do not depend on it.
+    #[arg(
+        long,
+        value_name = "MINUTES",
+        default_value_t = 30.0,
+        allow_negative_numbers = true
+    )]
+    pub checkpoint_minutes: f64,
     /// Task name, e.g. InvertedPendulum or Hopper-v5.
     #[arg(long, required_unless_present = "plan")]
     pub env: Option<String>,

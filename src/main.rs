@@ -308,10 +308,19 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
 fn run_one(args: &RunOneArgs) -> Result<u8> {
     let cfg = run_one_config(args)?;
     let run_dir = args.runs_dir.join(&cfg.experiment).join(cfg.run_id());
+    let minutes = args.checkpoint_minutes;
+    if !(minutes.is_finite() && minutes >= 0.0) {
+        return Err(UsageError(format!(
+            "--checkpoint-minutes must be a number of minutes >= 0, found {minutes}"
+        ))
+        .into());
+    }
     let opts = RunOptions {
         progress: !args.quiet,
         stop: stop_flag()?,
         owner: args.owner.clone(),
+        checkpoint_interval: (minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(minutes * 60.0)),
     };
     eprintln!("run {}", run_dir.display());
     match runner::run_one(&cfg, &run_dir, &opts)? {

@@ -284,6 +284,48 @@ fn a_killed_run_resumes_to_the_same_metrics() {
     panic!("the run always finished before it could be killed");
 }
 
+/// A run slower than its `--checkpoint-every` still checkpoints every `--checkpoint-minutes`
+/// of wall time, and a run killed after such a checkpoint (at whatever step the clock
+/// chose) resumes to the metrics of an uninterrupted run.
+#[test]
+fn wall_clock_checkpoints_bound_the_work_a_crash_loses() {
+    let extra = [
+        "--checkpoint-every",
+        "1000000",
+        "--checkpoint-minutes",
+        "0.002",
+    ];
+    let reference = Dir::new("clock-ref");
+    assert_ok(&mpdp(&args(&reference.0, 3000, &extra)));
+    let ref_log = std::fs::read_to_string(run_dir(&reference.0).join("log.txt")).unwrap();
+    assert!(
+        ref_log.matches("checkpoint at step").count() >= 2,
+        "checkpoints every 0.12 s of a run of seconds: {ref_log}"
+    );
+
+    let runs = Dir::new("clock");
+    let a = args(&runs.0, 3000, &extra);
+    let mut child = spawn(&a);
+    wait_for_checkpoint(&runs.0);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let dir = run_dir(&runs.0);
+    let s = store::read_status(&dir).unwrap();
+    assert_ne!(
+        s.state,
+        RunState::Done,
+        "killed right after its first checkpoint"
+    );
+    assert_ok(&mpdp(&a));
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(log.contains("resumed from the checkpoint"), "{log}");
+    assert_same(
+        &deterministic_metrics(&dir),
+        &deterministic_metrics(&run_dir(&reference.0)),
+        "killed after a wall-clock checkpoint",
+    );
+}
+
 #[test]
 fn sigterm_checkpoints_and_marks_the_run_preempted() {
     let reference = Dir::new("term-ref");
@@ -373,6 +415,8 @@ fn bad_run_arguments_are_user_errors() {
         (vec!["--set", "batch_size=-1"], "batch_size"),
         (vec!["--set", "noequals"], "KEY=VALUE"),
         (vec!["--stop-at-return", "NaN"], "--stop-at-return"),
+        (vec!["--checkpoint-minutes", "-1"], "--checkpoint-minutes"),
+        (vec!["--checkpoint-minutes", "inf"], "--checkpoint-minutes"),
     ] {
         let out = mpdp(&args(&runs.0, 100, &extra));
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -15,7 +15,7 @@ pub use pool::EnvPool;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -135,6 +135,10 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Who runs it, recorded in the lock (`mpdp run (pid N)`, `slurm 12_3`).
     pub owner: String,
+    /// Checkpoint also when this much wall time has passed since the last checkpoint (or
+    /// the start): a slow run (hours per `checkpoint_every` steps) loses at most this much
+    /// to a crash. Checkpoints do not change results (a resumed run is bit-identical).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// Counters of the interaction loop, saved with each checkpoint.
@@ -208,6 +212,8 @@ struct Run<'a> {
     log: RunLog,
     started: Instant,
     rate_mark: (Instant, u64),
+    /// When the last checkpoint was written (or the run started or resumed).
+    last_checkpoint: Instant,
     live: Arc<Live>,
 }
 
@@ -255,6 +261,7 @@ impl<'a> Run<'a> {
             log: RunLog::open(dir).map_err(io_err(dir))?,
             started: Instant::now(),
             rate_mark: (Instant::now(), 0),
+            last_checkpoint: Instant::now(),
             live,
         };
         recover_checkpoint(dir);
@@ -405,7 +412,11 @@ impl<'a> Run<'a> {
                     return Ok(RunOutcome::Done);
                 }
             }
-            if crossed(self.cfg.checkpoint_every, self.state.step)
+            let overdue = self
+                .opts
+                .checkpoint_interval
+                .is_some_and(|d| self.last_checkpoint.elapsed() >= d);
+            if (crossed(self.cfg.checkpoint_every, self.state.step) || overdue)
                 && self.state.step < self.cfg.total_steps
             {
                 self.checkpoint()?;
@@ -508,6 +519,7 @@ impl<'a> Run<'a> {
         }
         std::fs::rename(&new, &cur).map_err(io_err(&new))?;
         let _ = std::fs::remove_dir_all(&old);
+        self.last_checkpoint = Instant::now();
         self.log.line(&format!("checkpoint at step {step}"));
         Ok(())
     }
