@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    match on_rayon_pool(move || run(cli)) {
         Ok(code) => ExitCode::from(code),
         // `mpdp explain SPEC | head`: the reader left; that is not an error.
         Err(err)
@@ -40,6 +40,22 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// Runs `work` on a thread of a rayon pool (`RAYON_NUM_THREADS` threads, as the global pool
+/// would have). The CPU backend parallelises matmuls and element-wise kernels with rayon;
+/// called from outside the pool, every such op hands its work to a pool thread and sleeps
+/// until it is done, two context switches per op, thousands of times per update. From a
+/// pool thread the same ops run inline (one thread) or split without waking the caller.
+fn on_rayon_pool(work: impl FnOnce() -> Result<u8> + Send) -> Result<u8> {
+    // Autodiff graphs and MuJoCo want more than a spawned thread's default 2 MiB of stack.
+    const STACK: usize = 64 << 20;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(STACK)
+        .thread_name(|i| format!("mpdp-{i}"))
+        .build()
+        .context("starting the thread pool")?;
+    pool.install(work)
 }
 
 /// 2 for bad input from the user (arguments, files, specs, missing setup), 1 otherwise.

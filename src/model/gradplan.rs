@@ -262,14 +262,20 @@ pub fn plan<R: Rng>(
                 })
                 .collect()
         };
-        let q_value = |s: &Tensor<2>| {
-            frozen.critic.min_q(s.clone(), sample.action.clone())
-                - sample.log_prob.clone().mul_scalar(alpha)
+        // min Q − α log π of (s_t, a_t) on the live rows `select` picks.
+        let q_value = |select: &dyn Fn(usize) -> bool| {
+            let rows = subset(live, select, &device);
+            let pick = |t: &Tensor<2>| match &rows {
+                Some(idx) => t.clone().select(0, idx.clone()),
+                None => t.clone(),
+            };
+            frozen.critic.min_q(pick(&s), pick(&sample.action))
+                - pick(&sample.log_prob).mul_scalar(alpha)
         };
         if last && !literal {
             stats.reached_max += live;
             stats.horizon_total += live * (t + 1);
-            add(q_value(&s), weights(&|_| true, 1.0));
+            add(q_value(&|_| true), weights(&|_| true, 1.0));
             break;
         }
 
@@ -304,20 +310,25 @@ pub fn plan<R: Rng>(
         // Rows the model trusts here: reward, entropy and penalty of step t.
         let running = reward - sample.log_prob.clone().mul_scalar(alpha) - u.mul_scalar(spec.beta);
         add(running, weights(&|r| !cut[r], 1.0));
-        // Rows cut here.
-        if cut.iter().any(|&c| c) {
+        // Rows cut here (their values are computed on those rows alone).
+        let n_cut = cut.iter().filter(|&&c| c).count();
+        if n_cut > 0 {
+            let is_cut = |r: usize| cut[r];
             if literal {
-                add(v_value(frozen, &next), weights(&|r| cut[r], spec.gamma));
+                let v = v_value(frozen, &next, subset(live, &is_cut, &device));
+                add(v, vec![(discount * spec.gamma) as f32; n_cut]);
             } else {
-                add(q_value(&s), weights(&|r| cut[r], 1.0));
+                add(q_value(&is_cut), vec![discount as f32; n_cut]);
             }
         }
         // Literal: the bootstrap after the last reward.
         if last {
-            add(
-                v_value(frozen, &next),
-                weights(&|r| !cut[r] && !terminal[r], spec.gamma),
-            );
+            let open = |r: usize| !cut[r] && !terminal[r];
+            let n = (0..live).filter(|&r| open(r)).count();
+            if n > 0 {
+                let v = v_value(frozen, &next, subset(live, &open, &device));
+                add(v, vec![(discount * spec.gamma) as f32; n]);
+            }
         }
 
         let mut going = Vec::with_capacity(live);
@@ -355,12 +366,26 @@ pub fn plan<R: Rng>(
     }
 }
 
-/// V(s) for the literal variant.
-fn v_value(frozen: &Frozen<'_>, s: &Tensor<2>) -> Tensor<2> {
+/// V(s) for the literal variant, on the rows `rows` picks (None: all).
+fn v_value(frozen: &Frozen<'_>, s: &Tensor<2>, rows: Option<Tensor<1, Int>>) -> Tensor<2> {
+    let s = match rows {
+        Some(idx) => s.clone().select(0, idx),
+        None => s.clone(),
+    };
     frozen
         .value
         .expect("the paper-literal update needs the value network")
-        .forward(s.clone())
+        .forward(s)
+}
+
+/// The indices of the rows among `live` that `select` picks; None when it picks them all
+/// (no gather needed).
+fn subset(live: usize, select: &dyn Fn(usize) -> bool, device: &Device) -> Option<Tensor<1, Int>> {
+    let rows: Vec<i64> = (0..live).filter(|&r| select(r)).map(|r| r as i64).collect();
+    (rows.len() < live).then(|| {
+        let n = rows.len();
+        Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), device)
+    })
 }
 
 #[cfg(test)]
@@ -565,13 +590,16 @@ mod tests {
         assert_eq!(p.stats.horizon_mean(), 1.0);
     }
 
-    /// A deterministic linear model: Δs = s·A + a·B, r = s·c + a·d, the same for every member
-    /// (so u = 0).
+    /// A deterministic linear model of two members: Δs = s·A + a·B, r = s·c + a·d, with
+    /// member 0's Δs_0 shifted by +spread·s_0 and member 1's by −spread·s_0, both with
+    /// variance e^−2. Their disagreement is u = Σ_i KL(N_i ‖ N_−i) = 4·spread²·s_0²/e^−2
+    /// (Reduction::Sum): 0 with no spread, else larger the further s_0 is from 0.
     struct Linear {
         a: Vec<f32>,
         b: Vec<f32>,
         c: Vec<f32>,
         d: Vec<f32>,
+        spread: f32,
         obs: usize,
         act: usize,
     }
@@ -587,14 +615,31 @@ mod tests {
                 b: draw(act * obs, 0.3),
                 c: draw(obs, 0.5),
                 d: draw(act, 0.5),
+                spread: 0.0,
                 obs,
                 act,
             }
         }
 
-        /// One step on the host, in f64: (r, s').
-        fn step(&self, s: &[f64], a: &[f64]) -> (f64, Vec<f64>) {
+        const LOGVAR: f64 = -2.0;
+
+        /// u(s, ·) on the host.
+        fn uncertainty(&self, s: &[f64]) -> f64 {
+            let gap = 2.0 * f64::from(self.spread) * s[0];
+            2.0 * gap * gap / (2.0 * Self::LOGVAR.exp())
+        }
+
+        /// One step of `member` on the host, in f64: (r, s').
+        fn step(&self, s: &[f64], a: &[f64], member: usize) -> (f64, Vec<f64>) {
             let (o, n) = (self.obs, self.act);
+            let sign = if member == 0 { 1.0 } else { -1.0 };
+            let shift = |k: usize| {
+                if k == 0 {
+                    sign * f64::from(self.spread) * s[0]
+                } else {
+                    0.0
+                }
+            };
             let r = (0..o).map(|i| s[i] * f64::from(self.c[i])).sum::<f64>()
                 + (0..n).map(|j| a[j] * f64::from(self.d[j])).sum::<f64>();
             let next = (0..o)
@@ -605,6 +650,7 @@ mod tests {
                         + (0..n)
                             .map(|j| a[j] * f64::from(self.b[j * o + k]))
                             .sum::<f64>()
+                        + shift(k)
                 })
                 .collect();
             (r, next)
@@ -618,10 +664,14 @@ mod tests {
             let n = self.act;
             let m = |v: &[f32], r: usize, c: usize| tensor2(v.to_vec(), r, c, &device);
             let delta = obs.clone().matmul(m(&self.a, o, o)) + act.clone().matmul(m(&self.b, n, o));
-            let r = obs.matmul(m(&self.c, o, 1)) + act.matmul(m(&self.d, n, 1));
+            let r = obs.clone().matmul(m(&self.c, o, 1)) + act.matmul(m(&self.d, n, 1));
+            // [0, spread·s_0, 0, …] added to member 0's [r, Δs] and subtracted from member 1's.
+            let mut unit = vec![0.0f32; o * (1 + o)];
+            unit[1] = self.spread;
+            let shift = obs.matmul(m(&unit, o, 1 + o));
             let mean = Tensor::cat(vec![r, delta], 1);
-            let mean = mean.unsqueeze_dim::<3>(0).repeat_dim(0, 2);
-            let logvar = Tensor::<3>::zeros([2, rows, 1 + o], &device).sub_scalar(2.0);
+            let mean = Tensor::stack::<3>(vec![mean.clone() + shift.clone(), mean - shift], 0);
+            let logvar = Tensor::<3>::zeros([2, rows, 1 + o], &device).add_scalar(Self::LOGVAR);
             (mean, logvar)
         }
 
@@ -635,17 +685,31 @@ mod tests {
     }
 
     /// J of `policies` computed independently on the host: the linear model stepped in f64
-    /// row by row, rows ending where `task`'s termination function fires, with the
-    /// planner's draws replayed (policy noise, then the member, for each live row).
+    /// row by row, rows ending where u ≥ u_T (valued as `spec.update` says) or where
+    /// the task's termination function fires, with the planner's draws replayed (policy
+    /// noise, then the member, for each live row). `value` is V for the literal variant.
     fn linear_objective(
         s: &Setup,
         model: &Linear,
         policies: &PolicyStack,
-        task: Task,
+        spec: &PlanSpec,
+        value: Option<&crate::nn::Mlp>,
         alpha: f64,
-        gamma: f64,
         seed: u64,
     ) -> f64 {
+        let (task, gamma, beta) = (spec.task, spec.gamma, spec.beta);
+        let literal = spec.update == Update::Literal;
+        // V of host states, batched.
+        let v = |states: &[Vec<f64>]| -> Vec<f32> {
+            let flat: Vec<f32> = states.iter().flatten().map(|&x| x as f32).collect();
+            let t = tensor2(flat, states.len(), model.obs, &s.start.device());
+            to_vec(
+                value
+                    .expect("V for the literal variant")
+                    .valid()
+                    .forward(t.inner()),
+            )
+        };
         let device = s.start.device();
         let [rows, o] = s.start.dims();
         let n = model.act;
@@ -671,27 +735,49 @@ mod tests {
             let sample = pi.valid().sample(st.clone().inner(), eps.inner());
             let lp = to_vec(sample.log_prob.clone());
             let g = gamma.powi(t as i32);
-            if t + 1 == h {
-                let q = to_vec(s.critic.valid().min_q(st.inner(), sample.action));
+            let q = to_vec(s.critic.valid().min_q(st.inner(), sample.action.clone()));
+            let q_term = |i: usize| g * (f64::from(q[i]) - alpha * f64::from(lp[i]));
+            let last = t + 1 == h;
+            if last && !literal {
                 for (i, (r, _)) in live.iter().enumerate() {
-                    j[*r] += g * (f64::from(q[i]) - alpha * f64::from(lp[i]));
+                    j[*r] += q_term(i);
                 }
                 break;
             }
-            for _ in 0..m {
-                rng.random_range(0..2usize);
-            }
+            let members: Vec<usize> = (0..m).map(|_| rng.random_range(0..2usize)).collect();
             let act: Vec<f64> = to_vec(sample.action)
                 .iter()
                 .map(|&x| f64::from(x))
                 .collect();
             let mut going = Vec::new();
+            // Rows whose value is γ^{t+1} V(s_{t+1}) (literal: cut, or past the last step).
+            let mut bootstrap = Vec::new();
             for (i, (r, x)) in live.iter().enumerate() {
-                let (rew, next) = model.step(x, &act[i * n..(i + 1) * n]);
-                j[*r] += g * (rew - alpha * f64::from(lp[i]));
+                let (rew, next) = model.step(x, &act[i * n..(i + 1) * n], members[i]);
+                let u = model.uncertainty(x);
+                if u >= spec.u_threshold {
+                    if literal {
+                        bootstrap.push((*r, next));
+                    } else {
+                        j[*r] += q_term(i);
+                    }
+                    continue;
+                }
+                j[*r] += g * (rew - alpha * f64::from(lp[i]) - beta * u);
                 let next32: Vec<f32> = next.iter().map(|&v| v as f32).collect();
-                if !task.is_terminal(&next32) {
+                if task.is_terminal(&next32) {
+                    continue;
+                }
+                if last {
+                    bootstrap.push((*r, next));
+                } else {
                     going.push((*r, next));
+                }
+            }
+            if !bootstrap.is_empty() {
+                let states: Vec<Vec<f64>> = bootstrap.iter().map(|(_, x)| x.clone()).collect();
+                for ((r, _), val) in bootstrap.iter().zip(v(&states)) {
+                    j[*r] += g * gamma * f64::from(val);
                 }
             }
             live = going;
@@ -729,7 +815,7 @@ mod tests {
                 &mut seeded(11),
             );
             let got = f64::from(scalar(p.objective.clone().inner()));
-            let want = linear_objective(&s, &model, &s.policies, task, alpha, spec.gamma, 11);
+            let want = linear_objective(&s, &model, &s.policies, &spec, None, alpha, 11);
             assert!(
                 (got - want).abs() < 1e-4 * want.abs().max(1.0),
                 "{task}: {got} vs {want}"
@@ -751,7 +837,7 @@ mod tests {
             let at = |scale: f64| {
                 let mut ps = s.policies.clone();
                 ps.steps[1] = shifted(ps.steps[1].clone(), scale, 21);
-                linear_objective(&s, &model, &ps, task, alpha, spec.gamma, 11)
+                linear_objective(&s, &model, &ps, &spec, None, alpha, 11)
             };
             let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
             assert!(analytic.abs() > 1e-3, "a gradient to compare: {analytic}");
@@ -759,6 +845,60 @@ mod tests {
                 (analytic - numeric).abs() < 2e-2 * analytic.abs(),
                 "{task}: autodiff {analytic} vs finite differences {numeric}"
             );
+        }
+    }
+
+    /// Rows cut by u ≥ u_T at different steps, among rows that run on: J equals the host
+    /// computation in both variants (consistent: min Q − α log π of the cut pair; literal:
+    /// γ V of the next state), and β·u enters for the rows that go on.
+    #[test]
+    fn rows_cut_at_different_steps_are_valued_as_the_update_says() {
+        let s = setup(3, 2, 4, 32, 8);
+        let device = s.start.device();
+        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(5), &device).no_grad();
+        let model = Linear {
+            spread: 0.2,
+            ..Linear::new(3, 2, 9)
+        };
+        // The median u of the start states: about half the rows are cut at once.
+        let start = to_vec(s.start.clone().inner());
+        let mut u0: Vec<f64> = start
+            .chunks(3)
+            .map(|x| model.uncertainty(&[f64::from(x[0])]))
+            .collect();
+        u0.sort_by(f64::total_cmp);
+        let threshold = 0.5 * (u0[15] + u0[16]);
+        for update in [Update::Consistent, Update::Literal] {
+            let spec = PlanSpec {
+                sample: false,
+                ..spec(Task::HalfCheetah, 0.5, threshold, update)
+            };
+            let frozen = Frozen {
+                model: &model,
+                critic: &s.critic,
+                value: Some(&value),
+            };
+            let p = plan(
+                &s.policies,
+                &frozen,
+                &spec,
+                0.1,
+                s.start.clone(),
+                &mut seeded(12),
+            );
+            let got = f64::from(scalar(p.objective.inner()));
+            let want = linear_objective(&s, &model, &s.policies, &spec, Some(&value), 0.1, 12);
+            assert!(
+                (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                "{update:?}: {got} vs {want}"
+            );
+            let st = &p.stats;
+            assert!(
+                st.cut_uncertain > 16 && st.cut_uncertain < 32,
+                "half at step 0, more later: {st:?}"
+            );
+            assert!(st.reached_max > 0, "{st:?}");
+            assert!(st.horizon_mean() > 1.0 && st.horizon_mean() < 4.0);
         }
     }
 
