@@ -163,6 +163,8 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
     // Independent: eval/return_mean per (group, env, step) straight from each run's file.
     let mut values: BTreeMap<(String, String, u64), Vec<f64>> = BTreeMap::new();
     let mut finals: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    // (group, env) → seed → (score, last eval), for the per-seed tables.
+    let mut per_seed: BTreeMap<(String, String), BTreeMap<u64, (f64, f64)>> = BTreeMap::new();
     for run in &plan.runs {
         let dir = sched::run_dir(&runs_dir, run);
         if sched::status_of(&dir) != sched::RunStatus::Done {
@@ -190,10 +192,15 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
                 .push(*v);
         }
         let last: Vec<f64> = evals.iter().rev().take(2).map(|e| e.1).collect();
+        let score = last.iter().sum::<f64>() / 2.0;
         finals
             .entry((run.label(), run.env.clone()))
             .or_default()
-            .push(last.iter().sum::<f64>() / 2.0);
+            .push(score);
+        per_seed
+            .entry((run.label(), run.env.clone()))
+            .or_default()
+            .insert(run.seed, (score, last[0]));
     }
     let file = std::fs::File::open(runs_dir.join("report/summary.parquet")).unwrap();
     let df = ParquetReader::new(file).finish().unwrap();
@@ -299,8 +306,48 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
     );
     assert!(report.contains("diverged"), "{report}");
     // The best mean per env is in bold (ties: each of them).
-    let bold = report.matches("**").count() / 2;
+    let (scores, rest) = report.split_once("### ").unwrap();
+    let bold = scores.matches("**").count() / 2;
     assert!((2..=5).contains(&bold), "{report}");
+    // Per seed: one table per env, every cell from the run's own evaluations, the best score
+    // of each seed in bold.
+    for env in ["InvertedPendulum", "Hopper"] {
+        let table = rest
+            .split_once(&format!("{env}, per seed"))
+            .unwrap_or_else(|| panic!("no per-seed table for {env}: {report}"))
+            .1
+            .split("\n\n")
+            .nth(2)
+            .unwrap();
+        assert!(
+            table.starts_with("| agent | seed 0 | seed 1 | seed 2 |"),
+            "{table}"
+        );
+        let rows: Vec<(&String, &BTreeMap<u64, (f64, f64)>)> = per_seed
+            .iter()
+            .filter(|((_, e), _)| e == env)
+            .map(|((g, _), v)| (g, v))
+            .collect();
+        assert_eq!(table.lines().count(), 2 + rows.len(), "{table}");
+        for (group, by_seed) in &rows {
+            let cells: Vec<String> = (0..3u64)
+                .map(|seed| {
+                    let (score, last) = by_seed[&seed];
+                    let best = rows
+                        .iter()
+                        .map(|(_, v)| v[&seed].0)
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    if score == best {
+                        format!("**{score:.1}** [{last:.1}]")
+                    } else {
+                        format!("{score:.1} [{last:.1}]")
+                    }
+                })
+                .collect();
+            let line = format!("| {group} | {} |", cells.join(" | "));
+            assert!(table.contains(&line), "{line} in\n{table}");
+        }
+    }
 }
 
 #[test]

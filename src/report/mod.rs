@@ -105,6 +105,58 @@ pub fn plots(plan: &Plan, runs_dir: &Path, plots_dir: &Path) -> Result<Plotted, 
     })
 }
 
+/// One table per env: each agent's score per seed and, in brackets, its last evaluation, the
+/// best score of each seed in bold; agents compared on the same seeds (same start states, the
+/// same random warm-up where they share it) read off one column.
+fn per_seed(s: &mut String, r: &aggregate::Results, envs: &[String], final_evals: usize) {
+    for env in envs {
+        let runs: Vec<&aggregate::RunResult> =
+            r.runs.iter().filter(|x| &x.run.env == env).collect();
+        let seeds: BTreeSet<u64> = runs.iter().map(|x| x.run.seed).collect();
+        // (group, seed) → (score, last eval).
+        let mut cell: BTreeMap<(String, u64), (f64, f64)> = BTreeMap::new();
+        for x in &runs {
+            if let (Some(score), Some(&(_, last))) = (
+                x.final_score(final_evals),
+                x.curve(aggregate::RETURN).last(),
+            ) {
+                cell.insert((x.run.label(), x.run.seed), (score, last));
+            }
+        }
+        let best = |seed: u64| {
+            cell.iter()
+                .filter(|((_, sd), _)| *sd == seed)
+                .map(|(_, v)| v.0)
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let _ = writeln!(s, "### {env}, per seed\n");
+        let _ = writeln!(
+            s,
+            "Score per seed [last evaluation]; the best score of each seed in bold.\n"
+        );
+        let head: Vec<String> = seeds.iter().map(|x| format!("seed {x}")).collect();
+        let _ = writeln!(s, "| agent | {} |", head.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(seeds.len()));
+        for g in r.labels() {
+            if !cell.keys().any(|(cg, _)| *cg == g) {
+                continue;
+            }
+            let cells: Vec<String> = seeds
+                .iter()
+                .map(|&seed| match cell.get(&(g.clone(), seed)) {
+                    None => "–".to_string(),
+                    Some(&(score, last)) if score == best(seed) => {
+                        format!("**{score:.1}** [{last:.1}]")
+                    }
+                    Some(&(score, last)) => format!("{score:.1} [{last:.1}]"),
+                })
+                .collect();
+            let _ = writeln!(s, "| {g} | {} |", cells.join(" | "));
+        }
+        let _ = writeln!(s);
+    }
+}
+
 /// `report.md`: figures, final-score table (best mean per env in bold), run counts, compute
 /// time and provenance.
 pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: &Plan) -> String {
@@ -210,6 +262,7 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
             let _ = writeln!(s, "| {g} | {} |", cells.join(" | "));
         }
         let _ = writeln!(s);
+        per_seed(&mut s, r, &envs, cfg.final_evals);
     }
 
     let _ = writeln!(s, "## Figures\n");
