@@ -76,6 +76,9 @@ param = "gamma"
 kind = "horizon"
 "#;
 
+/// Seed → (final score, last evaluation) of one agent on one env.
+type BySeed = BTreeMap<u64, (f64, f64)>;
+
 fn mpdp(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mpdp"))
         .args(args)
@@ -164,7 +167,7 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
     let mut values: BTreeMap<(String, String, u64), Vec<f64>> = BTreeMap::new();
     let mut finals: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     // (group, env) → seed → (score, last eval), for the per-seed tables.
-    let mut per_seed: BTreeMap<(String, String), BTreeMap<u64, (f64, f64)>> = BTreeMap::new();
+    let mut per_seed: BTreeMap<(String, String), BySeed> = BTreeMap::new();
     for run in &plan.runs {
         let dir = sched::run_dir(&runs_dir, run);
         if sched::status_of(&dir) != sched::RunStatus::Done {
@@ -323,7 +326,7 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
             table.starts_with("| agent | seed 0 | seed 1 | seed 2 |"),
             "{table}"
         );
-        let rows: Vec<(&String, &BTreeMap<u64, (f64, f64)>)> = per_seed
+        let rows: Vec<(&String, &BySeed)> = per_seed
             .iter()
             .filter(|((_, e), _)| e == env)
             .map(|((g, _), v)| (g, v))
