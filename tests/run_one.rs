@@ -507,3 +507,55 @@ fn a_run_whose_lock_was_taken_over_stops_without_writing() {
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
     assert!(log.contains("another process took the run over"), "{log}");
 }
+
+/// Regression: a resumed run's lock said it started at step 0, so `mpdp status` counted the
+/// steps made before the resume into the run's rate (an MPDP run learning at 0.6 steps/s was
+/// shown at 76 steps/s, with an ETA of minutes for a day of work). The lock now records the
+/// step the process resumed from and a rate over its recent heartbeats.
+#[test]
+fn a_resumed_runs_lock_measures_its_rate_from_the_resume() {
+    let runs = Dir::new("rate");
+    let a = args(&runs.0, 100_000, &[]);
+    let mut child = spawn(&a);
+    wait_for_checkpoint(&runs.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(75));
+    let dir = run_dir(&runs.0);
+    let resumed_from = store::read_status(&dir).unwrap().step;
+    assert!(resumed_from > 0);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(&a)
+        .env("MPDP_HEARTBEAT_S", "0.05")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let lock = loop {
+        let lock = store::lock::read_lock(&dir);
+        if let Some(l) = lock.filter(|l| l.step > resumed_from + 20 && l.recent_rate.is_some()) {
+            break l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no heartbeat with a rate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(lock.start_step, resumed_from, "{lock:?}");
+    let rate = lock.rate().unwrap();
+    let since_resume = (lock.step - lock.start_step) as f64 / (lock.heartbeat - lock.claimed);
+    assert!(rate.is_finite() && rate > 0.0, "{lock:?}");
+    assert!(
+        rate > 0.25 * since_resume && rate < 4.0 * since_resume,
+        "recent {rate} vs since the resume {since_resume}: {lock:?}"
+    );
+}

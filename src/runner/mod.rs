@@ -282,7 +282,7 @@ impl<'a> Run<'a> {
             ));
         }
         run.rate_mark = (Instant::now(), run.state.step);
-        run.live.step.store(run.state.step, Ordering::Relaxed);
+        run.live.start_at(run.state.step);
         Ok(run)
     }
 

@@ -242,6 +242,10 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
         let eval = l
             .last_eval
             .map_or(String::new(), |e| format!(", eval {e:.1}"));
+        let eval = match l.rate() {
+            Some(r) => format!("{eval}, {} steps/s", fmt_rate(r)),
+            None => eval,
+        };
         writeln!(
             out,
             "  running {} {} seed {} ({}): {}/{} steps{eval}, {} on {}",
@@ -272,16 +276,26 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
         if rate > 0.0 {
             writeln!(
                 out,
-                "  ETA {} at the current {:.0} steps/s (runs that are not running count at \
+                "  ETA {} at the current {} steps/s (runs that are not running count at \
                  the same rate once they start)",
                 fmt_duration(remaining as f64 / rate),
-                rate
+                fmt_rate(rate)
             )?;
         } else {
             writeln!(out, "  ETA unknown: nothing is running")?;
         }
     }
     Ok(())
+}
+
+/// Steps per second with three significant digits at most (0.613, 12.4, 1520).
+pub fn fmt_rate(rate: f64) -> String {
+    match rate {
+        r if r >= 100.0 => format!("{r:.0}"),
+        r if r >= 10.0 => format!("{r:.1}"),
+        r if r >= 1.0 => format!("{r:.2}"),
+        r => format!("{r:.3}"),
+    }
 }
 
 pub fn fmt_duration(secs: f64) -> String {

@@ -38,6 +38,8 @@ fn secs_from_env(var: &str, default: f64) -> Duration {
 #[derive(Debug, Default)]
 pub struct Live {
     pub step: AtomicU64,
+    /// The step this process started from (a resumed run's checkpoint step).
+    pub start_step: AtomicU64,
     /// Bits of the last eval return (`f64::NAN` bits before the first).
     pub last_eval: AtomicU64,
 }
@@ -46,8 +48,15 @@ impl Live {
     pub fn new(step: u64) -> Self {
         Live {
             step: AtomicU64::new(step),
+            start_step: AtomicU64::new(step),
             last_eval: AtomicU64::new(f64::NAN.to_bits()),
         }
+    }
+
+    /// The run (re)starts at `step`: a resume from a checkpoint, once the claim is held.
+    pub fn start_at(&self, step: u64) {
+        self.start_step.store(step, Ordering::Relaxed);
+        self.step.store(step, Ordering::Relaxed);
     }
 
     pub fn set_eval(&self, value: f64) {
@@ -65,11 +74,45 @@ pub struct LockInfo {
     /// Seconds since the Unix epoch.
     pub claimed: f64,
     pub heartbeat: f64,
-    /// Step when claimed (the run may have resumed from a checkpoint) and now.
+    /// Step this process started from (a resumed run's checkpoint step) and now.
     pub start_step: u64,
     pub step: u64,
     pub total_steps: u64,
     pub last_eval: Option<f64>,
+    /// Steps per second over the last [`RATE_WINDOW_S`] seconds (absent until two
+    /// heartbeats apart have seen progress; older lock files lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_rate: Option<f64>,
+}
+
+/// The span over which a lock's `recent_rate` is measured: long enough to average over a
+/// model fit or an evaluation, short enough to follow a run from its fast random warm-up into
+/// its slower learning phase.
+pub const RATE_WINDOW_S: f64 = 600.0;
+
+/// Progress samples (time, step) of the last [`RATE_WINDOW_S`] seconds, plus one older anchor.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    samples: std::collections::VecDeque<(f64, u64)>,
+}
+
+impl RateWindow {
+    pub fn push(&mut self, t: f64, step: u64) {
+        self.samples.push_back((t, step));
+        while self.samples.len() > 2 && t - self.samples[1].0 >= RATE_WINDOW_S {
+            self.samples.pop_front();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    /// Steps per second between the oldest and newest sample.
+    pub fn rate(&self) -> Option<f64> {
+        let (&(t0, s0), &(t1, s1)) = (self.samples.front()?, self.samples.back()?);
+        (t1 - t0 > 1.0 && s1 > s0).then(|| (s1 - s0) as f64 / (t1 - t0))
+    }
 }
 
 impl LockInfo {
@@ -80,8 +123,11 @@ impl LockInfo {
             || now - self.heartbeat > stale_after.as_secs_f64()
     }
 
-    /// Steps per second since the claim.
+    /// Steps per second: over the last [`RATE_WINDOW_S`] seconds, else since the claim.
     pub fn rate(&self) -> Option<f64> {
+        if self.recent_rate.is_some() {
+            return self.recent_rate;
+        }
         let dt = self.heartbeat - self.claimed;
         (dt > 1.0 && self.step > self.start_step).then(|| (self.step - self.start_step) as f64 / dt)
     }
@@ -150,6 +196,7 @@ impl Lock {
             step,
             total_steps,
             last_eval: None,
+            recent_rate: None,
         };
         for _ in 0..3 {
             match std::fs::OpenOptions::new()
@@ -206,6 +253,7 @@ impl Lock {
                 let every = heartbeat_every();
                 let tick = Duration::from_millis(50).min(every);
                 let mut waited = Duration::ZERO;
+                let mut window = RateWindow::default();
                 while !quit.load(Ordering::Relaxed) {
                     std::thread::sleep(tick);
                     waited += tick;
@@ -220,7 +268,15 @@ impl Lock {
                         return;
                     }
                     info.heartbeat = unix_now();
+                    let start = live.start_step.load(Ordering::Relaxed);
+                    if start != info.start_step {
+                        // Resumed from a checkpoint: measure from there.
+                        info.start_step = start;
+                        window.clear();
+                    }
                     info.step = live.step.load(Ordering::Relaxed);
+                    window.push(info.heartbeat, info.step);
+                    info.recent_rate = window.rate();
                     let eval = f64::from_bits(live.last_eval.load(Ordering::Relaxed));
                     info.last_eval = eval.is_finite().then_some(eval);
                     // A failed heartbeat write is retried at the next beat.
@@ -369,6 +425,7 @@ mod tests {
             step: 0,
             total_steps: 10,
             last_eval: None,
+            recent_rate: None,
         };
         assert!(dead.is_stale(unix_now(), Duration::from_secs(60)));
         std::fs::write(lock_path(&dir), to_json(&dead)).unwrap();
@@ -388,5 +445,28 @@ mod tests {
         };
         assert!(!fresh.is_stale(unix_now(), Duration::from_secs(60)));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The rate follows the last ten minutes: a fast warm-up (1000 steps in 10 s) then 0.5
+    /// steps/s reads 0.5 once the warm-up is older than the window, not the average since
+    /// the claim.
+    #[test]
+    fn the_recent_rate_forgets_what_is_older_than_its_window() {
+        let mut w = RateWindow::default();
+        assert_eq!(w.rate(), None);
+        w.push(0.0, 0);
+        w.push(10.0, 1000);
+        assert_eq!(w.rate(), Some(100.0));
+        for k in 1..=300u64 {
+            w.push(10.0 + 5.0 * k as f64, 1000 + k * 5 / 2);
+        }
+        // 1500 s in all: the window holds the last 600 s (and one anchor at most 5 s older).
+        let r = w.rate().unwrap();
+        assert!((r - 0.5).abs() < 1e-9, "{r}");
+        let since_claim = (1000 + 750) as f64 / 1510.0;
+        assert!(since_claim > 1.1, "{since_claim}");
+        w.clear();
+        w.push(2000.0, 5000);
+        assert_eq!(w.rate(), None, "no rate from one sample");
     }
 }
