@@ -66,8 +66,14 @@ fn mpdp(args: &[String]) -> Output {
 }
 
 fn spawn(args: &[String]) -> Child {
+    spawn_env(args, &[])
+}
+
+/// `mpdp args` in the background with extra environment variables, output discarded.
+fn spawn_env(args: &[String], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mpdp"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -449,13 +455,7 @@ fn bad_run_arguments_are_user_errors() {
 fn a_run_whose_lock_was_taken_over_stops_without_writing() {
     let runs = Dir::new("taken");
     let a = args(&runs.0, 100_000, &[]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args(&a)
-        .env("MPDP_HEARTBEAT_S", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn mpdp");
+    let mut child = spawn_env(&a, &[("MPDP_HEARTBEAT_S", "1")]);
     wait_for_checkpoint(&runs.0);
     let dir = run_dir(&runs.0);
     let mut lock: serde_json::Value =
@@ -529,13 +529,7 @@ fn a_resumed_runs_lock_measures_its_rate_from_the_resume() {
     let resumed_from = store::read_status(&dir).unwrap().step;
     assert!(resumed_from > 0);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args(&a)
-        .env("MPDP_HEARTBEAT_S", "0.05")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_env(&a, &[("MPDP_HEARTBEAT_S", "0.05")]);
     let start = Instant::now();
     let lock = loop {
         let lock = store::lock::read_lock(&dir);
