@@ -265,12 +265,10 @@ pub fn plan<R: Rng>(
         // min Q − α log π of (s_t, a_t) on the live rows `select` picks.
         let q_value = |select: &dyn Fn(usize) -> bool| {
             let rows = subset(live, select, &device);
-            let pick = |t: &Tensor<2>| match &rows {
-                Some(idx) => t.clone().select(0, idx.clone()),
-                None => t.clone(),
-            };
-            frozen.critic.min_q(pick(&s), pick(&sample.action))
-                - pick(&sample.log_prob).mul_scalar(alpha)
+            frozen
+                .critic
+                .min_q(pick(&s, &rows), pick(&sample.action, &rows))
+                - pick(&sample.log_prob, &rows).mul_scalar(alpha)
         };
         if last && !literal {
             stats.reached_max += live;
@@ -368,14 +366,18 @@ pub fn plan<R: Rng>(
 
 /// V(s) for the literal variant, on the rows `rows` picks (None: all).
 fn v_value(frozen: &Frozen<'_>, s: &Tensor<2>, rows: Option<Tensor<1, Int>>) -> Tensor<2> {
-    let s = match rows {
-        Some(idx) => s.clone().select(0, idx),
-        None => s.clone(),
-    };
     frozen
         .value
         .expect("the paper-literal update needs the value network")
-        .forward(s)
+        .forward(pick(s, &rows))
+}
+
+/// The rows of `t` that `rows` indexes (all of them for None).
+fn pick(t: &Tensor<2>, rows: &Option<Tensor<1, Int>>) -> Tensor<2> {
+    match rows {
+        Some(idx) => t.clone().select(0, idx.clone()),
+        None => t.clone(),
+    }
 }
 
 /// The indices of the rows among `live` that `select` picks; None when it picks them all
