@@ -233,6 +233,45 @@ fn the_same_seed_gives_identical_metrics() {
     assert_same(&ma, &mb, "same seed");
 }
 
+/// The thread count does not change results: an MPDP run whose matmuls are large enough for
+/// the CPU backend to split them across threads (the ensemble's 200-unit layers, 256-unit
+/// policies and critics) gives identical metrics with one thread and with two, so a run may
+/// resume under another `threads_per_run`.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let run = |threads: &str| {
+        let dir = Dir::new(&format!("threads-{threads}"));
+        let mut a = args(&dir.0, 380, &["--eval-every", "380", "--log-every", "40"]);
+        let algo = a.iter().position(|x| x == "sac").unwrap();
+        a[algo] = "mpdp".into();
+        // Drop the SAC-sized --set overrides; keep the default network sizes.
+        let first_set = a.iter().position(|x| x == "--set").unwrap();
+        a.drain(first_set..first_set + 6);
+        a.extend(
+            [
+                "--set",
+                "sac={learning_starts=300, updates_per_step=2, batch_size=64}",
+                "--set",
+                "model_train_freq=40",
+            ]
+            .map(String::from),
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+            .args(&a)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        (deterministic_metrics(&run_dir(&dir.0)), dir)
+    };
+    let ((one, _a), (two, _b)) = (run("1"), run("2"));
+    assert!(
+        one.iter().any(|m| m.1 == "train/horizon_mean"),
+        "the planner ran"
+    );
+    assert_same(&two, &one, "two threads vs one");
+}
+
 #[test]
 fn vectorised_collection_steps_several_envs_per_step() {
     let (a, b) = (Dir::new("vec-a"), Dir::new("vec-b"));
