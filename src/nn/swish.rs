@@ -286,7 +286,9 @@ mod tests {
     #[test]
     fn the_gradient_from_the_output_matches_f64_across_the_range() {
         let mut x: Vec<f32> = (-40_000..=40_000).map(|i| i as f32 * 0.0025).collect();
-        x.extend([-1000.0, -100.0, -87.5, -87.0, 0.0, -0.0, 1e-30, -1e-30, 100.0, 1000.0]);
+        x.extend([
+            -1000.0, -100.0, -87.5, -87.0, 0.0, -0.0, 1e-30, -1e-30, 100.0, 1000.0,
+        ]);
         let mut y = vec![0.0f32; x.len()];
         kernels::swish(&x, &mut y);
         let mut g = vec![1.0f32; x.len()];
@@ -300,7 +302,12 @@ mod tests {
                 worst = (err, x);
             }
         }
-        assert!(worst.0 <= 2e-6, "worst relative error {} at x = {}", worst.0, worst.1);
+        assert!(
+            worst.0 <= 2e-6,
+            "worst relative error {} at x = {}",
+            worst.0,
+            worst.1
+        );
     }
 
     /// The fused operation and its gradient against burn's composed `silu` on the same
