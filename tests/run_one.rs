@@ -12,12 +12,26 @@ use common::Dir;
 
 /// A small SAC run: about 2000 updates of 32-unit networks.
 fn args(runs: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
+    let mut sac = vec![
+        "--set",
+        "hidden=[32, 32]",
+        "--set",
+        "batch_size=32",
+        "--set",
+        "learning_starts=100",
+    ];
+    sac.extend(extra);
+    algo_args(runs, "sac", steps, &sac)
+}
+
+/// A run of `algo` on InvertedPendulum with its default parameters; `extra` as for [`args`].
+fn algo_args(runs: &Path, algo: &str, steps: u64, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "run-one",
         "--env",
         "InvertedPendulum",
         "--algo",
-        "sac",
+        algo,
         "--seed",
         "3",
         "--eval-every",
@@ -29,12 +43,6 @@ fn args(runs: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
         "--log-every",
         "100",
         "--quiet",
-        "--set",
-        "hidden=[32, 32]",
-        "--set",
-        "batch_size=32",
-        "--set",
-        "learning_starts=100",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -63,6 +71,16 @@ fn mpdp(args: &[String]) -> Output {
         .args(args)
         .output()
         .expect("spawn mpdp")
+}
+
+/// Sends SIGTERM to `child` and returns its exit code.
+fn sigterm(mut child: Child) -> Option<i32> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap().code()
 }
 
 fn spawn(args: &[String]) -> Child {
@@ -241,20 +259,20 @@ fn the_same_seed_gives_identical_metrics() {
 fn results_do_not_depend_on_the_thread_count() {
     let run = |threads: &str| {
         let dir = Dir::new(&format!("threads-{threads}"));
-        let mut a = args(&dir.0, 380, &["--eval-every", "380", "--log-every", "40"]);
-        let algo = a.iter().position(|x| x == "sac").unwrap();
-        a[algo] = "mpdp".into();
-        // Drop the SAC-sized --set overrides; keep the default network sizes.
-        let first_set = a.iter().position(|x| x == "--set").unwrap();
-        a.drain(first_set..first_set + 6);
-        a.extend(
-            [
+        let a = algo_args(
+            &dir.0,
+            "mpdp",
+            380,
+            &[
+                "--eval-every",
+                "380",
+                "--log-every",
+                "40",
                 "--set",
                 "sac={learning_starts=300, updates_per_step=2, batch_size=64}",
                 "--set",
                 "model_train_freq=40",
-            ]
-            .map(String::from),
+            ],
         );
         let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
             .args(&a)
@@ -377,14 +395,9 @@ fn sigterm_checkpoints_and_marks_the_run_preempted() {
     assert_ok(&mpdp(&args(&reference.0, 800, &[])));
     let runs = Dir::new("term");
     let a = args(&runs.0, 800, &[]);
-    let mut child = spawn(&a);
+    let child = spawn(&a);
     wait_for_checkpoint(&runs.0);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = child.wait().unwrap().code();
+    let code = sigterm(child);
     let dir = run_dir(&runs.0);
     let s = store::read_status(&dir).unwrap();
     if s.state == RunState::Done {
@@ -555,15 +568,10 @@ fn a_run_whose_lock_was_taken_over_stops_without_writing() {
 fn a_resumed_runs_lock_measures_its_rate_from_the_resume() {
     let runs = Dir::new("rate");
     let a = args(&runs.0, 100_000, &[]);
-    let mut child = spawn(&a);
+    let child = spawn(&a);
     wait_for_checkpoint(&runs.0);
     std::thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert_eq!(child.wait().unwrap().code(), Some(75));
+    assert_eq!(sigterm(child), Some(75));
     let dir = run_dir(&runs.0);
     let resumed_from = store::read_status(&dir).unwrap().step;
     assert!(resumed_from > 0);
