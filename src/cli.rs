@@ -131,7 +131,7 @@ pub enum BenchCommand {
         python: Option<PathBuf>,
     },
     /// Dynamics-ensemble training steps/s and inference rows/s (7 x 4x200, Hopper sizes) next
-    /// to a plain PyTorch CPU implementation.
+    /// to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
     Ensemble {
         #[arg(long, default_value_t = 7)]
         members: usize,
@@ -161,9 +161,9 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
-    /// MPDP updates/s (H 5, batch 256, Hopper sizes) next to a plain PyTorch CPU implementation.
+    /// MPDP updates/s (H 5, batch 256, Hopper sizes) next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
     Mpdp(crate::bench::mpdp::MpdpBenchConfig),
-    /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch CPU implementation.
+    /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
     Sac {
         /// Updates per measurement.
         #[arg(long, default_value_t = 200)]
@@ -270,7 +270,7 @@ pub struct RunOneArgs {
     /// Task name, e.g. InvertedPendulum or Hopper-v5.
     #[arg(long, required_unless_present = "plan")]
     pub env: Option<String>,
-    /// Algorithm: sac or ddpg.
+    /// Algorithm: sac, ddpg, mbpo, m2ac or mpdp.
     #[arg(long, required_unless_present = "plan")]
     pub algo: Option<String>,
     #[arg(long, default_value_t = 0)]
@@ -307,4 +307,25 @@ pub struct RunOneArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `run-one --help` once named only the first two algorithms.
+    #[test]
+    fn run_one_help_names_every_algorithm() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("run-one")
+            .expect("run-one")
+            .render_help()
+            .to_string();
+        for algo in crate::agent::ALGOS {
+            assert!(help.contains(algo), "run-one --help lacks {algo}:\n{help}");
+        }
+    }
 }

@@ -68,3 +68,57 @@ fn the_mpdp_benchmark_plans_every_row_to_the_horizon() {
     assert!(rate > 0.0, "{text}");
     assert!(ours.contains("mean planned horizon 3.00"), "{text}");
 }
+
+/// The reference is told to run on the kind of device our side ran on (`--device cpu` here,
+/// `cuda` when ours runs on wgpu), and the rate it reports is the ratio's denominator. A stub
+/// interpreter stands in for PyTorch and echoes the device it was given.
+#[test]
+fn the_reference_runs_on_our_kind_of_device_and_sets_the_ratio() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mpdp-bench-stub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stub = dir.join("python");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\n\
+         test -f \"$1\" || { echo \"no script $1\" >&2; exit 1; }\n\
+         device=$(echo \"$@\" | sed -n 's/.*--device \\([a-z]*\\).*/\\1/p')\n\
+         echo \"torch=stub device=$device threads=1\"\n\
+         echo updates_per_s=1000\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(["bench", "mpdp", "--horizon", "2", "--batch", "8"])
+        .args(["--updates", "1", "--repeats", "1", "--python"])
+        .arg(&stub)
+        .env_remove("MPDP_DEVICE")
+        .output()
+        .expect("spawn mpdp");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("PyTorch CPU (torch=stub device=cpu threads=1):"),
+        "{text}"
+    );
+    let rate = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().find_map(|w| w.parse().ok()))
+            .unwrap_or_else(|| panic!("no {prefix} line in {text}"))
+    };
+    let ratio: f64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("ratio="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ratio last in {text}"));
+    let expected = rate("ours") / 1000.0;
+    // The ratio is printed with three decimals.
+    assert!((ratio - expected).abs() <= 6e-4, "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

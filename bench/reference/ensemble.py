@@ -30,7 +30,10 @@ def main():
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the side measured against a GPU build)")
     args = p.parse_args()
+    torch.set_default_device(args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     torch.manual_seed(0)
     e, h, di, do = args.members, args.hidden, args.d_in, args.d_out
     sizes = [di] + [h] * args.layers + [2 * do]
@@ -70,9 +73,11 @@ def main():
         step(*batches[i % len(batches)])
     best = float("inf")
     for _ in range(args.repeats):
+        sync()
         start = time.perf_counter()
         for i in range(args.steps):
             step(*batches[i % len(batches)])
+        sync()
         best = min(best, time.perf_counter() - start)
     train = args.steps / best
 
@@ -80,13 +85,15 @@ def main():
     best = float("inf")
     with torch.no_grad():
         for _ in range(args.repeats):
+            sync()
             start = time.perf_counter()
             x = rows.unsqueeze(0).expand(e, -1, -1).contiguous()
             mean, lv = forward(x)
             var = lv.exp()
-            _ = (mean.sum(), var.sum())
+            _ = (mean.cpu(), var.cpu())
+            sync()
             best = min(best, time.perf_counter() - start)
-    print(f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"torch={torch.__version__} device={args.device} threads={torch.get_num_threads()}")
     print(f"train_steps_per_s={train}")
     print(f"infer_rows_per_s={args.rows / best}")
 

@@ -63,7 +63,10 @@ def main():
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--updates", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the side measured against a GPU build)")
     args = p.parse_args()
+    torch.set_default_device(args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     torch.manual_seed(0)
     o, a, n, k, hid = args.obs, args.act, args.batch, args.elites, args.hidden
     gamma, tau, beta, alpha_lr, lr, clip = 0.99, 0.005, 0.5, 3e-4, 3e-4, 10.0
@@ -180,11 +183,13 @@ def main():
         update()
     best = float("inf")
     for _ in range(args.repeats):
+        sync()
         start = time.perf_counter()
         for _ in range(args.updates):
             update()
+        sync()
         best = min(best, time.perf_counter() - start)
-    print(f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"torch={torch.__version__} device={args.device} threads={torch.get_num_threads()}")
     print(f"updates_per_s={args.updates / best}")
 
 

@@ -60,8 +60,11 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--updates", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the side measured against a GPU build)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     args = p.parse_args()
+    torch.set_default_device(args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -116,11 +119,13 @@ def main():
         update(batches[i % len(batches)])
     best = float("inf")
     for _ in range(args.repeats):
+        sync()
         start = time.perf_counter()
         for i in range(args.updates):
             update(batches[i % len(batches)])
+        sync()
         best = min(best, time.perf_counter() - start)
-    print(f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"torch={torch.__version__} device={args.device} threads={torch.get_num_threads()}")
     print(f"updates_per_s={args.updates / best}")
 
 

@@ -1,7 +1,8 @@
 //! `mpdp bench ensemble`: the dynamics ensemble's two hot paths on our stack and, in the same
-//! command, on the plain PyTorch CPU implementation in `bench/reference/ensemble.py`: one
+//! command, on the plain PyTorch implementation in `bench/reference/ensemble.py`: one
 //! training step (E members × 4 hidden layers, batch B per member) and inference of every
-//! member on R rows. Hopper sizes by default.
+//! member on R rows. Hopper sizes by default. The reference runs on CUDA when ours runs on a
+//! GPU, on the CPU otherwise.
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,8 +39,10 @@ pub struct EnsembleBenchResult {
 fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
     (0..repeats.max(1))
         .map(|_| {
+            super::sync_device();
             let start = Instant::now();
             f();
+            super::sync_device();
             start.elapsed().as_secs_f64()
         })
         .fold(f64::MAX, f64::min)
@@ -159,9 +162,10 @@ pub fn print_report(
     ];
     for (name, unit, ours, theirs) in rows {
         writeln!(out, "{name}")?;
-        writeln!(out, "  ours (burn flex CPU): {ours:>12.1} {unit}")?;
+        writeln!(out, "  {}: {ours:>12.1} {unit}", super::ours_label())?;
         if let (Some(theirs), Some((_, _, version))) = (theirs, &r.reference) {
-            writeln!(out, "  PyTorch CPU ({version}): {theirs:>12.1} {unit}")?;
+            let theirs_label = super::reference_label();
+            writeln!(out, "  {theirs_label} ({version}): {theirs:>12.1} {unit}")?;
             writeln!(out, "  ratio={:.3}", ours / theirs)?;
         }
     }

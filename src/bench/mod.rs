@@ -18,11 +18,49 @@ pub fn default_torch_python() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps/bench-venv/bin/python")
 }
 
-/// A reference script kept in `bench/reference/`.
+/// A reference script kept in `bench/reference/`: in the checkout this binary was built from,
+/// or, where that is gone (a binary copied to another machine), under the working directory.
 pub fn reference_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("bench/reference")
-        .join(name)
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/reference");
+    let dir = if built.is_dir() {
+        built
+    } else {
+        PathBuf::from("bench/reference")
+    };
+    dir.join(name)
+}
+
+/// Where the PyTorch reference runs: on CUDA when our side runs on a GPU (`MPDP_DEVICE=wgpu`),
+/// so both sides of a ratio use the same kind of device; on the CPU otherwise.
+pub fn reference_device() -> &'static str {
+    match crate::nn::requested_device() {
+        Ok("wgpu") => "cuda",
+        _ => "cpu",
+    }
+}
+
+/// Waits for the compute device to finish queued work, so a timer stopped after it measures the
+/// work and not only its queueing (a no-op on the CPU).
+pub fn sync_device() {
+    crate::nn::device()
+        .sync()
+        .expect("the compute device failed while running the benchmark");
+}
+
+/// Our side's name in the reports: the backend and the kind of device it ran on.
+pub fn ours_label() -> &'static str {
+    match crate::nn::requested_device() {
+        Ok("wgpu") => "ours (burn wgpu GPU)",
+        _ => "ours (burn flex CPU)",
+    }
+}
+
+/// The reference's name in the reports.
+pub fn reference_label() -> &'static str {
+    match reference_device() {
+        "cuda" => "PyTorch CUDA",
+        _ => "PyTorch CPU",
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +100,7 @@ impl ReferenceReply {
     }
 }
 
-/// Runs `bench/reference/<script>` with `python` and `args`.
+/// Runs `bench/reference/<script>` with `python` and `args`, on [`reference_device`].
 pub fn run_reference(
     python: &Path,
     script: &str,
@@ -77,6 +115,7 @@ pub fn run_reference(
     let out = std::process::Command::new(python)
         .arg(&script)
         .args(args.iter().flat_map(|(k, v)| [k.to_string(), v.clone()]))
+        .args(["--device", reference_device()])
         .output()
         .map_err(|e| fail(format!("{e}; run `just bench-setup`")))?;
     if !out.status.success() {

@@ -1,7 +1,7 @@
 //! `mpdp bench mpdp`: MPDP updates per second (Algorithm 2, lines 4–7: SAC's policy
 //! evaluation, the H-step planning objective through the frozen ensemble, the joint clipped
 //! policy step, temperature and targets) on our stack and, in the same command, on the plain
-//! PyTorch CPU implementation in `bench/reference/mpdp_update.py`. Hopper sizes, H = 5,
+//! PyTorch implementation in `bench/reference/mpdp_update.py` (on CUDA when ours runs on a GPU). Hopper sizes, H = 5,
 //! batch 256 by default. u_T is infinite and the termination function is HalfCheetah's
 //! (none), so every row plans all H steps in both stacks.
 use std::io::Write;
@@ -87,10 +87,12 @@ pub fn run(cfg: &MpdpBenchConfig) -> Result<MpdpBenchResult, ReferenceError> {
     }
     let secs = (0..cfg.repeats.max(1))
         .map(|_| {
+            super::sync_device();
             let start = Instant::now();
             for _ in 0..cfg.updates {
                 agent.update(&mut stats).expect("finite");
             }
+            super::sync_device();
             start.elapsed().as_secs_f64()
         })
         .fold(f64::MAX, f64::min);
@@ -137,11 +139,14 @@ pub fn print_report(
     )?;
     writeln!(
         out,
-        "ours (burn flex CPU): {:>8.2} updates/s (mean planned horizon {:.2})",
-        r.ours, r.horizon_mean
+        "{}: {:>8.2} updates/s (mean planned horizon {:.2})",
+        super::ours_label(),
+        r.ours,
+        r.horizon_mean
     )?;
     if let Some((theirs, version)) = &r.reference {
-        writeln!(out, "PyTorch CPU ({version}): {theirs:>8.2} updates/s")?;
+        let theirs_label = super::reference_label();
+        writeln!(out, "{theirs_label} ({version}): {theirs:>8.2} updates/s")?;
         writeln!(out, "ratio={:.3}", r.ours / theirs)?;
     }
     Ok(())

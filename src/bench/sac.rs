@@ -1,6 +1,6 @@
 //! `mpdp bench sac`: SAC updates per second (batch 256, Hopper sizes by default) on our stack
-//! and, in the same command, on the plain PyTorch CPU implementation in
-//! `bench/reference/sac_update.py`.
+//! and, in the same command, on the plain PyTorch implementation in
+//! `bench/reference/sac_update.py` (on CUDA when ours runs on a GPU).
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,10 +61,12 @@ pub fn run(cfg: &SacBenchConfig) -> Result<SacBenchResult, ReferenceError> {
     }
     let mut best = f64::MAX;
     for _ in 0..cfg.repeats.max(1) {
+        super::sync_device();
         let start = Instant::now();
         for i in 0..cfg.updates {
             learner.update(&data[i % data.len()], &mut rng);
         }
+        super::sync_device();
         best = best.min(start.elapsed().as_secs_f64());
     }
     let (reference_updates_per_s, reference_version) = match &cfg.python {
@@ -112,11 +114,13 @@ pub fn print_report(
     )?;
     writeln!(
         out,
-        "ours (burn flex CPU): {:>8.1} updates/s",
+        "{}: {:>8.1} updates/s",
+        super::ours_label(),
         r.ours_updates_per_s
     )?;
     if let (Some(theirs), Some(version)) = (r.reference_updates_per_s, &r.reference_version) {
-        writeln!(out, "PyTorch CPU ({version}): {theirs:>8.1} updates/s")?;
+        let theirs_label = super::reference_label();
+        writeln!(out, "{theirs_label} ({version}): {theirs:>8.1} updates/s")?;
         writeln!(out, "ratio={:.3}", r.ours_updates_per_s / theirs)?;
     }
     Ok(())
