@@ -487,7 +487,10 @@ fn bad_run_arguments_are_user_errors() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MPDP_DEVICE=tpu: expected cpu or wgpu"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("MPDP_DEVICE=tpu: expected cpu, wgpu or wgpu:N")
+    );
     let mut a = args(&runs.0, 100, &[]);
     let i = a.iter().position(|x| x == "sac").unwrap();
     a[i] = "ppo".into();

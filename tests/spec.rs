@@ -390,3 +390,29 @@ model = { members = 5, elites = 3 }
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// GPU slots: wgpu without `devices.gpus` takes one slot on wgpu's default adapter (which
+/// need not be a discrete GPU); listed GPUs give `runs_per_device` slots each.
+#[test]
+fn gpu_slots_follow_the_listed_gpus() {
+    let dir = tmp("gpu-slots");
+    let path = write(
+        &dir,
+        "gpu.toml",
+        "schema = 1\nname = \"gpu\"\nseeds = [0]\n[envs.InvertedPendulum]\nsteps = 100\n\
+         [agents.SAC]\nalgo = \"sac\"\n[devices]\nkind = \"wgpu\"\n",
+    );
+    let slots = |sets: &[&str]| -> Vec<Option<usize>> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let plan = spec::load(&path, &sets).unwrap_or_else(|e| panic!("{e}"));
+        plan.spec.devices.slots.iter().map(|s| s.gpu).collect()
+    };
+    assert_eq!(slots(&[]), [None]);
+    assert_eq!(slots(&["devices.runs_per_device=2"]), [None, None]);
+    assert_eq!(
+        slots(&["devices.gpus=[0, 3]", "devices.runs_per_device=2"]),
+        [Some(0), Some(0), Some(3), Some(3)]
+    );
+    assert_eq!(slots(&["devices.kind=\"cuda\""]), [Some(0)]);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -34,7 +34,7 @@ pub fn reference_script(name: &str) -> PathBuf {
 /// so both sides of a ratio use the same kind of device; on the CPU otherwise.
 pub fn reference_device() -> &'static str {
     match crate::nn::requested_device() {
-        Ok("wgpu") => "cuda",
+        Ok(crate::nn::Requested::Wgpu(_)) => "cuda",
         _ => "cpu",
     }
 }
@@ -50,7 +50,7 @@ pub fn sync_device() {
 /// Our side's name in the reports: the backend and the kind of device it ran on.
 pub fn ours_label() -> &'static str {
     match crate::nn::requested_device() {
-        Ok("wgpu") => "ours (burn wgpu GPU)",
+        Ok(crate::nn::Requested::Wgpu(_)) => "ours (burn wgpu GPU)",
         _ => "ours (burn flex CPU)",
     }
 }

@@ -187,8 +187,8 @@ pub enum ObsVariant {
     /// Gymnasium v5 defaults.
     #[default]
     V5,
-    /// MBPO's truncated observations: Ant 27 dims (qpos[2:], qvel; no contact forces) and
-    /// Humanoid 45 dims (qpos[2:], qvel). Rewards are v5's. Other tasks are as in v5. In
+    /// MBPO's truncated observations: Ant 27 dims (`qpos[2:]`, qvel; no contact forces) and
+    /// Humanoid 45 dims (`qpos[2:]`, qvel). Rewards are v5's. Other tasks are as in v5. In
     /// Gymnasium terms: `include_cfrc_ext_in_observation=False` for Ant, and all four
     /// `include_*_in_observation=False` for Humanoid.
     Mbpo,

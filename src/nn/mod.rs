@@ -17,36 +17,71 @@ pub use swish::swish;
 
 use burn::prelude::*;
 
-/// Environment variable choosing the compute device: `cpu` (default) or `wgpu`.
+/// Environment variable choosing the compute device: `cpu` (default), `wgpu` (wgpu's default
+/// adapter) or `wgpu:N` (the N-th discrete GPU wgpu finds, from 0).
 pub const DEVICE_ENV_VAR: &str = "MPDP_DEVICE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error("{DEVICE_ENV_VAR}={0}: expected cpu or wgpu")]
+    #[error("{DEVICE_ENV_VAR}={0}: expected cpu, wgpu or wgpu:N (N a GPU index: 0, 1, ...)")]
     Unknown(String),
     #[error(
-        "{DEVICE_ENV_VAR}=wgpu, but this binary was built without the `wgpu` feature (cargo build --features wgpu)"
+        "{DEVICE_ENV_VAR}={0}, but this binary was built without the `wgpu` feature (cargo build --features wgpu)"
     )]
-    NotBuilt,
+    NotBuilt(String),
 }
 
-/// The device `MPDP_DEVICE` asks for, checked against the features this binary has.
-pub fn requested_device() -> Result<&'static str, DeviceError> {
-    match std::env::var(DEVICE_ENV_VAR).as_deref() {
-        Err(_) | Ok("") | Ok("cpu") => Ok("cpu"),
-        Ok("wgpu") if cfg!(feature = "wgpu") => Ok("wgpu"),
-        Ok("wgpu") => Err(DeviceError::NotBuilt),
-        Ok(other) => Err(DeviceError::Unknown(other.to_string())),
+/// The compute device a process is asked to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Cpu,
+    /// A GPU through wgpu: its default adapter, or the discrete GPU with this index.
+    Wgpu(Option<usize>),
+}
+
+impl Requested {
+    /// Parses a `MPDP_DEVICE` value (empty means the CPU).
+    pub fn parse(value: &str) -> Result<Self, DeviceError> {
+        let unknown = || DeviceError::Unknown(value.to_string());
+        let requested = match value {
+            "" | "cpu" => Self::Cpu,
+            "wgpu" => Self::Wgpu(None),
+            other => match other.strip_prefix("wgpu:") {
+                Some(index) if !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit()) => {
+                    Self::Wgpu(Some(index.parse().map_err(|_| unknown())?))
+                }
+                _ => return Err(unknown()),
+            },
+        };
+        if requested != Self::Cpu && !cfg!(feature = "wgpu") {
+            return Err(DeviceError::NotBuilt(value.to_string()));
+        }
+        Ok(requested)
+    }
+
+    /// The `MPDP_DEVICE` value that asks for this device.
+    pub fn env_value(self) -> String {
+        match self {
+            Self::Cpu => "cpu".into(),
+            Self::Wgpu(None) => "wgpu".into(),
+            Self::Wgpu(Some(i)) => format!("wgpu:{i}"),
+        }
     }
 }
 
+/// The device `MPDP_DEVICE` asks for, checked against the features this binary has.
+pub fn requested_device() -> Result<Requested, DeviceError> {
+    Requested::parse(&std::env::var(DEVICE_ENV_VAR).unwrap_or_default())
+}
+
 /// The compute device: burn's `flex` CPU backend by default, a GPU through wgpu when the
-/// `wgpu` feature is on and `MPDP_DEVICE=wgpu`. Always with autodiff. Check the request
+/// `wgpu` feature is on and `MPDP_DEVICE` asks for it. Always with autodiff. Check the request
 /// first with [`requested_device`]; an invalid one falls back to the CPU here.
 pub fn device() -> Device {
     #[cfg(feature = "wgpu")]
-    if requested_device().ok() == Some("wgpu") {
-        return Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    if let Ok(Requested::Wgpu(index)) = requested_device() {
+        let kind = index.map_or(DeviceKind::DefaultDevice, DeviceKind::DiscreteGpu);
+        return Device::wgpu(kind).autodiff();
     }
     Device::flex().autodiff()
 }
@@ -113,4 +148,37 @@ pub fn clip_grad_norm<M: burn::module::Module>(
         module.visit(&mut Scale(grads, max_norm / (norm + 1e-6)));
     }
     norm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_requests_parse_strictly() {
+        assert_eq!(Requested::parse("").unwrap(), Requested::Cpu);
+        assert_eq!(Requested::parse("cpu").unwrap(), Requested::Cpu);
+        for bad in [
+            "gpu", "wgpu:", "wgpu:x", "wgpu:-1", "wgpu:1:2", "CPU", "cuda",
+        ] {
+            assert!(
+                matches!(Requested::parse(bad), Err(DeviceError::Unknown(_))),
+                "{bad}"
+            );
+        }
+        for (value, wanted) in [
+            ("wgpu", Requested::Wgpu(None)),
+            ("wgpu:0", Requested::Wgpu(Some(0))),
+            ("wgpu:12", Requested::Wgpu(Some(12))),
+        ] {
+            match Requested::parse(value) {
+                Ok(r) if cfg!(feature = "wgpu") => {
+                    assert_eq!(r, wanted);
+                    assert_eq!(r.env_value(), value);
+                }
+                Err(DeviceError::NotBuilt(v)) if !cfg!(feature = "wgpu") => assert_eq!(v, value),
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Results you can look at: aggregation across seeds ([`aggregate`]), the paper's figures
+//! Results you can look at: aggregation across seeds ([`aggregate()`]), the paper's figures
 //! ([`figures`]) and a Markdown report, all from what is in runs/ alone.
 //!
 //! `mpdp aggregate SPEC` writes `runs/<name>/summary.parquet` and `final_scores.parquet`;

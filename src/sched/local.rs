@@ -1,7 +1,7 @@
 //! The local executor: every run of a plan that is not done, one child process each, as
 //! many at once as the spec's device slots allow.
 //!
-//! Children get the slot's device (`MPDP_DEVICE`, `CUDA_VISIBLE_DEVICES`) and the run's
+//! Children get the slot's device (`MPDP_DEVICE`, see `device_env`) and the run's
 //! thread budget (`RAYON_NUM_THREADS`), write their output to `output.log` in the run
 //! directory, and are sent SIGTERM if the scheduler dies (`PR_SET_PDEATHSIG`), so they
 //! checkpoint instead of running on unsupervised. A run another process holds is waited
@@ -303,13 +303,10 @@ fn spawn(
         .arg(format!("mpdp run (pid {})", std::process::id()))
         .env("RAYON_NUM_THREADS", &threads)
         .env("OMP_NUM_THREADS", &threads)
-        .env(crate::nn::DEVICE_ENV_VAR, devices.kind.name())
+        .envs(device_env(devices.kind, slot))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    if let (Some(gpu), DeviceKind::Cuda | DeviceKind::Wgpu) = (slot.gpu, devices.kind) {
-        cmd.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
-    }
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to this
     // child when its parent dies.
     unsafe {
@@ -319,6 +316,23 @@ fn spawn(
         });
     }
     cmd.spawn().map_err(io_err(&opts.exe))
+}
+
+/// What a child is told about its slot's device. CUDA picks its GPU from
+/// `CUDA_VISIBLE_DEVICES`; wgpu (Vulkan) ignores that variable, so a wgpu slot on a GPU that
+/// `devices.gpus` lists names it in `MPDP_DEVICE=wgpu:N`, and one without a listed GPU takes
+/// wgpu's default adapter.
+fn device_env(kind: DeviceKind, slot: Slot) -> Vec<(&'static str, String)> {
+    let device = crate::nn::DEVICE_ENV_VAR;
+    match (kind, slot.gpu) {
+        (DeviceKind::Cpu, _) => vec![(device, kind.name().into())],
+        (DeviceKind::Wgpu, gpu) => vec![(device, crate::nn::Requested::Wgpu(gpu).env_value())],
+        (DeviceKind::Cuda, None) => vec![(device, kind.name().into())],
+        (DeviceKind::Cuda, Some(gpu)) => vec![
+            (device, kind.name().into()),
+            ("CUDA_VISIBLE_DEVICES", gpu.to_string()),
+        ],
+    }
 }
 
 /// Progress display: an overall bar and a line per active run on a terminal, plain event
@@ -366,5 +380,34 @@ impl Ui {
         } else {
             let _ = self.multi.println(line);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(kind: DeviceKind, gpu: Option<usize>) -> Vec<(&'static str, String)> {
+        device_env(kind, Slot { gpu })
+    }
+
+    /// Regression: a wgpu slot's GPU went only into CUDA_VISIBLE_DEVICES, which wgpu
+    /// (Vulkan) ignores, so every wgpu run of a multi-GPU spec shared the default adapter.
+    #[test]
+    fn each_slot_names_its_device_the_way_its_backend_reads_it() {
+        let device = crate::nn::DEVICE_ENV_VAR;
+        assert_eq!(env(DeviceKind::Cpu, None), [(device, "cpu".to_string())]);
+        assert_eq!(env(DeviceKind::Wgpu, None), [(device, "wgpu".to_string())]);
+        assert_eq!(
+            env(DeviceKind::Wgpu, Some(2)),
+            [(device, "wgpu:2".to_string())]
+        );
+        assert_eq!(
+            env(DeviceKind::Cuda, Some(1)),
+            [
+                (device, "cuda".to_string()),
+                ("CUDA_VISIBLE_DEVICES", "1".to_string())
+            ]
+        );
     }
 }

@@ -539,14 +539,16 @@ fn check_devices(file: &SpecFile, src: &Source) -> Result<Devices, SpecError> {
             vec![Slot { gpu: None }; n]
         }
         DeviceKind::Wgpu | DeviceKind::Cuda => {
-            let gpus = if d.gpus.is_empty() {
-                vec![0]
-            } else {
-                d.gpus.clone()
+            // Without a list: one device, CUDA's GPU 0 or wgpu's default adapter (which need
+            // not be a discrete GPU).
+            let gpus: Vec<Option<usize>> = match (d.gpus.is_empty(), d.kind) {
+                (true, DeviceKind::Wgpu) => vec![None],
+                (true, _) => vec![Some(0)],
+                (false, _) => d.gpus.iter().map(|&g| Some(g)).collect(),
             };
             let per = d.runs_per_device.unwrap_or(1);
             gpus.iter()
-                .flat_map(|&g| std::iter::repeat_n(Slot { gpu: Some(g) }, per))
+                .flat_map(|&gpu| std::iter::repeat_n(Slot { gpu }, per))
                 .collect()
         }
     };

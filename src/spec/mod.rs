@@ -166,7 +166,8 @@ pub struct DevicesEntry {
     /// Threads per run (its rayon pool: parallel envs, eval episodes). Default 1: small MLP
     /// updates gain little from more threads and many runs share a machine.
     pub threads_per_run: Option<usize>,
-    /// GPU indices to use (CUDA_VISIBLE_DEVICES of each run). Default `[0]`.
+    /// GPU indices to use: `MPDP_DEVICE=wgpu:N` (wgpu's N-th discrete GPU) or
+    /// `CUDA_VISIBLE_DEVICES` of each run. Default: wgpu's default adapter, CUDA's GPU 0.
     pub gpus: Vec<usize>,
 }
 
