@@ -263,7 +263,7 @@ pub struct RunOneArgs {
     #[arg(
         long,
         value_name = "MINUTES",
-        default_value_t = 30.0,
+        default_value_t = 10.0,
         allow_negative_numbers = true
     )]
     pub checkpoint_minutes: f64,
