@@ -5,13 +5,12 @@
 //! GPU, on the CPU otherwise.
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
 
-use super::{ReferenceError, run_reference};
+use super::{ReferenceError, best_of, run_reference};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::nn::{normal_noise, to_vec};
 
@@ -34,18 +33,6 @@ pub struct EnsembleBenchResult {
     pub ours: (f64, f64),
     /// (train steps/s, inference rows/s) and the torch version line.
     pub reference: Option<(f64, f64, String)>,
-}
-
-fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
-    (0..repeats.max(1))
-        .map(|_| {
-            super::sync_device();
-            let start = Instant::now();
-            f();
-            super::sync_device();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::MAX, f64::min)
 }
 
 pub fn run(cfg: &EnsembleBenchConfig) -> Result<EnsembleBenchResult, ReferenceError> {

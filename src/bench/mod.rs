@@ -47,6 +47,19 @@ pub fn sync_device() {
         .expect("the compute device failed while running the benchmark");
 }
 
+/// The shortest of `repeats` timings of `f`, in seconds, each between device syncs.
+pub fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
+    (0..repeats.max(1))
+        .map(|_| {
+            sync_device();
+            let start = std::time::Instant::now();
+            f();
+            sync_device();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
 /// Our side's name in the reports: the backend and the kind of device it ran on.
 pub fn ours_label() -> &'static str {
     match crate::nn::requested_device() {

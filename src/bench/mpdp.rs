@@ -1,12 +1,11 @@
 //! `mpdp bench mpdp`: MPDP updates per second (Algorithm 2, lines 4–7: SAC's policy
 //! evaluation, the H-step planning objective through the frozen ensemble, the joint clipped
 //! policy step, temperature and targets) on our stack and, in the same command, on the plain
-//! PyTorch implementation in `bench/reference/mpdp_update.py` (on CUDA when ours runs on a GPU). Hopper sizes, H = 5,
-//! batch 256 by default. u_T is infinite and the termination function is HalfCheetah's
+//! PyTorch implementation in `bench/reference/mpdp_update.py` (on CUDA when ours runs on a
+//! GPU). Hopper sizes, H = 5, batch 256 by default. u_T is infinite and the termination function is HalfCheetah's
 //! (none), so every row plans all H steps in both stacks.
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -85,17 +84,11 @@ pub fn run(cfg: &MpdpBenchConfig) -> Result<MpdpBenchResult, ReferenceError> {
     for _ in 0..3 {
         agent.update(&mut stats).expect("finite");
     }
-    let secs = (0..cfg.repeats.max(1))
-        .map(|_| {
-            super::sync_device();
-            let start = Instant::now();
-            for _ in 0..cfg.updates {
-                agent.update(&mut stats).expect("finite");
-            }
-            super::sync_device();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::MAX, f64::min);
+    let secs = super::best_of(cfg.repeats, || {
+        for _ in 0..cfg.updates {
+            agent.update(&mut stats).expect("finite");
+        }
+    });
     let horizon_mean = stats
         .finish()
         .and_then(|s| s.into_iter().find(|(n, _)| *n == "horizon_mean"))

@@ -3,7 +3,6 @@
 //! `bench/reference/sac_update.py` (on CUDA when ours runs on a GPU).
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -59,16 +58,11 @@ pub fn run(cfg: &SacBenchConfig) -> Result<SacBenchResult, ReferenceError> {
     for i in 0..20 {
         learner.update(&data[i % data.len()], &mut rng);
     }
-    let mut best = f64::MAX;
-    for _ in 0..cfg.repeats.max(1) {
-        super::sync_device();
-        let start = Instant::now();
+    let best = super::best_of(cfg.repeats, || {
         for i in 0..cfg.updates {
             learner.update(&data[i % data.len()], &mut rng);
         }
-        super::sync_device();
-        best = best.min(start.elapsed().as_secs_f64());
-    }
+    });
     let (reference_updates_per_s, reference_version) = match &cfg.python {
         Some(python) => {
             let (rate, version) = reference(python, cfg)?;
