@@ -267,3 +267,84 @@ fn m2ac_masks_its_rollouts_and_logs_the_kept_fraction_and_uncertainty() {
         std::fs::remove_dir_all(&runs).ok();
     }
 }
+
+/// A stop signal during a long model fit ends the run at once: the fit gives up at its next
+/// epoch, the checkpoint holds the agent as it was before the step's learning, and the
+/// resumed run redoes that learning first, so its metrics equal an uninterrupted run's.
+#[test]
+fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
+    // One fit, at step 100, that runs all of its epochs (patience never ends it early).
+    let sets = [
+        "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+        "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=3000, patience=1000000}",
+        "model_train_freq=1000",
+        "horizon=4",
+    ];
+    let (a, b) = (tmp("fit-stop-whole"), tmp("fit-stop-stopped"));
+    let t = Instant::now();
+    let out = command(&a, "mpdp", &sets).output().unwrap();
+    let whole_s = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = read_metrics(&run_dir(&a).join("metrics.parquet")).unwrap();
+    assert_eq!(values(&whole, "train/model_epochs"), vec![3000.0]);
+
+    let mut child = command(&b, "mpdp", &sets)
+        .env("MPDP_HEARTBEAT_S", "0.05")
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    // The lock shows step 99 from the end of step 99's learning until step 100's (the fit).
+    let dir = loop {
+        if let Some(Ok(e)) = std::fs::read_dir(b.join("adhoc"))
+            .ok()
+            .and_then(|mut d| d.next())
+            && store::lock::read_lock(&e.path()).is_some_and(|l| l.step >= 99)
+        {
+            break e.path();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the run never reached step 99"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    // SAFETY: SIGTERM to the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let stop_s = t.elapsed().as_secs_f64();
+    assert_eq!(status.code(), Some(75), "the run ended before the signal");
+    let s = store::read_status(&dir).unwrap();
+    assert_eq!((s.state, s.step), (RunState::Preempted, 100));
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(
+        log.contains("stop requested while learning at step 100"),
+        "{log}"
+    );
+    assert!(
+        stop_s < whole_s / 4.0,
+        "the stop took {stop_s:.2} s; the whole run {whole_s:.2} s"
+    );
+
+    let out = command(&b, "mpdp", &sets).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = read_metrics(&dir.join("metrics.parquet")).unwrap();
+    let curve = |rows: &[MetricRow]| -> Vec<(u64, String, f64)> {
+        rows.iter()
+            .filter(|r| r.metric.starts_with("eval/") || r.metric.starts_with("train/model"))
+            .map(|r| (r.step, r.metric.clone(), r.value))
+            .collect()
+    };
+    assert_eq!(curve(&whole), curve(&resumed));
+    std::fs::remove_dir_all(&a).ok();
+    std::fs::remove_dir_all(&b).ok();
+}

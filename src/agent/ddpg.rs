@@ -215,7 +215,11 @@ impl Agent for Ddpg {
         self.core.observe(t);
     }
 
-    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+    fn learn(
+        &mut self,
+        new_transitions: usize,
+        _interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Stats>, AgentError> {
         let learner = &mut self.learner;
         self.core
             .learn("DDPG", new_transitions, |batch, _| learner.update(batch))

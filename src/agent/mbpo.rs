@@ -219,14 +219,23 @@ impl Mbpo {
 
     /// Trains the model on every real transition, then fills the model buffer with
     /// branched rollouts. Returns the statistics to log.
-    fn train_model_and_roll_out(&mut self) -> Stats {
+    fn train_model_and_roll_out(
+        &mut self,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Stats, AgentError> {
         // Measured before training, once the model has been trained at least once.
         let error = if self.state.transitions > self.cfg.sac.learning_starts.max(1) {
             fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq)
         } else {
             Vec::new()
         };
-        let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
+        let report = fit::fit(
+            &mut self.model,
+            &self.real,
+            &mut self.state.rng,
+            interrupted,
+        )
+        .ok_or(AgentError::Interrupted)?;
         let (o, a) = (self.obs_dim, self.act_dim);
         let obs = self.real.columns().obs;
         let n = self.real.len();
@@ -288,7 +297,7 @@ impl Mbpo {
             ("rollout_mean_length", stats.mean_length()),
             ("model_buffer", self.fake.len() as f64),
         ]);
-        out
+        Ok(out)
     }
 
     fn schedule(&self) -> ModelBased {
@@ -332,12 +341,18 @@ impl Agent for Mbpo {
         self.state.transitions += 1;
     }
 
-    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+    fn learn(
+        &mut self,
+        new_transitions: usize,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Stats>, AgentError> {
         let mut means = StatMeans::default();
-        for due in self.schedule().due(self.state.transitions, new_transitions) {
+        let due = self.schedule().due(self.state.transitions, new_transitions);
+        for (i, due) in due.into_iter().enumerate() {
             match due {
                 Due::FitModel => {
-                    for (name, v) in self.train_model_and_roll_out() {
+                    let interrupted = ModelBased::interrupt_at(i, interrupted);
+                    for (name, v) in self.train_model_and_roll_out(interrupted)? {
                         means.add("MBPO", name, v)?;
                     }
                 }

@@ -77,9 +77,15 @@ pub trait Agent: Send {
     /// Stores a transition.
     fn observe(&mut self, t: &Transition<'_>);
     /// The learning due after `new_transitions` more transitions: gradient updates, target
-    /// updates. Returns the mean statistics of the updates made, if any; an error if a loss
-    /// or parameter became NaN or infinite.
-    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError>;
+    /// updates, model fits. Returns the mean statistics of the updates made, if any; an error
+    /// if a loss or parameter became NaN or infinite. A long phase that starts the call (a
+    /// model fit) asks `interrupted` as it goes and, when it answers true, gives up with
+    /// [`AgentError::Interrupted`], leaving the agent exactly as it was before the call.
+    fn learn(
+        &mut self,
+        new_transitions: usize,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Stats>, AgentError>;
     /// Writes everything needed to continue bit for bit into `dir`.
     fn save(&self, dir: &Path) -> Result<(), AgentError>;
     /// Restores what [`Agent::save`] wrote.
@@ -99,6 +105,9 @@ pub enum AgentError {
     },
     #[error("diverged: {0}")]
     Diverged(String),
+    /// [`Agent::learn`] gave up on a stop request; the agent is as it was before the call.
+    #[error("interrupted before the learning due was done")]
+    Interrupted,
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
 }

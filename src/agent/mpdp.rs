@@ -240,13 +240,19 @@ impl Mpdp {
 
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
     /// fit on D, and u_T for the new model.
-    fn fit_model(&mut self) -> Stats {
+    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
         let error = if self.state.transitions > self.cfg.sac.learning_starts.max(1) {
             fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq)
         } else {
             Vec::new()
         };
-        let report = fit::fit(&mut self.model, &self.real, &mut self.state.rng);
+        let report = fit::fit(
+            &mut self.model,
+            &self.real,
+            &mut self.state.rng,
+            interrupted,
+        )
+        .ok_or(AgentError::Interrupted)?;
         self.frozen = FrozenModel::new(&self.model, self.obs_dim);
         if self.cfg.u_threshold == Threshold::Auto {
             self.state.u_threshold = self.calibrated_threshold();
@@ -258,7 +264,7 @@ impl Mpdp {
             ("model_epochs", report.epochs as f64),
             ("u_threshold", self.state.u_threshold),
         ]);
-        out
+        Ok(out)
     }
 
     /// The `u_quantile` quantile of u(s, a) over the newest `u_window` real states with
@@ -388,12 +394,17 @@ impl Agent for Mpdp {
         self.state.transitions += 1;
     }
 
-    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+    fn learn(
+        &mut self,
+        new_transitions: usize,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Stats>, AgentError> {
         let mut means = StatMeans::default();
-        for due in self.schedule().due(self.state.transitions, new_transitions) {
+        let due = self.schedule().due(self.state.transitions, new_transitions);
+        for (i, due) in due.into_iter().enumerate() {
             match due {
                 Due::FitModel => {
-                    for (name, v) in self.fit_model() {
+                    for (name, v) in self.fit_model(ModelBased::interrupt_at(i, interrupted))? {
                         means.add("MPDP", name, v)?;
                     }
                 }

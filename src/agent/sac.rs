@@ -573,7 +573,11 @@ impl Agent for Sac {
         self.core.observe(t);
     }
 
-    fn learn(&mut self, new_transitions: usize) -> Result<Option<Stats>, AgentError> {
+    fn learn(
+        &mut self,
+        new_transitions: usize,
+        _interrupted: &dyn Fn() -> bool,
+    ) -> Result<Option<Stats>, AgentError> {
         let learner = &mut self.learner;
         self.core.learn("SAC", new_transitions, |batch, rng| {
             learner.update(batch, rng).named().to_vec()

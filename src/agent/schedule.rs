@@ -42,6 +42,16 @@ impl ModelBased {
         out
     }
 
+    /// The interrupt check for the item at `index` of a [`ModelBased::due`] list: a fit may
+    /// give up only when it comes first, while nothing of the call has happened yet, so that
+    /// the agent can be checkpointed as it was before the call and the call made again.
+    pub fn interrupt_at(index: usize, interrupted: &dyn Fn() -> bool) -> &dyn Fn() -> bool {
+        fn never() -> bool {
+            false
+        }
+        if index == 0 { interrupted } else { &never }
+    }
+
     /// Whether actions are still uniform random after `transitions` transitions.
     pub fn random_phase(&self, transitions: usize) -> bool {
         transitions < self.learning_starts
@@ -72,5 +82,8 @@ mod tests {
         let one: Vec<Due> = (1..=5).flat_map(|t| s.due(t, 1)).collect();
         assert_eq!(one, s.due(5, 5));
         assert!(s.random_phase(2) && !s.random_phase(3));
+        // Only a fit that starts the call may give up.
+        assert!(ModelBased::interrupt_at(0, &|| true)());
+        assert!(!ModelBased::interrupt_at(5, &|| true)());
     }
 }

@@ -464,8 +464,26 @@ impl Ensemble {
     }
 
     /// Trains on all `n` rows of `inputs` (`n × d_in`) and `targets` (`n × d_out`).
-    pub fn train<R: Rng>(&mut self, inputs: &[f32], targets: &[f32], rng: &mut R) -> TrainReport {
+    ///
+    /// `interrupted` is asked before every epoch. Once it answers true the call gives up:
+    /// the network, optimiser, normaliser and elites are put back as they were, and it returns
+    /// `None` (only `rng` has moved on). A fit on a large buffer takes minutes, so this is
+    /// what lets a stop signal end a run promptly.
+    pub fn train<R: Rng>(
+        &mut self,
+        inputs: &[f32],
+        targets: &[f32],
+        rng: &mut R,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Option<TrainReport> {
         let (e, cfg) = (self.cfg.members, self.cfg.clone());
+        // Cheap: burn tensors are shared handles, and an update writes new ones.
+        let before = (
+            self.net.clone(),
+            self.opt.clone(),
+            self.norm.clone(),
+            self.elites.clone(),
+        );
         let n = inputs.len() / self.d_in;
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(rng);
@@ -488,6 +506,10 @@ impl Ensemble {
         let mut train_nll: f64;
         let batches = train.len().div_ceil(cfg.batch_size);
         loop {
+            if interrupted() {
+                (self.net, self.opt, self.norm, self.elites) = before;
+                return None;
+            }
             epochs += 1;
             let (mut nll_sum, mut nll_n) = (0.0, 0usize);
             for b in boot.iter_mut() {
@@ -539,12 +561,12 @@ impl Ensemble {
         }
         self.net = set_params(self.net.clone(), &best);
         self.elites = elites(&stop.best, cfg.elites);
-        TrainReport {
+        Some(TrainReport {
             epochs,
             holdout_mse: stop.best.clone(),
             train_nll,
             elites: self.elites.clone(),
-        }
+        })
     }
 
     /// One gradient step on normalised inputs `x` `[E, batch, d_in]` and targets `y`
@@ -637,6 +659,56 @@ mod tests {
         assert_eq!(out, vec![2.0, 1.0]);
     }
 
+    /// A fit that is interrupted puts everything back: the same fit made again gives what an
+    /// uninterrupted fit gives (weights, optimiser moments, normaliser, elites).
+    #[test]
+    fn an_interrupted_fit_leaves_the_ensemble_as_it_was() {
+        let device = crate::nn::device();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let cfg = EnsembleConfig {
+            members: 3,
+            elites: 2,
+            hidden: vec![16],
+            batch_size: 32,
+            max_epochs: Some(12),
+            ..EnsembleConfig::default()
+        };
+        let x: Vec<f32> = (0..400).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let y: Vec<f32> = x.iter().map(|v| 3.0 * v).collect();
+        let mut whole = Ensemble::new(
+            cfg.clone(),
+            2,
+            2,
+            &mut Xoshiro256PlusPlus::seed_from_u64(1),
+            &device,
+        );
+        let mut cut = Ensemble::new(
+            cfg,
+            2,
+            2,
+            &mut Xoshiro256PlusPlus::seed_from_u64(1),
+            &device,
+        );
+        // Two fits each, so the second starts from the first's optimiser state.
+        for _ in 0..2 {
+            whole.train(&x, &y, &mut rng.clone(), &|| false).unwrap();
+            let asked = std::cell::Cell::new(0);
+            let stop_in_epoch_4 = || {
+                asked.set(asked.get() + 1);
+                asked.get() > 3
+            };
+            assert!(
+                cut.train(&x, &y, &mut rng.clone(), &stop_in_epoch_4)
+                    .is_none()
+            );
+            assert_eq!(asked.get(), 4);
+            cut.train(&x, &y, &mut rng.clone(), &|| false).unwrap();
+            assert_eq!(cut.predict(&[0.3, -0.2]), whole.predict(&[0.3, -0.2]));
+            assert_eq!((&cut.elites, &cut.norm), (&whole.elites, &whole.norm));
+            rng.next_u64();
+        }
+    }
+
     /// y = [x0 + 2 x1, sin(x0)] + small noise: a small ensemble fits it, stops early on its
     /// own, keeps every member's best weights, and round-trips through a checkpoint.
     #[test]
@@ -664,7 +736,7 @@ mod tests {
         }
         let mut ens = Ensemble::new(cfg, 2, 2, &mut rng, &device);
         let before = ens.mse(&x, &y, &(0..n).collect::<Vec<_>>());
-        let report = ens.train(&x, &y, &mut rng);
+        let report = ens.train(&x, &y, &mut rng, &|| false).unwrap();
         assert_eq!(report.elites.len(), 2);
         let after = ens.mse(&x, &y, &(0..n).collect::<Vec<_>>());
         let var_y = 5.0 * 4.0 / 3.0;

@@ -7,7 +7,14 @@ use super::rollout::Dynamics;
 use crate::replay::ReplayBuffer;
 
 /// Trains `model` on every transition of `real`: inputs [s, a], targets [r, s' − s].
-pub fn fit<R: Rng>(model: &mut Ensemble, real: &ReplayBuffer, rng: &mut R) -> TrainReport {
+/// `None` when `interrupted` stopped it; the model and `rng` are then as they were, so the
+/// same call can be made again with the same result.
+pub fn fit<R: Rng + Clone>(
+    model: &mut Ensemble,
+    real: &ReplayBuffer,
+    rng: &mut R,
+    interrupted: &dyn Fn() -> bool,
+) -> Option<TrainReport> {
     let c = real.columns();
     let (o, a) = (real.obs_dim(), real.act_dim());
     let n = c.rew.len();
@@ -19,7 +26,12 @@ pub fn fit<R: Rng>(model: &mut Ensemble, real: &ReplayBuffer, rng: &mut R) -> Tr
         targets.push(c.rew[i]);
         targets.extend((0..o).map(|j| c.next_obs[i * o + j] - c.obs[i * o + j]));
     }
-    model.train(&inputs, &targets, rng)
+    let start = rng.clone();
+    let report = model.train(&inputs, &targets, rng, interrupted);
+    if report.is_none() {
+        *rng = start;
+    }
+    report
 }
 
 /// Mean hold-out MSE of the elites in a training report.

@@ -3,7 +3,8 @@
 //! `run_one` is idempotent: a run whose status is `done` returns at once; a run with a
 //! checkpoint continues from it bit for bit (on CPU); otherwise it starts. SIGTERM/SIGINT
 //! (through the `stop` flag) finish the current step, checkpoint and mark the run
-//! `preempted`. NaN/inf in a loss or a parameter marks it `failed` with the reason. Nothing
+//! `preempted`; a model fit in progress gives up at its next epoch and is redone on resume,
+//! so a stop is prompt even when a fit takes minutes. NaN/inf in a loss or a parameter marks it `failed` with the reason. Nothing
 //! written before is lost either way: metric chunks are written with every checkpoint.
 
 mod metrics;
@@ -153,6 +154,10 @@ struct LoopState {
     /// Sums of training statistics since the last log line, each with how many calls
     /// reported it (some statistics, such as a model's, come only from some calls).
     stats_sum: Vec<(String, f64, u64)>,
+    /// The env step `step` is taken but the agent's learning for it is not done (a stop
+    /// interrupted it): a resumed run does that first.
+    #[serde(default)]
+    learn_pending: bool,
 }
 
 /// Runs (or resumes, or skips) the run described by `cfg` in `run_dir`.
@@ -257,6 +262,7 @@ impl<'a> Run<'a> {
                 episode_lengths: vec![0; cfg.num_envs],
                 last_eval: None,
                 stats_sum: Vec::new(),
+                learn_pending: false,
             },
             log: RunLog::open(dir).map_err(io_err(dir))?,
             started: Instant::now(),
@@ -350,50 +356,34 @@ impl<'a> Run<'a> {
 
     fn interact(&mut self, bar: &indicatif::ProgressBar) -> Result<RunOutcome, RunError> {
         let n = self.cfg.num_envs as u64;
-        let info = self.train.info().clone();
-        while self.state.step < self.cfg.total_steps {
-            if self.opts.stop.load(Ordering::SeqCst) {
-                return Ok(RunOutcome::Preempted);
-            }
-            let obs = self.train.observations();
-            let actions = self.agent.explore(&obs, self.cfg.num_envs);
-            let steps = self.train.step(&actions);
-            for (i, step) in steps.iter().enumerate() {
-                let (o, a) = (info.obs_dim, info.act_dim);
-                self.agent.observe(&Transition {
-                    obs: &obs[i * o..(i + 1) * o],
-                    action: &actions[i * a..(i + 1) * a],
-                    reward: step.reward,
-                    next_obs: self.train.envs()[i].obs(),
-                    terminated: step.terminated,
-                });
-                self.state.episode_returns[i] += step.reward;
-                self.state.episode_lengths[i] += 1;
-                if step.done() {
-                    let step_no = self.state.step + i as u64 + 1;
-                    let wall = self.wall();
-                    self.metrics.push(
-                        step_no,
-                        wall,
-                        "train/episode_return",
-                        self.state.episode_returns[i],
-                    );
-                    self.metrics.push(
-                        step_no,
-                        wall,
-                        "train/episode_length",
-                        self.state.episode_lengths[i] as f64,
-                    );
-                    self.state.episode_returns[i] = 0.0;
-                    self.state.episode_lengths[i] = 0;
-                    self.train.envs_mut()[i].reset(None);
+        while self.state.step < self.cfg.total_steps || self.state.learn_pending {
+            if !self.state.learn_pending {
+                if self.opts.stop.load(Ordering::SeqCst) {
+                    return Ok(RunOutcome::Preempted);
                 }
+                self.env_step();
             }
-            let before = self.state.step;
-            self.state.step += n;
-            if let Some(stats) = self.agent.learn(self.cfg.num_envs)? {
-                self.accumulate(&stats);
+            let stop = self.opts.stop.clone();
+            match self
+                .agent
+                .learn(self.cfg.num_envs, &|| stop.load(Ordering::SeqCst))
+            {
+                Ok(stats) => {
+                    self.state.learn_pending = false;
+                    if let Some(stats) = stats {
+                        self.accumulate(&stats);
+                    }
+                }
+                Err(AgentError::Interrupted) => {
+                    self.log.line(&format!(
+                        "stop requested while learning at step {}; that learning is redone on resume",
+                        self.state.step
+                    ));
+                    return Ok(RunOutcome::Preempted);
+                }
+                Err(e) => return Err(e.into()),
             }
+            let before = self.state.step - n;
             let crossed = |every: u64, step: u64| every > 0 && step / every > before / every;
             if crossed(self.cfg.log_every, self.state.step) {
                 self.log_training();
@@ -429,6 +419,47 @@ impl<'a> Run<'a> {
             }
         }
         Ok(RunOutcome::Done)
+    }
+
+    /// One step of every training env with the agent's exploration actions; the transitions
+    /// go to the agent and `step` moves on. The agent's learning for it is then pending.
+    fn env_step(&mut self) {
+        let (o, a) = (self.train.info().obs_dim, self.train.info().act_dim);
+        let obs = self.train.observations();
+        let actions = self.agent.explore(&obs, self.cfg.num_envs);
+        let steps = self.train.step(&actions);
+        for (i, step) in steps.iter().enumerate() {
+            self.agent.observe(&Transition {
+                obs: &obs[i * o..(i + 1) * o],
+                action: &actions[i * a..(i + 1) * a],
+                reward: step.reward,
+                next_obs: self.train.envs()[i].obs(),
+                terminated: step.terminated,
+            });
+            self.state.episode_returns[i] += step.reward;
+            self.state.episode_lengths[i] += 1;
+            if step.done() {
+                let step_no = self.state.step + i as u64 + 1;
+                let wall = self.wall();
+                self.metrics.push(
+                    step_no,
+                    wall,
+                    "train/episode_return",
+                    self.state.episode_returns[i],
+                );
+                self.metrics.push(
+                    step_no,
+                    wall,
+                    "train/episode_length",
+                    self.state.episode_lengths[i] as f64,
+                );
+                self.state.episode_returns[i] = 0.0;
+                self.state.episode_lengths[i] = 0;
+                self.train.envs_mut()[i].reset(None);
+            }
+        }
+        self.state.step += self.cfg.num_envs as u64;
+        self.state.learn_pending = true;
     }
 
     fn accumulate(&mut self, stats: &[(&'static str, f64)]) {
