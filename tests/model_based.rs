@@ -348,3 +348,74 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
     std::fs::remove_dir_all(&a).ok();
     std::fs::remove_dir_all(&b).ok();
 }
+
+/// `u_min` / `u_max` clamp the "auto" u_T: a cap of ~0 cuts every planned row at its first
+/// step, a floor above any u cuts none; bad bounds are refused before anything runs.
+#[test]
+fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
+    let tiny = [
+        "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+        "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
+        "model_train_freq=100",
+        "horizon=4",
+    ];
+    let run = |bound: &str| -> Vec<MetricRow> {
+        let runs = tmp(&format!("clamp-{}", bound.replace(['=', '.'], "-")));
+        let mut sets = tiny.to_vec();
+        sets.push(bound);
+        let out = command(&runs, "mpdp", &sets).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+        std::fs::remove_dir_all(&runs).ok();
+        rows
+    };
+    let capped = run("u_max=1e-12");
+    assert!(
+        values(&capped, "train/u_threshold")
+            .iter()
+            .all(|u| *u == 1e-12)
+    );
+    let h = values(&capped, "train/horizon_mean");
+    assert!(!h.is_empty() && h.iter().all(|h| *h == 1.0), "{h:?}");
+    let cut = values(&capped, "train/cut_uncertain_fraction");
+    assert!(cut.iter().all(|c| *c == 1.0), "{cut:?}");
+
+    let floored = run("u_min=1e12");
+    assert!(
+        values(&floored, "train/u_threshold")
+            .iter()
+            .all(|u| *u == 1e12)
+    );
+    let cut = values(&floored, "train/cut_uncertain_fraction");
+    assert!(!cut.is_empty() && cut.iter().all(|c| *c == 0.0), "{cut:?}");
+
+    for (bad, key) in [
+        ("u_max=-1", "u_max"),
+        ("u_min=nan", "u_min"),
+        ("u_threshold=2.0", "u_max"),
+    ] {
+        let runs = tmp("clamp-bad");
+        let mut sets = tiny.to_vec();
+        sets.push(bad);
+        if bad.starts_with("u_threshold") {
+            sets.push("u_max=3.0");
+        }
+        let out = command(&runs, "mpdp", &sets).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(key), "{bad}: {err}");
+        std::fs::remove_dir_all(&runs).ok();
+    }
+    let runs = tmp("clamp-order");
+    let mut sets = tiny.to_vec();
+    sets.extend(["u_min=2.0", "u_max=1.0"]);
+    let out = command(&runs, "mpdp", &sets).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("u_min") && err.contains("u_max (1)"), "{err}");
+    std::fs::remove_dir_all(&runs).ok();
+}

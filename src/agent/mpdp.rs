@@ -103,6 +103,13 @@ pub struct MpdpConfig {
     /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
     pub u_quantile: f64,
     pub u_window: usize,
+    /// Bounds on the "auto" u_T: the quantile is clamped to [u_min, u_max] (algorithms.md
+    /// §F.2). None by default: u's scale depends on the task. A cap keeps u_T from loosening
+    /// when the agent reaches states the model has not seen, where the quantile jumps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u_max: Option<f64>,
     /// "consistent" (default) or "literal" (Algorithm 1 as printed); see `model::gradplan`.
     pub update: Update,
     /// Global gradient-norm clip of the joint policy step (10).
@@ -123,6 +130,8 @@ impl Default for MpdpConfig {
             u_threshold: Threshold::Auto,
             u_quantile: 0.9,
             u_window: 1000,
+            u_min: None,
+            u_max: None,
             update: Update::Consistent,
             grad_clip: 10.0,
             model_noise: true,
@@ -142,6 +151,24 @@ impl Validate for MpdpConfig {
         non_negative("beta", self.beta)?;
         if let Threshold::Fixed(v) = self.u_threshold {
             non_negative("u_threshold", v)?;
+        }
+        for (key, bound) in [("u_min", self.u_min), ("u_max", self.u_max)] {
+            let Some(v) = bound else { continue };
+            non_negative(key, v)?;
+            if self.u_threshold != Threshold::Auto {
+                return Err(Invalid::new(
+                    key,
+                    "bounds the \"auto\" u_threshold only; u_threshold is a number here",
+                ));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.u_min, self.u_max)
+            && lo > hi
+        {
+            return Err(Invalid::new(
+                "u_min",
+                format!("expected a value <= u_max ({hi}), found {lo}"),
+            ));
         }
         positive("grad_clip", self.grad_clip)?;
         unit_interval("u_quantile", self.u_quantile)
@@ -268,7 +295,7 @@ impl Mpdp {
     }
 
     /// The `u_quantile` quantile of u(s, a) over the newest `u_window` real states with
-    /// actions drawn from π_0.
+    /// actions drawn from π_0, clamped to [`u_min`, `u_max`] where given.
     fn calibrated_threshold(&mut self) -> f64 {
         let o = self.obs_dim;
         let obs_all = self.real.columns().obs;
@@ -287,7 +314,9 @@ impl Mpdp {
             .map(f64::from)
             .collect();
         u.sort_by(f64::total_cmp);
-        crate::report::stats::percentile(&u, self.cfg.u_quantile)
+        let q = crate::report::stats::percentile(&u, self.cfg.u_quantile);
+        let q = self.cfg.u_min.map_or(q, |lo| q.max(lo));
+        self.cfg.u_max.map_or(q, |hi| q.min(hi))
     }
 
     /// Algorithm 2, lines 4–7, on one batch of real transitions (public for the benchmark).
