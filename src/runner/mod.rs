@@ -4,8 +4,9 @@
 //! checkpoint continues from it bit for bit (on CPU); otherwise it starts. SIGTERM/SIGINT
 //! (through the `stop` flag) finish the current step, checkpoint and mark the run
 //! `preempted`; a model fit in progress gives up at its next epoch and is redone on resume,
-//! so a stop is prompt even when a fit takes minutes. NaN/inf in a loss or a parameter marks it `failed` with the reason. Nothing
-//! written before is lost either way: metric chunks are written with every checkpoint.
+//! so a stop is prompt even when a fit takes minutes. NaN/inf in a loss or a parameter marks
+//! it `failed` with the reason. Nothing written before is lost either way: metric chunks are
+//! written with every checkpoint.
 
 mod metrics;
 mod pool;
