@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mpdp::runner::{MetricRow, read_metrics};
+use mpdp::runner::{MetricRow, measures_time, read_metrics};
 use mpdp::store::{self, RunState};
 
 fn tmp(tag: &str) -> PathBuf {
@@ -197,6 +197,8 @@ fn mpdp_plans_through_its_model_logs_its_horizon_and_resumes_exactly() {
             "train/alpha",
             "train/q_mean",
             "train/cut_terminal_fraction",
+            "train/model_fit_s",
+            "time/learn_s",
         ] {
             let v = values(m);
             assert!(
@@ -341,6 +343,7 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
     let curve = |rows: &[MetricRow]| -> Vec<(u64, String, f64)> {
         rows.iter()
             .filter(|r| r.metric.starts_with("eval/") || r.metric.starts_with("train/model"))
+            .filter(|r| !measures_time(&r.metric))
             .map(|r| (r.step, r.metric.clone(), r.value))
             .collect()
     };

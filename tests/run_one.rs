@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use mpdp::runner::{MetricRow, read_metrics};
+use mpdp::runner::{MetricRow, measures_time, read_metrics};
 use mpdp::store::{self, RunState};
 
 mod common;
@@ -113,7 +113,7 @@ fn run_dir(runs: &Path) -> PathBuf {
 fn deterministic_metrics(dir: &Path) -> Vec<(u64, String, f64)> {
     let rows: Vec<MetricRow> = read_metrics(&dir.join("metrics.parquet")).unwrap();
     rows.into_iter()
-        .filter(|r| r.metric != "train/steps_per_s")
+        .filter(|r| !measures_time(&r.metric))
         .map(|r| (r.step, r.metric, r.value))
         .collect()
 }
@@ -197,6 +197,27 @@ fn a_run_writes_the_run_directory_contract() {
         "train/episode_return",
     ] {
         assert!(metrics.iter().any(|m| m.1 == name), "{name} missing");
+    }
+    // Each log row says where its window's wall time went: the phases add up to no more
+    // than the window, and learning (SAC's updates) takes time once it has started.
+    let rows = read_metrics(&dir.join("metrics.parquet")).unwrap();
+    let at = |step: u64, name: &str| {
+        rows.iter()
+            .find(|r| r.step == step && r.metric == name)
+            .unwrap_or_else(|| panic!("{name} at {step} missing"))
+    };
+    let mut last_wall = 0.0;
+    for step in [100, 200, 300, 400, 500, 600] {
+        let phases =
+            ["env", "learn", "eval", "checkpoint"].map(|p| at(step, &format!("time/{p}_s")).value);
+        assert!(phases.iter().all(|s| *s >= 0.0), "{step}: {phases:?}");
+        let wall = at(step, "train/steps_per_s").wall_s;
+        assert!(
+            phases.iter().sum::<f64>() <= wall - last_wall + 1e-3,
+            "{step}: {phases:?}"
+        );
+        assert!(step <= 100 || phases[1] > 0.0, "{step}: {phases:?}");
+        last_wall = wall;
     }
     // Rerunning a finished run does nothing.
     let before = std::fs::metadata(dir.join("metrics.parquet"))

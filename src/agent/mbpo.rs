@@ -293,6 +293,7 @@ impl Mbpo {
             ("model_holdout_mse", elite_mse),
             ("model_train_nll", report.train_nll),
             ("model_epochs", report.epochs as f64),
+            ("model_fit_s", report.seconds),
             ("rollout_length", k as f64),
             ("rollout_mean_length", stats.mean_length()),
             ("model_buffer", self.fake.len() as f64),

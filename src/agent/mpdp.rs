@@ -289,6 +289,7 @@ impl Mpdp {
             ("model_holdout_mse", fit::elite_mse(&report)),
             ("model_train_nll", report.train_nll),
             ("model_epochs", report.epochs as f64),
+            ("model_fit_s", report.seconds),
             ("u_threshold", self.state.u_threshold),
         ]);
         Ok(out)

@@ -379,6 +379,8 @@ pub struct TrainReport {
     /// Mean training NLL (per element, incl. the log-variance term) of the last epoch.
     pub train_nll: f64,
     pub elites: Vec<usize>,
+    /// Wall seconds the call took.
+    pub seconds: f64,
 }
 
 /// The ensemble with its normaliser, optimiser and elites.
@@ -477,6 +479,7 @@ impl Ensemble {
         interrupted: &dyn Fn() -> bool,
     ) -> Option<TrainReport> {
         let (e, cfg) = (self.cfg.members, self.cfg.clone());
+        let started = std::time::Instant::now();
         // Cheap: burn tensors are shared handles, and an update writes new ones.
         let before = (
             self.net.clone(),
@@ -566,6 +569,7 @@ impl Ensemble {
             holdout_mse: stop.best.clone(),
             train_nll,
             elites: self.elites.clone(),
+            seconds: started.elapsed().as_secs_f64(),
         })
     }
 

@@ -115,6 +115,13 @@ fn write_parquet(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| err(&e))
 }
 
+/// Whether `metric` measures wall time (`train/steps_per_s`, `time/<phase>_s`,
+/// `train/model_fit_s`): the only metrics that differ between a resumed run and an
+/// uninterrupted one, or between two runs of the same config.
+pub fn measures_time(metric: &str) -> bool {
+    metric.starts_with("time/") || metric.ends_with("_s")
+}
+
 /// Reads a metrics Parquet file written by a run.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, String> {
     let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());

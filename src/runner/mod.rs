@@ -11,7 +11,7 @@
 mod metrics;
 mod pool;
 
-pub use metrics::{MetricRow, read_metrics};
+pub use metrics::{MetricRow, measures_time, read_metrics};
 pub use pool::EnvPool;
 
 use std::path::{Path, PathBuf};
@@ -221,6 +221,34 @@ struct Run<'a> {
     /// When the last checkpoint was written (or the run started or resumed).
     last_checkpoint: Instant,
     live: Arc<Live>,
+    /// Wall seconds in each phase of the loop since the last log row: `time/<phase>_s`.
+    phase_s: PhaseSeconds,
+}
+
+/// Where a run's wall time goes, logged with each training row (env: actions and physics;
+/// learn: the agent's updates and model fits; eval; checkpoint).
+#[derive(Debug, Default)]
+struct PhaseSeconds {
+    env: f64,
+    learn: f64,
+    eval: f64,
+    checkpoint: f64,
+}
+
+impl PhaseSeconds {
+    fn named(&self) -> [(&'static str, f64); 4] {
+        [
+            ("time/env_s", self.env),
+            ("time/learn_s", self.learn),
+            ("time/eval_s", self.eval),
+            ("time/checkpoint_s", self.checkpoint),
+        ]
+    }
+}
+
+/// Seconds since `t`.
+fn since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
 }
 
 impl<'a> Run<'a> {
@@ -269,6 +297,7 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             rate_mark: (Instant::now(), 0),
             last_checkpoint: Instant::now(),
+            phase_s: PhaseSeconds::default(),
             live,
         };
         recover_checkpoint(dir);
@@ -362,13 +391,17 @@ impl<'a> Run<'a> {
                 if self.opts.stop.load(Ordering::SeqCst) {
                     return Ok(RunOutcome::Preempted);
                 }
+                let t = Instant::now();
                 self.env_step();
+                self.phase_s.env += since(t);
             }
             let stop = self.opts.stop.clone();
-            match self
+            let t = Instant::now();
+            let learned = self
                 .agent
-                .learn(self.cfg.num_envs, &|| stop.load(Ordering::SeqCst))
-            {
+                .learn(self.cfg.num_envs, &|| stop.load(Ordering::SeqCst));
+            self.phase_s.learn += since(t);
+            match learned {
                 Ok(stats) => {
                     self.state.learn_pending = false;
                     if let Some(stats) = stats {
@@ -392,7 +425,9 @@ impl<'a> Run<'a> {
             if crossed(self.cfg.eval.every, self.state.step)
                 || self.state.step >= self.cfg.total_steps
             {
+                let t = Instant::now();
                 self.evaluate()?;
+                self.phase_s.eval += since(t);
                 if let (Some(goal), Some(r)) = (self.cfg.eval.stop_at_return, self.state.last_eval)
                     && r >= goal
                 {
@@ -410,7 +445,9 @@ impl<'a> Run<'a> {
             if (crossed(self.cfg.checkpoint_every, self.state.step) || overdue)
                 && self.state.step < self.cfg.total_steps
             {
+                let t = Instant::now();
                 self.checkpoint()?;
+                self.phase_s.checkpoint += since(t);
             }
             bar.set_position(self.state.step);
             self.live.step.store(self.state.step, Ordering::Relaxed);
@@ -485,6 +522,9 @@ impl<'a> Run<'a> {
         let rate = (step - mark_step) as f64 / mark.elapsed().as_secs_f64().max(1e-9);
         self.metrics.push(step, wall, "train/steps_per_s", rate);
         self.rate_mark = (Instant::now(), step);
+        for (name, seconds) in std::mem::take(&mut self.phase_s).named() {
+            self.metrics.push(step, wall, name, seconds);
+        }
     }
 
     /// `episodes` deterministic episodes, one per eval env, stepped together.
