@@ -9,8 +9,9 @@
 //!
 //! - u_t ≥ u_T (the model is not trusted at (s_t, a_t)): **consistent** variant (default)
 //!   adds γ^t (min_j Q_j(s_t, a_t) − α log π_t) and keeps no reward of step t; the
-//!   **paper-literal** variant adds γ^{t+1} V(s_{t+1}) instead, as printed in Algorithm 1;
-//! - s_{t+1} is terminal (the task's termination function): nothing more;
+//!   **paper-literal** variant adds γ^{t+1} V(s_{t+1}) instead, as Algorithm 1 does;
+//! - s_{t+1} is terminal (the task's termination function): nothing more (both variants;
+//!   Algorithm 1 as printed bootstraps γ V from the terminal state instead of its reward);
 //! - the last step: consistent values (s_{H−1}, a_{H−1}) with Q (so H = 1 is SAC's policy
 //!   improvement exactly); literal adds γ^H V(s_H) after the last reward.
 //!
@@ -148,7 +149,9 @@ impl Reduction {
 pub enum Update {
     /// Value the untrusted pair with min Q − α log π; at H_max likewise (H = 1 is SAC).
     Consistent,
-    /// Algorithm 1 as printed: γ V(s_{t+1}) at the cut, γ V(s_H) after the last step.
+    /// Algorithm 1's V bootstrap (algorithms.md §F.3's literal variant): γ V(s_{t+1}) at the
+    /// cut, γ V(s_H) after the last step. Where Algorithm 1 as printed also bootstraps from a
+    /// terminal s_{t+1} and drops its reward, this keeps the reward and adds no V there.
     Literal,
 }
 
