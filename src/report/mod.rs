@@ -157,6 +157,56 @@ fn per_seed(s: &mut String, r: &aggregate::Results, envs: &[String], final_evals
     }
 }
 
+/// The mean of each quarter of a curve's logged span (first to last logged step, split into
+/// four equal step ranges); None for a quarter with no point.
+fn quarter_means(curve: &[(u64, f64)]) -> [Option<f64>; 4] {
+    let (Some(&(lo, _)), Some(&(hi, _))) = (curve.first(), curve.last()) else {
+        return [None; 4];
+    };
+    let span = (hi - lo).max(1) as f64;
+    let mut sums = [(0.0, 0usize); 4];
+    for &(step, v) in curve {
+        let q = ((4.0 * (step - lo) as f64 / span) as usize).min(3);
+        sums[q].0 += v;
+        sums[q].1 += 1;
+    }
+    sums.map(|(sum, n)| (n > 0).then(|| sum / n as f64))
+}
+
+/// Whether the planning horizon rises over training (the paper's Figure 2), per run of an
+/// agent that logs it: its mean horizon in each quarter of training and the change from the
+/// first quarter to the last. `runs` are (agent label, seed, horizon curve).
+fn horizon_by_quarter(s: &mut String, env: &str, runs: &[(String, u64, Vec<(u64, f64)>)]) {
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "### {env}, mean horizon by quarter of training
+"
+    );
+    let _ = writeln!(
+        s,
+        "`{}` averaged over each quarter of the steps it was logged at; the last column is \
+         the last quarter minus the first.\n",
+        figures::HORIZON
+    );
+    let _ = writeln!(s, "| agent | seed | Q1 | Q2 | Q3 | Q4 | Q4 − Q1 |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+    for (label, seed, curve) in runs {
+        let q = quarter_means(curve);
+        let rise = q[3].zip(q[0]).map(|(last, first)| last - first);
+        let _ = writeln!(
+            s,
+            "| {label} | {seed} | {} | {} |",
+            q.map(fmt).join(" | "),
+            rise.map_or("–".to_string(), |d| format!("{d:+.2}"))
+        );
+    }
+    let _ = writeln!(s);
+}
+
 /// `report.md`: figures, final-score table (best mean per env in bold), run counts, compute
 /// time and provenance.
 pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: &Plan) -> String {
@@ -263,6 +313,16 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
         }
         let _ = writeln!(s);
         per_seed(&mut s, r, &envs, cfg.final_evals);
+        for env in &envs {
+            let runs: Vec<(String, u64, Vec<(u64, f64)>)> = r
+                .runs
+                .iter()
+                .filter(|x| &x.run.env == env)
+                .map(|x| (x.run.label(), x.run.seed, x.curve(figures::HORIZON)))
+                .filter(|(.., c)| !c.is_empty())
+                .collect();
+            horizon_by_quarter(&mut s, env, &runs);
+        }
     }
 
     let _ = writeln!(s, "## Figures\n");
@@ -336,4 +396,29 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
         ))
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_horizon_table_averages_each_quarter_of_training() {
+        // Logged at 6k..=20k every 1k: quarters [6k, 9.5k), [9.5k, 13k), [13k, 16.5k),
+        // [16.5k, 20k].
+        let curve: Vec<(u64, f64)> = (6..=20).map(|k| (k * 1000, k as f64)).collect();
+        let q = quarter_means(&curve);
+        assert_eq!(q, [Some(7.5), Some(11.0), Some(14.5), Some(18.5)]);
+        assert_eq!(quarter_means(&[]), [None; 4]);
+        assert_eq!(quarter_means(&[(5, 2.0)]), [Some(2.0), None, None, None]);
+        let mut s = String::new();
+        horizon_by_quarter(&mut s, "Hopper", &[("MPDP".into(), 1, curve)]);
+        assert!(
+            s.contains("| MPDP | 1 | 7.50 | 11.00 | 14.50 | 18.50 | +11.00 |"),
+            "{s}"
+        );
+        let mut none = String::new();
+        horizon_by_quarter(&mut none, "Hopper", &[]);
+        assert!(none.is_empty());
+    }
 }
