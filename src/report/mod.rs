@@ -173,10 +173,13 @@ fn quarter_means(curve: &[(u64, f64)]) -> [Option<f64>; 4] {
     sums.map(|(sum, n)| (n > 0).then(|| sum / n as f64))
 }
 
+/// One run's curve of a metric: (agent label, seed, (step, value) points).
+type SeedCurve = (String, u64, Vec<(u64, f64)>);
+
 /// Whether the planning horizon rises over training (the paper's Figure 2), per run of an
 /// agent that logs it: its mean horizon in each quarter of training and the change from the
 /// first quarter to the last. `runs` are (agent label, seed, horizon curve).
-fn horizon_by_quarter(s: &mut String, env: &str, runs: &[(String, u64, Vec<(u64, f64)>)]) {
+fn horizon_by_quarter(s: &mut String, env: &str, runs: &[SeedCurve]) {
     if runs.is_empty() {
         return;
     }
@@ -314,7 +317,7 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
         let _ = writeln!(s);
         per_seed(&mut s, r, &envs, cfg.final_evals);
         for env in &envs {
-            let runs: Vec<(String, u64, Vec<(u64, f64)>)> = r
+            let runs: Vec<SeedCurve> = r
                 .runs
                 .iter()
                 .filter(|x| &x.run.env == env)
