@@ -654,3 +654,26 @@ fn progress_bar(show: bool, total: u64, at: u64) -> indicatif::ProgressBar {
     bar.set_position(at);
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint written before `learn_pending` existed still loads: nothing is pending.
+    #[test]
+    fn loop_state_from_an_older_checkpoint_has_no_pending_learning() {
+        let old = r#"{"step":16557,"evals":16,"wall_offset":22916.9,"episode_returns":[132.0],
+            "episode_lengths":[93],"last_eval":1006.3,"stats_sum":[["alpha",159.1,557]]}"#;
+        let state: LoopState = serde_json::from_str(old).unwrap();
+        assert_eq!((state.step, state.learn_pending), (16557, false));
+        let round: LoopState = serde_json::from_str(
+            &serde_json::to_string(&LoopState {
+                learn_pending: true,
+                ..state
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(round.learn_pending);
+    }
+}
