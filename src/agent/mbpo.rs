@@ -223,15 +223,11 @@ impl Mbpo {
         &mut self,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Stats, AgentError> {
-        // Measured before training, once the model has been trained at least once.
-        let error = if self.state.transitions > self.cfg.sac.learning_starts.max(1) {
-            fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq)
-        } else {
-            Vec::new()
-        };
-        let report = fit::fit(
+        let (error, report) = fit::measure_then_fit(
             &mut self.model,
             &self.real,
+            self.cfg.model_train_freq,
+            self.state.transitions > self.cfg.sac.learning_starts.max(1),
             &mut self.state.rng,
             interrupted,
         )

@@ -269,14 +269,11 @@ impl Mpdp {
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
     /// fit on D, and u_T for the new model.
     fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
-        let error = if self.state.transitions > self.cfg.sac.learning_starts.max(1) {
-            fit::model_errors(&self.model, &self.real, self.cfg.model_train_freq)
-        } else {
-            Vec::new()
-        };
-        let report = fit::fit(
+        let (error, report) = fit::measure_then_fit(
             &mut self.model,
             &self.real,
+            self.cfg.model_train_freq,
+            self.state.transitions > self.cfg.sac.learning_starts.max(1),
             &mut self.state.rng,
             interrupted,
         )
