@@ -56,6 +56,25 @@ fn run_dir(runs: &Path) -> PathBuf {
         .path()
 }
 
+/// Runs `algo` in `runs` to the end (or on from its checkpoint) and returns its metrics.
+fn run_to_end(runs: &Path, algo: &str, sets: &[&str]) -> Vec<MetricRow> {
+    let out = command(runs, algo, sets).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_metrics(&run_dir(runs).join("metrics.parquet")).unwrap()
+}
+
+/// MPDP with tiny networks, a model fit every 100 steps and H_max = 4.
+const MPDP_TINY: [&str; 4] = [
+    "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
+    "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
+    "model_train_freq=100",
+    "horizon=4",
+];
+
 /// Runs `algo` whole, then again stopped by SIGTERM after its first checkpoint and resumed;
 /// asserts both give the same `compare` metrics. Returns the whole run's metrics.
 fn resumes_exactly(algo: &str, sets: &[&str], compare: &str) -> Vec<MetricRow> {
@@ -63,13 +82,7 @@ fn resumes_exactly(algo: &str, sets: &[&str], compare: &str) -> Vec<MetricRow> {
         tmp(&format!("{algo}-whole")),
         tmp(&format!("{algo}-stopped")),
     );
-    let out = command(&a, algo, sets).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let whole = read_metrics(&run_dir(&a).join("metrics.parquet")).unwrap();
+    let whole = run_to_end(&a, algo, sets);
 
     let mut child = command(&b, algo, sets).spawn().unwrap();
     let t = Instant::now();
@@ -88,19 +101,13 @@ fn resumes_exactly(algo: &str, sets: &[&str], compare: &str) -> Vec<MetricRow> {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(75), "the run ended before the signal");
     assert_eq!(store::read_status(&dir).unwrap().state, RunState::Preempted);
-    let out = command(&b, algo, sets).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let resumed = run_to_end(&b, algo, sets);
     let curve = |rows: Vec<MetricRow>| -> Vec<(u64, f64)> {
         rows.into_iter()
             .filter(|r| r.metric == "eval/return_mean" || r.metric == compare)
             .map(|r| (r.step, r.value))
             .collect()
     };
-    let resumed = read_metrics(&dir.join("metrics.parquet")).unwrap();
     assert!(
         resumed.iter().any(|r| r.metric == compare),
         "{compare} not logged"
@@ -169,13 +176,7 @@ fn mpdp_plans_through_its_model_logs_its_horizon_and_resumes_exactly() {
         let update = format!("update=\"{update}\"");
         let rows = resumes_exactly(
             "mpdp",
-            &[
-                "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
-                "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
-                "model_train_freq=100",
-                "horizon=4",
-                &update,
-            ],
+            &[&MPDP_TINY[..], &[update.as_str()]].concat(),
             "train/horizon_mean",
         );
         let values = |m: &str| values(&rows, m);
@@ -284,14 +285,8 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
     ];
     let (a, b) = (tmp("fit-stop-whole"), tmp("fit-stop-stopped"));
     let t = Instant::now();
-    let out = command(&a, "mpdp", &sets).output().unwrap();
+    let whole = run_to_end(&a, "mpdp", &sets);
     let whole_s = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let whole = read_metrics(&run_dir(&a).join("metrics.parquet")).unwrap();
     assert_eq!(values(&whole, "train/model_epochs"), vec![3000.0]);
 
     let mut child = command(&b, "mpdp", &sets)
@@ -333,13 +328,7 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
         "the stop took {stop_s:.2} s; the whole run {whole_s:.2} s"
     );
 
-    let out = command(&b, "mpdp", &sets).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let resumed = read_metrics(&dir.join("metrics.parquet")).unwrap();
+    let resumed = run_to_end(&b, "mpdp", &sets);
     let curve = |rows: &[MetricRow]| -> Vec<(u64, String, f64)> {
         rows.iter()
             .filter(|r| r.metric.starts_with("eval/") || r.metric.starts_with("train/model"))
@@ -356,23 +345,10 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
 /// step, a floor above any u cuts none; bad bounds are refused before anything runs.
 #[test]
 fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
-    let tiny = [
-        "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=2}",
-        "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
-        "model_train_freq=100",
-        "horizon=4",
-    ];
-    let run = |bound: &str| -> Vec<MetricRow> {
+    let with = |extra: &[&'static str]| [&MPDP_TINY[..], extra].concat();
+    let run = |bound: &'static str| -> Vec<MetricRow> {
         let runs = tmp(&format!("clamp-{}", bound.replace(['=', '.'], "-")));
-        let mut sets = tiny.to_vec();
-        sets.push(bound);
-        let out = command(&runs, "mpdp", &sets).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+        let rows = run_to_end(&runs, "mpdp", &with(&[bound]));
         std::fs::remove_dir_all(&runs).ok();
         rows
     };
@@ -396,29 +372,20 @@ fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
     let cut = values(&floored, "train/cut_uncertain_fraction");
     assert!(!cut.is_empty() && cut.iter().all(|c| *c == 0.0), "{cut:?}");
 
-    for (bad, key) in [
-        ("u_max=-1", "u_max"),
-        ("u_min=nan", "u_min"),
-        ("u_threshold=2.0", "u_max"),
-    ] {
+    let bad: [(&[&'static str], &[&str]); 4] = [
+        (&["u_max=-1"], &["u_max"]),
+        (&["u_min=nan"], &["u_min"]),
+        (&["u_threshold=2.0", "u_max=3.0"], &["u_max"]),
+        (&["u_min=2.0", "u_max=1.0"], &["u_min", "u_max (1)"]),
+    ];
+    for (sets, wanted) in bad {
         let runs = tmp("clamp-bad");
-        let mut sets = tiny.to_vec();
-        sets.push(bad);
-        if bad.starts_with("u_threshold") {
-            sets.push("u_max=3.0");
-        }
-        let out = command(&runs, "mpdp", &sets).output().unwrap();
+        let out = command(&runs, "mpdp", &with(sets)).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
-        assert!(err.contains(key), "{bad}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{sets:?}: {err}");
+        for key in wanted {
+            assert!(err.contains(key), "{sets:?}: {err}");
+        }
         std::fs::remove_dir_all(&runs).ok();
     }
-    let runs = tmp("clamp-order");
-    let mut sets = tiny.to_vec();
-    sets.extend(["u_min=2.0", "u_max=1.0"]);
-    let out = command(&runs, "mpdp", &sets).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("u_min") && err.contains("u_max (1)"), "{err}");
-    std::fs::remove_dir_all(&runs).ok();
 }

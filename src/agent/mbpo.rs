@@ -223,15 +223,13 @@ impl Mbpo {
         &mut self,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Stats, AgentError> {
-        let (error, report) = fit::measure_then_fit(
+        let (error, report) = self.schedule().measure_then_fit(
             &mut self.model,
             &self.real,
-            self.cfg.model_train_freq,
-            self.state.transitions > self.cfg.sac.learning_starts.max(1),
+            self.state.transitions,
             &mut self.state.rng,
             interrupted,
-        )
-        .ok_or(AgentError::Interrupted)?;
+        )?;
         let (o, a) = (self.obs_dim, self.act_dim);
         let obs = self.real.columns().obs;
         let n = self.real.len();

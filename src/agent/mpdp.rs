@@ -269,15 +269,13 @@ impl Mpdp {
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
     /// fit on D, and u_T for the new model.
     fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
-        let (error, report) = fit::measure_then_fit(
+        let (error, report) = self.schedule().measure_then_fit(
             &mut self.model,
             &self.real,
-            self.cfg.model_train_freq,
-            self.state.transitions > self.cfg.sac.learning_starts.max(1),
+            self.state.transitions,
             &mut self.state.rng,
             interrupted,
-        )
-        .ok_or(AgentError::Interrupted)?;
+        )?;
         self.frozen = FrozenModel::new(&self.model, self.obs_dim);
         if self.cfg.u_threshold == Threshold::Auto {
             self.state.u_threshold = self.calibrated_threshold();

@@ -1,8 +1,12 @@
 //! When the model-based agents (MBPO, M2AC, MPDP) learn: nothing for `learning_starts`
 //! transitions (uniform random actions), then at every env step t a model fit every
 //! `model_train_freq` steps (the first at t = learning_starts), followed by
-//! `updates_per_step` gradient updates.
+//! `updates_per_step` gradient updates; and what a model fit due does.
 use rand::{Rng, RngExt};
+
+use super::{AgentError, Stats};
+use crate::model::{Ensemble, TrainReport, fit};
+use crate::replay::ReplayBuffer;
 
 /// One piece of learning due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +44,28 @@ impl ModelBased {
             out.extend(std::iter::repeat_n(Due::Update, self.updates_per_step));
         }
         out
+    }
+
+    /// The model step a [`Due::FitModel`] asks for, after `transitions` transitions: the model
+    /// errors ([`fit::model_errors`]) on the `model_train_freq` newest transitions, which the
+    /// model has not seen yet (once it has been fit before), then the fit on all of `real`.
+    /// [`AgentError::Interrupted`] when `interrupted` stopped the fit; the model and `rng` are
+    /// then as they were.
+    pub fn measure_then_fit<R: Rng + Clone>(
+        &self,
+        model: &mut Ensemble,
+        real: &ReplayBuffer,
+        transitions: usize,
+        rng: &mut R,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<(Stats, TrainReport), AgentError> {
+        let errors = if transitions > self.learning_starts.max(1) {
+            fit::model_errors(&*model, real, self.model_train_freq)
+        } else {
+            Vec::new()
+        };
+        let report = fit::fit(model, real, rng, interrupted).ok_or(AgentError::Interrupted)?;
+        Ok((errors, report))
     }
 
     /// The interrupt check for the item at `index` of a [`ModelBased::due`] list: a fit may

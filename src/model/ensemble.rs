@@ -679,20 +679,11 @@ mod tests {
         };
         let x: Vec<f32> = (0..400).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let y: Vec<f32> = x.iter().map(|v| 3.0 * v).collect();
-        let mut whole = Ensemble::new(
-            cfg.clone(),
-            2,
-            2,
-            &mut Xoshiro256PlusPlus::seed_from_u64(1),
-            &device,
-        );
-        let mut cut = Ensemble::new(
-            cfg,
-            2,
-            2,
-            &mut Xoshiro256PlusPlus::seed_from_u64(1),
-            &device,
-        );
+        let fresh = || {
+            let mut init = Xoshiro256PlusPlus::seed_from_u64(1);
+            Ensemble::new(cfg.clone(), 2, 2, &mut init, &device)
+        };
+        let (mut whole, mut cut) = (fresh(), fresh());
         // Two fits each, so the second starts from the first's optimiser state.
         for _ in 0..2 {
             whole.train(&x, &y, &mut rng.clone(), &|| false).unwrap();

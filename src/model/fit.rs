@@ -34,27 +34,6 @@ pub fn fit<R: Rng + Clone>(
     report
 }
 
-/// The model step of the model-based agents: the model errors ([`model_errors`]) on the
-/// `recent` newest transitions, which the model has not seen yet, once it has been fit before
-/// (`fitted`), then the fit on all of `real`. `None` when `interrupted` stopped the fit; the
-/// model and `rng` are then as they were.
-pub fn measure_then_fit<R: Rng + Clone>(
-    model: &mut Ensemble,
-    real: &ReplayBuffer,
-    recent: usize,
-    fitted: bool,
-    rng: &mut R,
-    interrupted: &dyn Fn() -> bool,
-) -> Option<(Vec<(&'static str, f64)>, TrainReport)> {
-    let errors = if fitted {
-        model_errors(&*model, real, recent)
-    } else {
-        Vec::new()
-    };
-    let report = fit(model, real, rng, interrupted)?;
-    Some((errors, report))
-}
-
 /// Mean hold-out MSE of the elites in a training report.
 pub fn elite_mse(report: &TrainReport) -> f64 {
     report

@@ -183,11 +183,7 @@ fn horizon_by_quarter(s: &mut String, env: &str, runs: &[SeedCurve]) {
     if runs.is_empty() {
         return;
     }
-    let _ = writeln!(
-        s,
-        "### {env}, mean horizon by quarter of training
-"
-    );
+    let _ = writeln!(s, "### {env}, mean horizon by quarter of training\n");
     let _ = writeln!(
         s,
         "`{}` averaged over each quarter of the steps it was logged at; the last column is \

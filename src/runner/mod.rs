@@ -395,11 +395,11 @@ impl<'a> Run<'a> {
                 self.env_step();
                 self.phase_s.env += since(t);
             }
-            let stop = self.opts.stop.clone();
+            let opts = self.opts;
             let t = Instant::now();
             let learned = self
                 .agent
-                .learn(self.cfg.num_envs, &|| stop.load(Ordering::SeqCst));
+                .learn(self.cfg.num_envs, &|| opts.stop.load(Ordering::SeqCst));
             self.phase_s.learn += since(t);
             match learned {
                 Ok(stats) => {
