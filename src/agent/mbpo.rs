@@ -18,7 +18,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::sac::{SacConfig, SacLearner};
-use super::schedule::{Due, ModelBased, uniform_actions};
+use super::schedule::{self, ModelBased, ModelBasedAgent, uniform_actions};
 use super::{
     Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt, non_negative,
     positive_counts, unit_interval,
@@ -295,10 +295,6 @@ impl Mbpo {
         Ok(out)
     }
 
-    fn schedule(&self) -> ModelBased {
-        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
-    }
-
     /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.
     fn sample(&mut self) {
         let size = self.cfg.sac.batch_size;
@@ -313,6 +309,31 @@ impl Mbpo {
             self.fake.sample_into(rng, size - n_real, &mut self.part);
             self.batch.append(&self.part);
         }
+    }
+}
+
+impl ModelBasedAgent for Mbpo {
+    const NAME: &'static str = "MBPO";
+
+    fn schedule(&self) -> ModelBased {
+        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
+    }
+
+    fn transitions(&self) -> usize {
+        self.state.transitions
+    }
+
+    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
+        self.train_model_and_roll_out(interrupted)
+    }
+
+    fn update(&mut self, means: &mut StatMeans) -> Result<(), AgentError> {
+        self.sample();
+        let stats = self.learner.update(&self.batch, &mut self.state.rng);
+        for (name, v) in stats.named() {
+            means.add(Self::NAME, name, f64::from(v))?;
+        }
+        Ok(())
     }
 }
 
@@ -341,26 +362,7 @@ impl Agent for Mbpo {
         new_transitions: usize,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Option<Stats>, AgentError> {
-        let mut means = StatMeans::default();
-        let due = self.schedule().due(self.state.transitions, new_transitions);
-        for (i, due) in due.into_iter().enumerate() {
-            match due {
-                Due::FitModel => {
-                    let interrupted = ModelBased::interrupt_at(i, interrupted);
-                    for (name, v) in self.train_model_and_roll_out(interrupted)? {
-                        means.add("MBPO", name, v)?;
-                    }
-                }
-                Due::Update => {
-                    self.sample();
-                    let stats = self.learner.update(&self.batch, &mut self.state.rng);
-                    for (name, v) in stats.named() {
-                        means.add("MBPO", name, f64::from(v))?;
-                    }
-                }
-            }
-        }
-        Ok(means.finish())
+        schedule::learn(self, new_transitions, interrupted)
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {

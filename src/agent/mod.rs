@@ -9,7 +9,7 @@ pub mod mbpo;
 pub mod mpdp;
 mod off_policy;
 pub mod sac;
-mod schedule;
+pub(crate) mod schedule;
 
 use std::path::{Path, PathBuf};
 

@@ -22,7 +22,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, env_actions};
-use super::schedule::{Due, ModelBased, uniform_actions};
+use super::schedule::{self, ModelBased, ModelBasedAgent, uniform_actions};
 use super::{
     Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt, non_negative,
     positive, positive_counts, unit_interval,
@@ -262,8 +262,41 @@ impl Mpdp {
         }
     }
 
+    /// The `u_quantile` quantile of u(s, a) over the newest `u_window` real states with
+    /// actions drawn from π_0, clamped to [`u_min`, `u_max`] where given.
+    fn calibrated_threshold(&mut self) -> f64 {
+        let o = self.obs_dim;
+        let obs_all = self.real.columns().obs;
+        let rows = self.real.recent(self.cfg.u_window);
+        let mut obs = Vec::with_capacity(rows.len() * o);
+        for &i in &rows {
+            obs.extend_from_slice(&obs_all[i * o..(i + 1) * o]);
+        }
+        let plain = self.device.clone().without_autodiff();
+        let first = self.policies.first();
+        let act = act_with(first, &obs, rows.len(), false, &mut self.state.rng, &plain);
+        let mut u: Vec<f64> = self
+            .frozen
+            .uncertainty(&obs, &act, rows.len(), self.cfg.u_reduction)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        u.sort_by(f64::total_cmp);
+        let q = crate::report::stats::percentile(&u, self.cfg.u_quantile);
+        let q = self.cfg.u_min.map_or(q, |lo| q.max(lo));
+        self.cfg.u_max.map_or(q, |hi| q.min(hi))
+    }
+}
+
+impl ModelBasedAgent for Mpdp {
+    const NAME: &'static str = "MPDP";
+
     fn schedule(&self) -> ModelBased {
         ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
+    }
+
+    fn transitions(&self) -> usize {
+        self.state.transitions
     }
 
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
@@ -291,33 +324,8 @@ impl Mpdp {
         Ok(out)
     }
 
-    /// The `u_quantile` quantile of u(s, a) over the newest `u_window` real states with
-    /// actions drawn from π_0, clamped to [`u_min`, `u_max`] where given.
-    fn calibrated_threshold(&mut self) -> f64 {
-        let o = self.obs_dim;
-        let obs_all = self.real.columns().obs;
-        let rows = self.real.recent(self.cfg.u_window);
-        let mut obs = Vec::with_capacity(rows.len() * o);
-        for &i in &rows {
-            obs.extend_from_slice(&obs_all[i * o..(i + 1) * o]);
-        }
-        let plain = self.device.clone().without_autodiff();
-        let first = self.policies.first();
-        let act = act_with(first, &obs, rows.len(), false, &mut self.state.rng, &plain);
-        let mut u: Vec<f64> = self
-            .frozen
-            .uncertainty(&obs, &act, rows.len(), self.cfg.u_reduction)
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        u.sort_by(f64::total_cmp);
-        let q = crate::report::stats::percentile(&u, self.cfg.u_quantile);
-        let q = self.cfg.u_min.map_or(q, |lo| q.max(lo));
-        self.cfg.u_max.map_or(q, |hi| q.min(hi))
-    }
-
-    /// Algorithm 2, lines 4–7, on one batch of real transitions (public for the benchmark).
-    pub(crate) fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
+    /// Algorithm 2, lines 4–7, on one batch of real transitions.
+    fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
         let cfg = &self.cfg;
         let (n, o, a) = (cfg.sac.batch_size, self.obs_dim, self.act_dim);
         let rng = &mut self.state.rng;
@@ -425,19 +433,7 @@ impl Agent for Mpdp {
         new_transitions: usize,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Option<Stats>, AgentError> {
-        let mut means = StatMeans::default();
-        let due = self.schedule().due(self.state.transitions, new_transitions);
-        for (i, due) in due.into_iter().enumerate() {
-            match due {
-                Due::FitModel => {
-                    for (name, v) in self.fit_model(ModelBased::interrupt_at(i, interrupted))? {
-                        means.add("MPDP", name, v)?;
-                    }
-                }
-                Due::Update => self.update(&mut means)?,
-            }
-        }
-        Ok(means.finish())
+        schedule::learn(self, new_transitions, interrupted)
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {

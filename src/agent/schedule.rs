@@ -4,7 +4,7 @@
 //! `updates_per_step` gradient updates; and what a model fit due does.
 use rand::{Rng, RngExt};
 
-use super::{AgentError, Stats};
+use super::{AgentError, StatMeans, Stats};
 use crate::model::{Ensemble, TrainReport, fit};
 use crate::replay::ReplayBuffer;
 
@@ -82,6 +82,42 @@ impl ModelBased {
     pub fn random_phase(&self, transitions: usize) -> bool {
         transitions < self.learning_starts
     }
+}
+
+/// A model-based agent as its learning step sees it: a schedule, and what a fit and an
+/// update do.
+pub(crate) trait ModelBasedAgent {
+    /// The name divergence errors give.
+    const NAME: &'static str;
+    fn schedule(&self) -> ModelBased;
+    /// Transitions observed so far.
+    fn transitions(&self) -> usize;
+    /// What [`Due::FitModel`] does, giving up (with the agent as it was) when `interrupted`.
+    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError>;
+    /// One [`Due::Update`], adding its statistics to `means`.
+    fn update(&mut self, means: &mut StatMeans) -> Result<(), AgentError>;
+}
+
+/// [`super::Agent::learn`] of a model-based agent: the learning due for the `new`
+/// transitions, in order, with the means of what it reports.
+pub(crate) fn learn<A: ModelBasedAgent>(
+    agent: &mut A,
+    new: usize,
+    interrupted: &dyn Fn() -> bool,
+) -> Result<Option<Stats>, AgentError> {
+    let mut means = StatMeans::default();
+    let due = agent.schedule().due(agent.transitions(), new);
+    for (i, due) in due.into_iter().enumerate() {
+        match due {
+            Due::FitModel => {
+                for (name, v) in agent.fit_model(ModelBased::interrupt_at(i, interrupted))? {
+                    means.add(A::NAME, name, v)?;
+                }
+            }
+            Due::Update => agent.update(&mut means)?,
+        }
+    }
+    Ok(means.finish())
 }
 
 /// `n` uniform random normalised actions in [-1, 1).

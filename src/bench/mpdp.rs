@@ -13,6 +13,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use super::{ReferenceError, run_reference};
 use crate::agent::mpdp::{Mpdp, MpdpConfig, Threshold};
 use crate::agent::sac::SacConfig;
+use crate::agent::schedule::ModelBasedAgent;
 use crate::agent::{Agent, StatMeans, Transition};
 use crate::env::Task;
 use crate::nn::normal_noise;
