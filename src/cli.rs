@@ -297,7 +297,7 @@ pub struct RunOneArgs {
     /// End the run (done) at the first evaluation whose mean return reaches this value.
     #[arg(long, value_name = "RETURN", allow_negative_numbers = true)]
     pub stop_at_return: Option<f64>,
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = crate::runner::DEFAULT_CHECKPOINT_EVERY)]
     pub checkpoint_every: u64,
     #[arg(long, default_value_t = 1000)]
     pub log_every: u64,

@@ -370,7 +370,8 @@ fn a_killed_run_resumes_to_the_same_metrics() {
 
 /// A run slower than its `--checkpoint-every` still checkpoints every `--checkpoint-minutes`
 /// of wall time, and a run killed after such a checkpoint (at whatever step the clock
-/// chose) resumes to the metrics of an uninterrupted run.
+/// chose) resumes to the metrics of an uninterrupted run, also under another
+/// `--checkpoint-every`: how often a run saves is not part of its id.
 #[test]
 fn wall_clock_checkpoints_bound_the_work_a_crash_loses() {
     let extra = [
@@ -400,9 +401,13 @@ fn wall_clock_checkpoints_bound_the_work_a_crash_loses() {
         RunState::Done,
         "killed right after its first checkpoint"
     );
-    assert_ok(&mpdp(&a));
+    // Resumed with the default `--checkpoint-every 50`: the same run directory.
+    assert_ok(&mpdp(&args(&runs.0, 3000, &[])));
+    assert_eq!(run_dir(&runs.0), dir);
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
     assert!(log.contains("resumed from the checkpoint"), "{log}");
+    let resolved = std::fs::read_to_string(dir.join("resolved.toml")).unwrap();
+    assert!(resolved.contains("checkpoint_every = 50\n"), "{resolved}");
     assert_same(
         &deterministic_metrics(&dir),
         &deterministic_metrics(&run_dir(&reference.0)),

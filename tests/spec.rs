@@ -221,8 +221,9 @@ fn run_ids_ignore_comments_key_order_and_spelling_of_defaults() {
             .replace("schema = 1\n", "schema = 1\nseeds = [0, 1]\n")
     );
     let b = write(&dir, "b.toml", &reordered);
-    let ids = |p: &Path| -> Vec<String> {
-        let mut v: Vec<String> = spec::load(p, &[])
+    let ids = |p: &Path, set: &[&str]| -> Vec<String> {
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = spec::load(p, &set)
             .unwrap()
             .runs
             .into_iter()
@@ -231,7 +232,7 @@ fn run_ids_ignore_comments_key_order_and_spelling_of_defaults() {
         v.sort();
         v
     };
-    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(ids(&a, &[]), ids(&b, &[]));
     // A change that matters changes the id.
     let c = spec::load(&a, &["envs.Hopper.steps=2000".into()]).unwrap();
     let changed: Vec<String> = c
@@ -240,7 +241,12 @@ fn run_ids_ignore_comments_key_order_and_spelling_of_defaults() {
         .filter(|r| r.env == "Hopper")
         .map(|r| r.run_id.clone())
         .collect();
-    assert!(changed.iter().all(|id| !ids(&a).contains(id)));
+    assert!(changed.iter().all(|id| !ids(&a, &[]).contains(id)));
+    // How often runs checkpoint does not change results, so it keeps the ids; how often
+    // they log does.
+    assert_eq!(ids(&a, &["run.checkpoint_every=100"]), ids(&a, &[]));
+    let logged = ids(&a, &["run.log_every=100"]);
+    assert!(logged.iter().all(|id| !ids(&a, &[]).contains(id)));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -63,15 +63,34 @@ pub struct RunConfig {
     pub agent: toml::Table,
 }
 
+/// Default environment steps between checkpoints, and the value every run id is computed
+/// with: how often a run saves does not change its results (resume-equality tests), so a
+/// run keeps its id, and with it its finished results, when `checkpoint_every` changes.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 5000;
+
 impl RunConfig {
     /// Short hash of the canonical resolved config (keys sorted; formatting and key order of
-    /// the input do not matter).
+    /// the input do not matter), `checkpoint_every` left out.
     pub fn run_id(&self) -> String {
-        let canonical =
-            serde_json::to_string(&serde_json::to_value(self).expect("config serialises"))
-                .expect("json serialises");
+        let canonical = serde_json::to_string(
+            &serde_json::to_value(self.identity()).expect("config serialises"),
+        )
+        .expect("json serialises");
         let digest = Sha256::digest(canonical.as_bytes());
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// What makes two configs the same run: all but `checkpoint_every`.
+    fn identity(&self) -> RunConfig {
+        RunConfig {
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            ..self.clone()
+        }
+    }
+
+    /// Whether `other` is the same run as this (it may checkpoint at another interval).
+    pub fn same_run(&self, other: &RunConfig) -> bool {
+        self.identity() == other.identity()
     }
 
     pub fn task(&self) -> Result<Task, EnvError> {
@@ -170,7 +189,7 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
             path: resolved_path.clone(),
             message: e.message().to_string(),
         })?;
-        if &existing != cfg {
+        if !existing.same_run(cfg) {
             return Err(RunError::ConfigMismatch {
                 path: run_dir.to_path_buf(),
             });

@@ -112,8 +112,8 @@ impl Default for EvalEntry {
     }
 }
 
-/// How each run trains and saves (hashed into every run id, except nothing here changes
-/// results but `num_envs`).
+/// How each run trains, logs and saves (hashed into every run id but `checkpoint_every`,
+/// which does not change results).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunEntry {
@@ -129,7 +129,7 @@ impl Default for RunEntry {
     fn default() -> Self {
         RunEntry {
             num_envs: 1,
-            checkpoint_every: 5000,
+            checkpoint_every: crate::runner::DEFAULT_CHECKPOINT_EVERY,
             log_every: 1000,
         }
     }
