@@ -70,6 +70,12 @@ fn eval_curve(dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// The step of a run's checkpoint, if it has one.
+fn checkpoint_step(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("ckpt/loop.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64()
+}
+
 fn log_count(dir: &Path, needle: &str) -> usize {
     std::fs::read_to_string(dir.join("log.txt"))
         .unwrap_or_default()
@@ -94,9 +100,10 @@ fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
 
     let mut child = spawn(&b.0, &sets);
     let dirs: Vec<PathBuf> = plan.runs.iter().map(|r| sched::run_dir(&b.0, r)).collect();
-    // Kill when one run is done and another has a checkpoint but is not done.
+    // Kill when one run is done and another has a checkpoint after its first evaluation
+    // but is not done.
     wait_for(
-        "a finished run and a checkpointed one",
+        "a finished run and one checkpointed after an evaluation",
         Duration::from_secs(300),
         || {
             let done = dirs
@@ -104,7 +111,8 @@ fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
                 .filter(|d| sched::status_of(d) == RunStatus::Done)
                 .count();
             let mid = dirs.iter().any(|d| {
-                d.join("ckpt/loop.json").exists() && sched::status_of(d) != RunStatus::Done
+                checkpoint_step(d).is_some_and(|step| step >= 1000)
+                    && sched::status_of(d) != RunStatus::Done
             });
             done >= 1 && mid
         },
@@ -121,6 +129,37 @@ fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
         .filter(|d| d.join("ckpt/loop.json").exists() && sched::status_of(d) != RunStatus::Done)
         .collect();
     assert!(!interrupted.is_empty());
+
+    // The report of the killed sweep shows each interrupted run's evaluations so far, which
+    // are the uninterrupted run's up to its checkpoint.
+    let plots = Dir::new("killed-plots");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
+    c.arg("plots").arg(smoke()).arg("--runs-dir").arg(&b.0);
+    c.arg("--plots-dir").arg(&plots.0);
+    for s in &sets {
+        c.args(["--set", s]);
+    }
+    assert!(c.output().unwrap().status.success());
+    let report = std::fs::read_to_string(plots.0.join("smoke/report.md")).unwrap();
+    let mut shown = 0;
+    for run in &plan.runs {
+        let dir = sched::run_dir(&b.0, run);
+        let Some(step) = checkpoint_step(&dir).filter(|_| interrupted.contains(&&dir)) else {
+            continue;
+        };
+        let saved: Vec<(u64, f64)> = eval_curve(&sched::run_dir(&a.0, run))
+            .into_iter()
+            .filter(|(s, _)| *s <= step)
+            .collect();
+        let cells: Vec<String> = saved.iter().map(|(s, v)| format!("{s}: {v:.1}")).collect();
+        let row = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} |", run.run_id)))
+            .unwrap_or_else(|| panic!("{} not in the report:\n{report}", run.run_id));
+        assert!(row.ends_with(&format!("| {} |", cells.join(", "))), "{row}");
+        shown += saved.len();
+    }
+    assert!(shown > 0, "{report}");
 
     let out = run(&b.0, &sets);
     let err = String::from_utf8_lossy(&out.stderr);

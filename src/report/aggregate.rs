@@ -60,6 +60,27 @@ impl RunResult {
 pub struct Ignored {
     pub run: PlannedRun,
     pub why: String,
+    /// (step, mean return) of the evaluations it has saved so far (an unfinished run's
+    /// checkpointed metrics), for a look at runs in progress.
+    pub evals: Vec<(u64, f64)>,
+}
+
+impl Ignored {
+    fn new(run: &PlannedRun, dir: &Path, why: String) -> Self {
+        // Best effort: a run whose saved metrics cannot be read shows no evaluations.
+        let rows = crate::runner::read_saved_metrics(dir).unwrap_or_default();
+        let evals = RunResult {
+            run: run.clone(),
+            provenance: serde_json::Value::Null,
+            rows,
+        }
+        .curve(RETURN);
+        Ignored {
+            run: run.clone(),
+            why,
+            evals,
+        }
+    }
 }
 
 /// The runs of a plan, read from runs/.
@@ -107,10 +128,7 @@ pub fn load(plan: &Plan, runs_dir: &Path) -> Result<Results, ReportError> {
                 RunStatus::Failed(reason) => format!("failed: {reason}"),
                 other => other.name().to_string(),
             };
-            ignored.push(Ignored {
-                run: run.clone(),
-                why,
-            });
+            ignored.push(Ignored::new(run, &dir, why));
             continue;
         }
         let read = read_metrics(&dir.join("metrics.parquet")).and_then(|rows| {
@@ -129,6 +147,7 @@ pub fn load(plan: &Plan, runs_dir: &Path) -> Result<Results, ReportError> {
             Err(why) => ignored.push(Ignored {
                 run: run.clone(),
                 why: format!("unreadable: {why}"),
+                evals: Vec::new(),
             }),
         }
     }

@@ -206,6 +206,23 @@ fn horizon_by_quarter(s: &mut String, env: &str, runs: &[SeedCurve]) {
     let _ = writeln!(s);
 }
 
+/// How many of a left-out run's latest evaluations the report shows.
+const SHOWN_EVALS: usize = 5;
+
+/// A left-out run's latest evaluations, `step: return` (oldest first; "–" for none).
+fn evals_so_far(evals: &[(u64, f64)]) -> String {
+    if evals.is_empty() {
+        return "–".into();
+    }
+    let from = evals.len().saturating_sub(SHOWN_EVALS);
+    let shown: Vec<String> = evals[from..]
+        .iter()
+        .map(|(step, v)| format!("{step}: {v:.1}"))
+        .collect();
+    let more = if from > 0 { "…, " } else { "" };
+    format!("{more}{}", shown.join(", "))
+}
+
 /// `report.md`: figures, final-score table (best mean per env in bold), run counts, compute
 /// time and provenance.
 pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: &Plan) -> String {
@@ -345,17 +362,23 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
         let _ = writeln!(s, "\n## Runs left out\n");
         let _ = writeln!(
             s,
-            "| run | agent | env | seed | why |\n|---|---|---|---|---|"
+            "Evaluations so far: the last {SHOWN_EVALS} a run has saved with its checkpoints, as \
+             step: mean return.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| run | agent | env | seed | why | evaluations so far |\n|---|---|---|---|---|---|"
         );
         for i in &r.ignored {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 i.run.run_id,
                 i.run.label(),
                 i.run.env,
                 i.run.seed,
-                i.why.replace('|', "/")
+                i.why.replace('|', "/"),
+                evals_so_far(&i.evals)
             );
         }
     }
@@ -419,5 +442,16 @@ mod tests {
         let mut none = String::new();
         horizon_by_quarter(&mut none, "Hopper", &[]);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_left_out_run_shows_its_latest_evaluations() {
+        assert_eq!(evals_so_far(&[]), "–");
+        assert_eq!(evals_so_far(&[(1000, 12.345)]), "1000: 12.3");
+        let evals: Vec<(u64, f64)> = (1..=7).map(|k| (k * 1000, k as f64)).collect();
+        assert_eq!(
+            evals_so_far(&evals),
+            "…, 3000: 3.0, 4000: 4.0, 5000: 5.0, 6000: 6.0, 7000: 7.0"
+        );
     }
 }

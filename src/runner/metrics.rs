@@ -4,7 +4,7 @@
 //! `metrics/part-<step>-<n>.parquet`; a resumed run drops parts past its checkpoint (it will
 //! produce those rows again). A finished run has everything in `metrics.parquet`.
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
@@ -59,21 +59,7 @@ impl Metrics {
         self.persisted.clear();
         self.pending.clear();
         self.parts = 0;
-        let dir = run_dir.join("metrics");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("part-") && n.ends_with(".parquet"))
-            .collect();
-        names.sort();
-        for name in names {
-            let path = dir.join(&name);
-            let part_step: u64 = name[5..17]
-                .parse()
-                .map_err(|_| format!("{}: unexpected name", path.display()))?;
+        for (part_step, path) in part_files(run_dir)? {
             if part_step > step {
                 std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             } else {
@@ -93,6 +79,45 @@ impl Metrics {
         self.persisted = rows;
         Ok(())
     }
+}
+
+/// A run's part files in the order they were written, each with the step it was written
+/// at (none when there is no `metrics/`).
+fn part_files(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let dir = run_dir.join("metrics");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(&name);
+            match name.get(5..17).and_then(|d| d.parse().ok()) {
+                Some(step) => Ok((step, path)),
+                None => Err(format!("{}: unexpected name", path.display())),
+            }
+        })
+        .collect()
+}
+
+/// The rows a run has saved so far: `metrics.parquet` once it has finished, else the part
+/// files written with its checkpoints (none yet: no rows).
+pub fn read_saved_metrics(run_dir: &Path) -> Result<Vec<MetricRow>, String> {
+    let whole = run_dir.join("metrics.parquet");
+    if whole.is_file() {
+        return read_metrics(&whole);
+    }
+    let mut rows = Vec::new();
+    for (_, path) in part_files(run_dir)? {
+        rows.extend(read_metrics(&path)?);
+    }
+    Ok(rows)
 }
 
 fn write_parquet(path: &Path, rows: &[MetricRow]) -> Result<(), String> {

@@ -11,7 +11,7 @@
 mod metrics;
 mod pool;
 
-pub use metrics::{MetricRow, measures_time, read_metrics};
+pub use metrics::{MetricRow, measures_time, read_metrics, read_saved_metrics};
 pub use pool::EnvPool;
 
 use std::path::{Path, PathBuf};
