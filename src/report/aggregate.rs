@@ -13,7 +13,7 @@ use polars::prelude::*;
 
 use super::ReportError;
 use super::stats::{self, bootstrap_ci};
-use crate::runner::{MetricRow, read_metrics};
+use crate::runner::{MetricRow, read_metrics, read_saved_metrics};
 use crate::sched::{self, RunStatus};
 use crate::spec::{Plan, PlannedRun, Spec};
 
@@ -31,11 +31,7 @@ pub struct RunResult {
 impl RunResult {
     /// (step, value) of `metric`, sorted by step (the last value of a repeated step wins).
     pub fn curve(&self, metric: &str) -> Vec<(u64, f64)> {
-        let mut by_step = BTreeMap::new();
-        for r in self.rows.iter().filter(|r| r.metric == metric) {
-            by_step.insert(r.step, r.value);
-        }
-        by_step.into_iter().filter(|(_, v)| v.is_finite()).collect()
+        curve(&self.rows, metric)
     }
 
     /// Wall-clock seconds the run took (its last logged row).
@@ -55,6 +51,16 @@ impl RunResult {
     }
 }
 
+/// (step, value) of `metric` in `rows`, sorted by step (the last value of a repeated step
+/// wins), finite values only.
+fn curve(rows: &[MetricRow], metric: &str) -> Vec<(u64, f64)> {
+    let mut by_step = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.metric == metric) {
+        by_step.insert(r.step, r.value);
+    }
+    by_step.into_iter().filter(|(_, v)| v.is_finite()).collect()
+}
+
 /// A run left out of the aggregate, and why.
 #[derive(Debug, Clone)]
 pub struct Ignored {
@@ -68,17 +74,11 @@ pub struct Ignored {
 impl Ignored {
     fn new(run: &PlannedRun, dir: &Path, why: String) -> Self {
         // Best effort: a run whose saved metrics cannot be read shows no evaluations.
-        let rows = crate::runner::read_saved_metrics(dir).unwrap_or_default();
-        let evals = RunResult {
-            run: run.clone(),
-            provenance: serde_json::Value::Null,
-            rows,
-        }
-        .curve(RETURN);
+        let rows = read_saved_metrics(dir).unwrap_or_default();
         Ignored {
             run: run.clone(),
             why,
-            evals,
+            evals: curve(&rows, RETURN),
         }
     }
 }
