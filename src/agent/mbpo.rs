@@ -217,12 +217,37 @@ impl Mbpo {
         }
     }
 
+    /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.
+    fn sample(&mut self) {
+        let size = self.cfg.sac.batch_size;
+        let n_real = if self.fake.is_empty() {
+            size
+        } else {
+            ((size as f64 * self.cfg.real_ratio) as usize).max(1)
+        };
+        let rng = &mut self.state.rng;
+        self.real.sample_into(rng, n_real, &mut self.batch);
+        if n_real < size {
+            self.fake.sample_into(rng, size - n_real, &mut self.part);
+            self.batch.append(&self.part);
+        }
+    }
+}
+
+impl ModelBasedAgent for Mbpo {
+    const NAME: &'static str = "MBPO";
+
+    fn schedule(&self) -> ModelBased {
+        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
+    }
+
+    fn transitions(&self) -> usize {
+        self.state.transitions
+    }
+
     /// Trains the model on every real transition, then fills the model buffer with
     /// branched rollouts. Returns the statistics to log.
-    fn train_model_and_roll_out(
-        &mut self,
-        interrupted: &dyn Fn() -> bool,
-    ) -> Result<Stats, AgentError> {
+    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
         let (error, report) = self.schedule().measure_then_fit(
             &mut self.model,
             &self.real,
@@ -293,38 +318,6 @@ impl Mbpo {
             ("model_buffer", self.fake.len() as f64),
         ]);
         Ok(out)
-    }
-
-    /// One mixed batch: `real_ratio` of it real, the rest from the model buffer.
-    fn sample(&mut self) {
-        let size = self.cfg.sac.batch_size;
-        let n_real = if self.fake.is_empty() {
-            size
-        } else {
-            ((size as f64 * self.cfg.real_ratio) as usize).max(1)
-        };
-        let rng = &mut self.state.rng;
-        self.real.sample_into(rng, n_real, &mut self.batch);
-        if n_real < size {
-            self.fake.sample_into(rng, size - n_real, &mut self.part);
-            self.batch.append(&self.part);
-        }
-    }
-}
-
-impl ModelBasedAgent for Mbpo {
-    const NAME: &'static str = "MBPO";
-
-    fn schedule(&self) -> ModelBased {
-        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
-    }
-
-    fn transitions(&self) -> usize {
-        self.state.transitions
-    }
-
-    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
-        self.train_model_and_roll_out(interrupted)
     }
 
     fn update(&mut self, means: &mut StatMeans) -> Result<(), AgentError> {
