@@ -29,8 +29,13 @@ fn sets(steps: u64, slots: usize) -> Vec<String> {
 }
 
 fn command(runs: &Path, sets: &[String]) -> Command {
+    on_smoke("run", runs, sets)
+}
+
+/// `mpdp <sub> experiments/smoke.toml --runs-dir <runs> --set …`.
+fn on_smoke(sub: &str, runs: &Path, sets: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
-    c.arg("run").arg(smoke()).arg("--runs-dir").arg(runs);
+    c.arg(sub).arg(smoke()).arg("--runs-dir").arg(runs);
     for s in sets {
         c.args(["--set", s]);
     }
@@ -133,13 +138,12 @@ fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
     // The report of the killed sweep shows each interrupted run's evaluations so far, which
     // are the uninterrupted run's up to its checkpoint.
     let plots = Dir::new("killed-plots");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
-    c.arg("plots").arg(smoke()).arg("--runs-dir").arg(&b.0);
-    c.arg("--plots-dir").arg(&plots.0);
-    for s in &sets {
-        c.args(["--set", s]);
-    }
-    assert!(c.output().unwrap().status.success());
+    let out = on_smoke("plots", &b.0, &sets)
+        .arg("--plots-dir")
+        .arg(&plots.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let report = std::fs::read_to_string(plots.0.join("smoke/report.md")).unwrap();
     let mut shown = 0;
     for run in &plan.runs {
