@@ -170,6 +170,41 @@ fn mbpo_trains_its_model_rolls_out_and_resumes_exactly() {
     assert!(mean(&five) > mean(&one), "{one:?} vs {five:?}");
 }
 
+/// With three training envs a step brings three transitions, and the first model fit (due
+/// at 100 transitions, in the call that ends at 102) has no model before it to measure: the
+/// model error is logged from the second fit on, as with one env.
+#[test]
+fn the_first_fit_measures_no_model_error_with_several_envs() {
+    let runs = tmp("envs");
+    let mut c = command(
+        &runs,
+        "mbpo",
+        &[
+            "sac={hidden=[32, 32], batch_size=32, learning_starts=100, updates_per_step=1}",
+            "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=3}",
+            "model_train_freq=100",
+            "rollout_batch_size=100",
+        ],
+    );
+    let out = c.args(["--num-envs", "3"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+    let steps = |m: &str| -> Vec<u64> {
+        rows.iter()
+            .filter(|r| r.metric == m)
+            .map(|r| r.step)
+            .collect()
+    };
+    let (fits, errors) = (steps("train/model_holdout_mse"), steps("train/model_error"));
+    assert!(fits.len() >= 3, "{fits:?}");
+    assert_eq!(errors, fits[1..], "fits logged at {fits:?}");
+    std::fs::remove_dir_all(&runs).ok();
+}
+
 #[test]
 fn mpdp_plans_through_its_model_logs_its_horizon_and_resumes_exactly() {
     for update in ["consistent", "literal"] {

@@ -247,11 +247,15 @@ impl ModelBasedAgent for Mbpo {
 
     /// Trains the model on every real transition, then fills the model buffer with
     /// branched rollouts. Returns the statistics to log.
-    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
+    fn fit_model(
+        &mut self,
+        at: usize,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Stats, AgentError> {
         let (error, report) = self.schedule().measure_then_fit(
             &mut self.model,
             &self.real,
-            self.state.transitions,
+            at,
             &mut self.state.rng,
             interrupted,
         )?;
@@ -259,7 +263,7 @@ impl ModelBasedAgent for Mbpo {
         let obs = self.real.columns().obs;
         let n = self.real.len();
 
-        let epoch = self.state.transitions / self.cfg.epoch_length;
+        let epoch = at / self.cfg.epoch_length;
         let k = self.cfg.rollout_length(epoch);
         if k != self.state.rollout_length || self.fake.capacity() != self.cfg.model_capacity(k) {
             self.fake = self.fake.resized(self.cfg.model_capacity(k));

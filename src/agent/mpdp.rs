@@ -301,11 +301,15 @@ impl ModelBasedAgent for Mpdp {
 
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
     /// fit on D, and u_T for the new model.
-    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError> {
+    fn fit_model(
+        &mut self,
+        at: usize,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Stats, AgentError> {
         let (error, report) = self.schedule().measure_then_fit(
             &mut self.model,
             &self.real,
-            self.state.transitions,
+            at,
             &mut self.state.rng,
             interrupted,
         )?;

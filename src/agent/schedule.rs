@@ -2,6 +2,9 @@
 //! transitions (uniform random actions), then at every env step t a model fit every
 //! `model_train_freq` steps (the first at t = learning_starts), followed by
 //! `updates_per_step` gradient updates; and what a model fit due does.
+//!
+//! With several training envs one call brings several transitions; the learning due for each
+//! of them runs in order, each fit knowing the step t it is due at.
 use rand::{Rng, RngExt};
 
 use super::{AgentError, StatMeans, Stats};
@@ -11,7 +14,10 @@ use crate::replay::ReplayBuffer;
 /// One piece of learning due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
-    FitModel,
+    /// The model fit due at transition count `at`.
+    FitModel {
+        at: usize,
+    },
     Update,
 }
 
@@ -39,33 +45,40 @@ impl ModelBased {
         let mut out = Vec::new();
         for t in (transitions + 1 - new.min(transitions + 1)).max(starts)..=transitions {
             if (t - starts).is_multiple_of(self.model_train_freq) {
-                out.push(Due::FitModel);
+                out.push(Due::FitModel { at: t });
             }
             out.extend(std::iter::repeat_n(Due::Update, self.updates_per_step));
         }
         out
     }
 
-    /// The model step a [`Due::FitModel`] asks for, after `transitions` transitions: the model
+    /// The model step a [`Due::FitModel`] due at transition count `at` asks for: the model
     /// errors ([`fit::model_errors`]) on the `model_train_freq` newest transitions, which the
-    /// model has not seen yet (once it has been fit before), then the fit on all of `real`.
+    /// model has not seen yet (unless this is the first fit, at `learning_starts`: there is
+    /// no model to measure yet, however many transitions the call brought), then the fit on
+    /// all of `real`.
     /// [`AgentError::Interrupted`] when `interrupted` stopped the fit; the model and `rng` are
     /// then as they were.
     pub fn measure_then_fit<R: Rng + Clone>(
         &self,
         model: &mut Ensemble,
         real: &ReplayBuffer,
-        transitions: usize,
+        at: usize,
         rng: &mut R,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<(Stats, TrainReport), AgentError> {
-        let errors = if transitions > self.learning_starts.max(1) {
+        let errors = if self.fit_before(at) {
             fit::model_errors(&*model, real, self.model_train_freq)
         } else {
             Vec::new()
         };
         let report = fit::fit(model, real, rng, interrupted).ok_or(AgentError::Interrupted)?;
         Ok((errors, report))
+    }
+
+    /// Whether a fit due at `at` has a fit before it (the first is at `learning_starts`).
+    pub fn fit_before(&self, at: usize) -> bool {
+        at > self.learning_starts.max(1)
     }
 
     /// The interrupt check for the item at `index` of a [`ModelBased::due`] list: a fit may
@@ -92,8 +105,10 @@ pub(crate) trait ModelBasedAgent {
     fn schedule(&self) -> ModelBased;
     /// Transitions observed so far.
     fn transitions(&self) -> usize;
-    /// What [`Due::FitModel`] does, giving up (with the agent as it was) when `interrupted`.
-    fn fit_model(&mut self, interrupted: &dyn Fn() -> bool) -> Result<Stats, AgentError>;
+    /// What [`Due::FitModel`] due at transition count `at` does, giving up (with the agent as
+    /// it was) when `interrupted`.
+    fn fit_model(&mut self, at: usize, interrupted: &dyn Fn() -> bool)
+    -> Result<Stats, AgentError>;
     /// One [`Due::Update`], adding its statistics to `means`.
     fn update(&mut self, means: &mut StatMeans) -> Result<(), AgentError>;
 }
@@ -109,8 +124,8 @@ pub(crate) fn learn<A: ModelBasedAgent>(
     let due = agent.schedule().due(agent.transitions(), new);
     for (i, due) in due.into_iter().enumerate() {
         match due {
-            Due::FitModel => {
-                for (name, v) in agent.fit_model(ModelBased::interrupt_at(i, interrupted))? {
+            Due::FitModel { at } => {
+                for (name, v) in agent.fit_model(at, ModelBased::interrupt_at(i, interrupted))? {
                     means.add(A::NAME, name, v)?;
                 }
             }
@@ -138,12 +153,17 @@ mod tests {
         };
         // Transitions 1..=2: nothing. 3: fit + 2 updates. 4: 2 updates. 5: fit + 2 updates.
         assert!(s.due(2, 2).is_empty());
-        use Due::{FitModel as F, Update as U};
-        assert_eq!(s.due(5, 5), vec![F, U, U, U, U, F, U, U]);
+        use Due::Update as U;
+        let f = |at| Due::FitModel { at };
+        assert_eq!(s.due(5, 5), vec![f(3), U, U, U, U, f(5), U, U]);
         // The same, one transition at a time.
         let one: Vec<Due> = (1..=5).flat_map(|t| s.due(t, 1)).collect();
         assert_eq!(one, s.due(5, 5));
         assert!(s.random_phase(2) && !s.random_phase(3));
+        // Three transitions per call (three envs): the first fit is due at 3 within the call
+        // that ends at 4, and has no fit before it to measure.
+        assert_eq!(s.due(4, 3), vec![f(3), U, U, U, U]);
+        assert!(!s.fit_before(3) && s.fit_before(5));
         // Only a fit that starts the call may give up.
         assert!(ModelBased::interrupt_at(0, &|| true)());
         assert!(!ModelBased::interrupt_at(5, &|| true)());
