@@ -377,7 +377,8 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
 }
 
 /// `u_min` / `u_max` clamp the "auto" u_T: a cap of ~0 cuts every planned row at its first
-/// step, a floor above any u cuts none; bad bounds are refused before anything runs.
+/// step, a floor above any u cuts none; bad bounds (and a single elite, which leaves u no
+/// rest to compare with) are refused before anything runs.
 #[test]
 fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
     let with = |extra: &[&'static str]| [&MPDP_TINY[..], extra].concat();
@@ -407,7 +408,8 @@ fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
     let cut = values(&floored, "train/cut_uncertain_fraction");
     assert!(!cut.is_empty() && cut.iter().all(|c| *c == 0.0), "{cut:?}");
 
-    let bad: [(&[&'static str], &[&str]); 4] = [
+    let bad: [(&[&'static str], &[&str]); 5] = [
+        (&["model={elites=1}"], &["model.elites", "at least 2"]),
         (&["u_max=-1"], &["u_max"]),
         (&["u_min=nan"], &["u_min"]),
         (&["u_threshold=2.0", "u_max=3.0"], &["u_max"]),

@@ -120,7 +120,11 @@ impl Default for MbpoConfig {
 impl Validate for MbpoConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.sac.validate().map_err(|e| e.within("sac"))?;
-        self.model.validate().map_err(|e| e.within("model"))?;
+        match self.mask {
+            Some(_) => self.model.validate_for_uncertainty(),
+            None => self.model.validate(),
+        }
+        .map_err(|e| e.within("model"))?;
         positive_counts(&[
             ("model_train_freq", self.model_train_freq),
             ("rollout_batch_size", self.rollout_batch_size),
@@ -418,5 +422,26 @@ mod tests {
             bad.validate().unwrap_err().key.as_deref(),
             Some("rollout_schedule")
         );
+    }
+
+    /// One elite is a valid MBPO ensemble, but M2AC's one-vs-rest masks need a rest.
+    #[test]
+    fn masked_rollouts_need_two_elites() {
+        let model = EnsembleConfig {
+            elites: 1,
+            ..EnsembleConfig::default()
+        };
+        let mbpo = MbpoConfig {
+            model: model.clone(),
+            ..MbpoConfig::default()
+        };
+        assert!(mbpo.validate().is_ok());
+        let masked = MbpoConfig {
+            mask: Some(MaskConfig::default()),
+            ..mbpo
+        };
+        let err = masked.validate().unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("model.elites"));
+        assert!(err.message.contains("at least 2"), "{}", err.message);
     }
 }

@@ -143,7 +143,9 @@ impl Default for MpdpConfig {
 impl Validate for MpdpConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.sac.validate().map_err(|e| e.within("sac"))?;
-        self.model.validate().map_err(|e| e.within("model"))?;
+        self.model
+            .validate_for_uncertainty()
+            .map_err(|e| e.within("model"))?;
         positive_counts(&[
             ("model_train_freq", self.model_train_freq),
             ("horizon", self.horizon),
@@ -472,5 +474,26 @@ impl Agent for Mpdp {
         self.real = ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
         self.state = ckpt::read_json(dir, "agent_state.json")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// u compares each elite with the rest: one elite is refused before anything runs.
+    #[test]
+    fn the_uncertainty_needs_two_elites() {
+        assert!(MpdpConfig::default().validate().is_ok());
+        let one = MpdpConfig {
+            model: EnsembleConfig {
+                elites: 1,
+                ..EnsembleConfig::default()
+            },
+            ..MpdpConfig::default()
+        };
+        let err = one.validate().unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("model.elites"));
+        assert!(err.message.contains("at least 2"), "{}", err.message);
     }
 }

@@ -116,6 +116,22 @@ impl EnsembleConfig {
         }
         Ok(())
     }
+
+    /// What the one-vs-rest uncertainty (M2AC's masks, MPDP's u) adds: each elite is compared
+    /// with the moment-matched rest, so there must be at least 2 elites.
+    pub fn validate_for_uncertainty(&self) -> Result<(), Invalid> {
+        self.validate()?;
+        if self.elites < 2 {
+            return Err(Invalid::new(
+                "elites",
+                format!(
+                    "expected at least 2 for the one-vs-rest uncertainty, found {}",
+                    self.elites
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The batched network: hidden layers with swish, an output layer giving mean and raw
