@@ -3,17 +3,20 @@
 //!
 //! From a batch of real start states s_0, step t = 0 … H−1 draws a_t ~ π_t(·|s_t)
 //! (reparameterised), asks every elite for a Gaussian over [r, Δs], measures their
-//! disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8), and moves each row on with the
-//! prediction of an elite drawn for that row, sampled with reparameterised noise. Each row's
-//! return J accumulates γ^t (r_t − α log π_t − β u_t) until the row stops:
+//! disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8; [`Reduction::Mean`] divides
+//! it by K·(1 + obs_dim)), and moves each row on with the prediction of an elite drawn for
+//! that row, sampled with reparameterised noise. Each row's return J accumulates
+//! γ^t (r_t − α log π_t − β u_t) until the row stops, at the first of:
 //!
 //! - u_t ≥ u_T (the model is not trusted at (s_t, a_t)): **consistent** variant (default)
 //!   adds γ^t (min_j Q_j(s_t, a_t) − α log π_t) and keeps no reward of step t; the
-//!   **paper-literal** variant adds γ^{t+1} V(s_{t+1}) instead, as Algorithm 1 does;
+//!   **paper-literal** variant adds γ^{t+1} V(s_{t+1}) instead, as Algorithm 1 does, also
+//!   where the untrusted s_{t+1} is terminal (the cut comes first);
 //! - s_{t+1} is terminal (the task's termination function): nothing more (both variants;
 //!   Algorithm 1 as printed bootstraps γ V from the terminal state instead of its reward);
 //! - the last step: consistent values (s_{H−1}, a_{H−1}) with Q (so H = 1 is SAC's policy
-//!   improvement exactly); literal adds γ^H V(s_H) after the last reward.
+//!   improvement exactly) before any model call, so that pair is neither penalised with β u
+//!   nor checked against u_T; literal adds γ^H V(s_H) after the last reward.
 //!
 //! Gradients of −mean J flow into every π_t through actions, model states and u; the model,
 //! critics and value network stay fixed.
@@ -151,7 +154,8 @@ pub enum Update {
     Consistent,
     /// Algorithm 1's V bootstrap (algorithms.md §F.3's literal variant): γ V(s_{t+1}) at the
     /// cut, γ V(s_H) after the last step. Where Algorithm 1 as printed also bootstraps from a
-    /// terminal s_{t+1} and drops its reward, this keeps the reward and adds no V there.
+    /// terminal s_{t+1} of a trusted pair and drops its reward, this keeps the reward and adds
+    /// no V there; a cut pair gets γ V(s_{t+1}) whether s_{t+1} is terminal or not.
     Literal,
 }
 
