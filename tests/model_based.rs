@@ -376,6 +376,21 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
     std::fs::remove_dir_all(&b).ok();
 }
 
+/// `u_members = "all"`: u compares every member, so a single elite (which alone predicts)
+/// is enough; the run plans, logs u and records the choice in its resolved config.
+#[test]
+fn mpdp_measures_u_over_all_members_when_asked() {
+    let runs = tmp("u-members");
+    let sets = [&MPDP_TINY[..], &["u_members=\"all\"", "model={elites=1}"]].concat();
+    let rows = run_to_end(&runs, "mpdp", &sets);
+    let u = values(&rows, "train/uncertainty_mean");
+    assert!(!u.is_empty() && u.iter().all(|u| *u > 0.0), "{u:?}");
+    assert!(!values(&rows, "train/horizon_mean").is_empty());
+    let resolved = std::fs::read_to_string(run_dir(&runs).join("resolved.toml")).unwrap();
+    assert!(resolved.contains("u_members = \"all\""), "{resolved}");
+    std::fs::remove_dir_all(&runs).ok();
+}
+
 /// `u_min` / `u_max` clamp the "auto" u_T: a cap of ~0 cuts every planned row at its first
 /// step, a floor above any u cuts none; bad bounds (and a single elite, which leaves u no
 /// rest to compare with) are refused before anything runs.

@@ -28,7 +28,7 @@ use super::{
     positive, positive_counts, unit_interval,
 };
 use crate::env::Task;
-use crate::model::gradplan::{self, Frozen, FrozenModel, PlanSpec, Reduction, Update};
+use crate::model::gradplan::{self, Frozen, FrozenModel, PlanSpec, Reduction, UMembers, Update};
 use crate::model::{Ensemble, EnsembleConfig, fit};
 use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
 use crate::replay::{Batch, ReplayBuffer};
@@ -98,6 +98,11 @@ pub struct MpdpConfig {
     /// sum's scale grows with K·(1 + |S|), and with β = 0.5 it outweighed InvertedPendulum's
     /// reward of 1 per step many times over early in training, where the policy collapsed).
     pub u_reduction: Reduction,
+    /// The members u compares: "elites" (default; they also predict) or "all" (algorithms.md
+    /// §F.2's option). Left out of the resolved config at its default, so that runs from
+    /// before the option keep their ids.
+    #[serde(skip_serializing_if = "UMembers::is_elites")]
+    pub u_members: UMembers,
     /// u_T: a number, or "auto" (the `u_quantile` quantile of u on real states).
     pub u_threshold: Threshold,
     /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
@@ -128,6 +133,7 @@ impl Default for MpdpConfig {
             horizon: 15,
             beta: 0.5,
             u_reduction: Reduction::Mean,
+            u_members: UMembers::Elites,
             u_threshold: Threshold::Auto,
             u_quantile: 0.9,
             u_window: 1000,
@@ -143,9 +149,11 @@ impl Default for MpdpConfig {
 impl Validate for MpdpConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.sac.validate().map_err(|e| e.within("sac"))?;
-        self.model
-            .validate_for_uncertainty()
-            .map_err(|e| e.within("model"))?;
+        match self.u_members {
+            UMembers::Elites => self.model.validate_for_uncertainty(),
+            UMembers::All => self.model.validate(),
+        }
+        .map_err(|e| e.within("model"))?;
         positive_counts(&[
             ("model_train_freq", self.model_train_freq),
             ("horizon", self.horizon),
@@ -238,7 +246,7 @@ impl Mpdp {
         let d = (obs_dim + act_dim, 1 + obs_dim);
         let model = Ensemble::new(cfg.model.clone(), d.0, d.1, &mut rng, &device);
         Mpdp {
-            frozen: FrozenModel::new(&model, obs_dim),
+            frozen: FrozenModel::new(&model, obs_dim, cfg.u_members),
             policy_opt: nn::adam(sac.adam_epsilon),
             entropy: Entropy::new(act_dim, sac, &device),
             real: ReplayBuffer::new(sac.buffer_size, obs_dim, act_dim),
@@ -315,7 +323,7 @@ impl ModelBasedAgent for Mpdp {
             &mut self.state.rng,
             interrupted,
         )?;
-        self.frozen = FrozenModel::new(&self.model, self.obs_dim);
+        self.frozen = FrozenModel::new(&self.model, self.obs_dim, self.cfg.u_members);
         if self.cfg.u_threshold == Threshold::Auto {
             self.state.u_threshold = self.calibrated_threshold();
         }
@@ -469,7 +477,7 @@ impl Agent for Mpdp {
         self.value.load(dir, eps)?;
         self.entropy.load(dir, eps)?;
         self.model.load(dir)?;
-        self.frozen = FrozenModel::new(&self.model, self.obs_dim);
+        self.frozen = FrozenModel::new(&self.model, self.obs_dim, self.cfg.u_members);
         let path = dir.join("replay.bin");
         self.real = ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
         self.state = ckpt::read_json(dir, "agent_state.json")?;
@@ -481,7 +489,8 @@ impl Agent for Mpdp {
 mod tests {
     use super::*;
 
-    /// u compares each elite with the rest: one elite is refused before anything runs.
+    /// u compares each elite with the rest: one elite is refused before anything runs, unless
+    /// u compares every member.
     #[test]
     fn the_uncertainty_needs_two_elites() {
         assert!(MpdpConfig::default().validate().is_ok());
@@ -495,5 +504,11 @@ mod tests {
         let err = one.validate().unwrap_err();
         assert_eq!(err.key.as_deref(), Some("model.elites"));
         assert!(err.message.contains("at least 2"), "{}", err.message);
+        // u over every member has a rest to compare with whatever the elites.
+        let all = MpdpConfig {
+            u_members: UMembers::All,
+            ..one
+        };
+        assert!(all.validate().is_ok());
     }
 }

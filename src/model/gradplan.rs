@@ -32,34 +32,64 @@ use crate::nn::{Mlp, PolicyStack, TwinQ, normal_noise, scalar, tensor2, to_vec};
 pub trait DiffModel {
     /// Means and log-variances, `[K, rows, 1 + obs_dim]` each.
     fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>);
+    /// K: the members u compares.
     fn members(&self) -> usize;
+    /// How many of them, first in `predict`'s order, a row's next step may be drawn from.
+    fn predicting(&self) -> usize {
+        self.members()
+    }
     fn obs_dim(&self) -> usize;
 }
 
-/// The elites of a trained ensemble with its input normaliser, as constants on the autodiff
-/// device.
+/// Which members' disagreement u measures (algorithms.md §F.2). A row's next step is drawn
+/// from an elite either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UMembers {
+    /// The elites, which also predict (default, as MBPO's rollouts use them).
+    #[default]
+    Elites,
+    /// Every member of the ensemble (MBPO's 7 rather than its 5 elites).
+    All,
+}
+
+impl UMembers {
+    pub fn is_elites(&self) -> bool {
+        *self == UMembers::Elites
+    }
+}
+
+/// Members of a trained ensemble (the elites first) with its input normaliser, as constants
+/// on the autodiff device.
 pub struct FrozenModel {
     net: GaussianEnsemble,
     mean: Tensor<2>,
     std: Tensor<2>,
     members: usize,
+    predicting: usize,
     obs_dim: usize,
 }
 
 impl FrozenModel {
-    /// The current elites of `model`, whose inputs are `[obs, act]` with `obs_dim` first.
-    pub fn new(model: &Ensemble, obs_dim: usize) -> Self {
+    /// The current elites of `model` (and, for [`UMembers::All`], the other members after
+    /// them), whose inputs are `[obs, act]` with `obs_dim` first.
+    pub fn new(model: &Ensemble, obs_dim: usize, members: UMembers) -> Self {
         let (d_in, _) = model.dims();
         let device = model.device();
         let row = |v: &[f64]| {
             let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
             tensor2(v, 1, d_in, device)
         };
+        let mut order = model.elites.clone();
+        if members == UMembers::All {
+            order.extend((0..model.cfg.members).filter(|m| !model.elites.contains(m)));
+        }
         FrozenModel {
-            net: model.net.members(&model.elites),
+            net: model.net.members(&order),
             mean: row(&model.norm.mean),
             std: row(&model.norm.std),
-            members: model.elites.len(),
+            members: order.len(),
+            predicting: model.elites.len(),
             obs_dim,
         }
     }
@@ -84,6 +114,10 @@ impl FrozenModel {
 impl DiffModel for FrozenModel {
     fn members(&self) -> usize {
         self.members
+    }
+
+    fn predicting(&self) -> usize {
+        self.predicting
     }
 
     fn obs_dim(&self) -> usize {
@@ -293,10 +327,11 @@ pub fn plan<R: Rng>(
             .collect();
         stats.uncertainty.extend_from_slice(&u_host);
 
-        // One elite per row, its Gaussian sampled with reparameterised noise.
+        // One predicting member (an elite) per row, its Gaussian sampled with
+        // reparameterised noise.
         let mut pick = vec![0.0f32; k * live];
         for r in 0..live {
-            pick[rng.random_range(0..k) * live + r] = 1.0;
+            pick[rng.random_range(0..model.predicting()) * live + r] = 1.0;
         }
         let pick = Tensor::<3>::from_data(TensorData::new(pick, [k, live, 1]), &device);
         let chosen = |t: Tensor<3>| (t * pick.clone()).sum_dim(0).reshape([live, d]);
@@ -437,7 +472,7 @@ mod tests {
         Setup {
             policies,
             critic: critic.no_grad(),
-            model: FrozenModel::new(&ens, obs),
+            model: FrozenModel::new(&ens, obs, UMembers::Elites),
             start,
         }
     }
@@ -572,6 +607,59 @@ mod tests {
                 u[r]
             );
         }
+    }
+
+    /// u over every member compares all K of them while rows still step with an elite: the
+    /// elites come first in the same order, and with β = 0 and no cut J is the elites-only J
+    /// (the same draws); with β > 0 the larger u lowers it.
+    #[test]
+    fn u_over_all_members_compares_them_all_and_steps_with_an_elite() {
+        let (obs, act, rows) = (3, 2, 16);
+        let s = setup(obs, act, 3, rows, 4);
+        let device = s.start.device();
+        let cfg = EnsembleConfig {
+            members: 4,
+            elites: 2,
+            hidden: vec![16, 16],
+            ..EnsembleConfig::default()
+        };
+        let mut ens = Ensemble::new(cfg, obs + act, 1 + obs, &mut seeded(8), &device);
+        ens.elites = vec![3, 1];
+        let elites = FrozenModel::new(&ens, obs, UMembers::Elites);
+        let all = FrozenModel::new(&ens, obs, UMembers::All);
+        assert_eq!((elites.members(), elites.predicting()), (2, 2));
+        assert_eq!((all.members(), all.predicting()), (4, 2));
+
+        let a = tensor2(normal_noise(&mut seeded(9), rows * act), rows, act, &device);
+        let (m_e, _) = elites.predict(s.start.clone(), a.clone());
+        let (m_a, _) = all.predict(s.start.clone(), a);
+        let first_two = to_vec(m_a.slice([0..2, 0..rows, 0..1 + obs]).inner());
+        for (x, y) in first_two.iter().zip(to_vec(m_e.inner())) {
+            assert!((x - y).abs() <= 1e-6 * y.abs().max(1.0), "{x} vs {y}");
+        }
+
+        let j = |model: &dyn DiffModel, beta: f64| {
+            let frozen = Frozen {
+                model,
+                critic: &s.critic,
+                value: None,
+            };
+            let sp = spec(Task::HalfCheetah, beta, f64::INFINITY, Update::Consistent);
+            let p = plan(
+                &s.policies,
+                &frozen,
+                &sp,
+                0.1,
+                s.start.clone(),
+                &mut seeded(5),
+            );
+            f64::from(scalar(p.objective.inner()))
+        };
+        let (e0, a0) = (j(&elites, 0.0), j(&all, 0.0));
+        assert!((e0 - a0).abs() <= 1e-5 * e0.abs().max(1.0), "{e0} vs {a0}");
+        // Eq. 8's sum over four disagreeing members exceeds the sum over two of them.
+        let (e1, a1) = (j(&elites, 0.5), j(&all, 0.5));
+        assert!(e1 < e0 && a1 < e1, "{a1} < {e1} < {e0}");
     }
 
     /// H_max = 1, β = 0, no cut: the planning gradient is SAC's policy gradient.
