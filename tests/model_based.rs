@@ -381,7 +381,14 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
 #[test]
 fn mpdp_measures_u_over_all_members_when_asked() {
     let runs = tmp("u-members");
-    let sets = [&MPDP_TINY[..], &["u_members=\"all\"", "model={elites=1}"]].concat();
+    let sets = [
+        &MPDP_TINY[..],
+        &[
+            "u_members=\"all\"",
+            "model={members=3, elites=1, hidden=[32, 32], batch_size=64, max_epochs=5}",
+        ],
+    ]
+    .concat();
     let rows = run_to_end(&runs, "mpdp", &sets);
     let u = values(&rows, "train/uncertainty_mean");
     assert!(!u.is_empty() && u.iter().all(|u| *u > 0.0), "{u:?}");

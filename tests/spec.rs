@@ -250,6 +250,34 @@ fn run_ids_ignore_comments_key_order_and_spelling_of_defaults() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The ids of `experiments/mbpo-hopper.toml`'s runs, as its finished results carry them: a
+/// new parameter whose default keeps the old behaviour (such as MPDP's `u_members`) keeps
+/// them, spelled out or not; setting it to something else changes MPDP's alone.
+#[test]
+fn run_ids_of_finished_results_survive_new_parameters_at_their_defaults() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/mbpo-hopper.toml");
+    let ids = |set: &[&str]| -> Vec<(String, u64, String)> {
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        spec::load(&spec, &set)
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| (r.label(), r.seed, r.run_id))
+            .collect()
+    };
+    let now = ids(&[]);
+    let mpdp: Vec<&str> = now
+        .iter()
+        .filter(|r| r.0 == "MPDP")
+        .map(|r| r.2.as_str())
+        .collect();
+    assert_eq!(mpdp, ["1011040c26c0", "c0b3ae714d76", "c3c5d076f825"]);
+    assert_eq!(ids(&["agents.MPDP.u_members=\"elites\""]), now);
+    for (was, is) in now.iter().zip(ids(&["agents.MPDP.u_members=\"all\""])) {
+        assert_eq!(was.2 == is.2, was.0 != "MPDP", "{was:?} {is:?}");
+    }
+}
+
 #[test]
 fn explain_names_default_preset_spec_sweep_and_cli() {
     let dir = tmp("explain");
