@@ -124,7 +124,8 @@ impl AgentError {
 const PRESETS: &str = include_str!("presets.toml");
 
 /// The fully resolved parameters of `algo` on `task`: defaults, then the task's preset, then
-/// `overrides`. Every key is present in the result.
+/// `overrides`. Every key is present in the result, except optional ones at their default
+/// (left out so that adding them kept existing run ids).
 pub fn resolve_params(
     algo: &str,
     task: Task,

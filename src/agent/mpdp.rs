@@ -207,7 +207,8 @@ pub struct Mpdp {
     value: StateValue,
     entropy: Entropy,
     model: Ensemble,
-    /// The elites as fixed functions, rebuilt after every fit.
+    /// The elites (then, with `u_members = "all"`, the other members) as fixed functions,
+    /// rebuilt after every fit.
     frozen: FrozenModel,
     real: ReplayBuffer,
     state: State,

@@ -56,7 +56,8 @@ impl ModelBased {
     /// errors ([`fit::model_errors`]) on the `model_train_freq` newest transitions, which the
     /// model has not seen yet (unless this is the first fit, at `learning_starts`: there is
     /// no model to measure yet, however many transitions the call brought), then the fit on
-    /// all of `real`.
+    /// all of `real`. With several training envs the window ends at the call's newest
+    /// transition rather than at `at`: up to `num_envs − 1` transitions off.
     /// [`AgentError::Interrupted`] when `interrupted` stopped the fit; the model and `rng` are
     /// then as they were.
     pub fn measure_then_fit<R: Rng + Clone>(

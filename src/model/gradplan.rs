@@ -2,8 +2,8 @@
 //! improvement (the paper's Algorithm 1; algorithms.md §F.3).
 //!
 //! From a batch of real start states s_0, step t = 0 … H−1 draws a_t ~ π_t(·|s_t)
-//! (reparameterised), asks every elite for a Gaussian over [r, Δs], measures their
-//! disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8; [`Reduction::Mean`] divides
+//! (reparameterised), asks every member compared (the elites, or all members with
+//! [`UMembers::All`]) for a Gaussian over [r, Δs], measures their disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8; [`Reduction::Mean`] divides
 //! it by K·(1 + obs_dim)), and moves each row on with the prediction of an elite drawn for
 //! that row, sampled with reparameterised noise. Each row's return J accumulates
 //! γ^t (r_t − α log π_t − β u_t) until the row stops, at the first of:
