@@ -214,23 +214,6 @@ fn run(cli: Cli) -> Result<u8> {
     Ok(0)
 }
 
-/// `--set key=value` pairs as a TOML table (a value that is not TOML is taken as a string).
-fn parse_sets(sets: &[String]) -> Result<toml::Table, UsageError> {
-    let mut table = toml::Table::new();
-    for s in sets {
-        let (key, value) = s
-            .split_once('=')
-            .filter(|(k, _)| !k.trim().is_empty())
-            .ok_or_else(|| UsageError(format!("--set {s}: expected KEY=VALUE")))?;
-        let key = key.trim();
-        let parsed: toml::Table = format!("v = {}", value.trim()).parse().unwrap_or_else(|_| {
-            toml::Table::from_iter([("v".to_string(), toml::Value::String(value.to_string()))])
-        });
-        table.insert(key.to_string(), parsed["v"].clone());
-    }
-    Ok(table)
-}
-
 /// Sets `stop` on SIGTERM, SIGINT and SIGUSR1 (Slurm's warning before a time limit).
 fn stop_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -300,7 +283,7 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
     if args.num_envs == 0 || args.eval_episodes == 0 {
         return Err(UsageError("--num-envs and --eval-episodes must be positive".into()).into());
     }
-    let overrides = parse_sets(&args.set)?;
+    let overrides = mpdp::spec::sets_table(&args.set)?;
     let agent = agent::resolve_params(algo, task, &overrides)?;
     Ok(RunConfig {
         experiment: args.experiment.clone(),

@@ -377,24 +377,25 @@ fn a_stop_during_a_model_fit_is_prompt_and_the_fit_is_redone_on_resume() {
 }
 
 /// `u_members = "all"`: u compares every member, so a single elite (which alone predicts)
-/// is enough; the run plans, logs u and records the choice in its resolved config.
+/// is enough; the run plans, logs u and records the choice in its resolved config. The
+/// dotted `model.elites` merges into the tiny `model` table set before it.
 #[test]
 fn mpdp_measures_u_over_all_members_when_asked() {
     let runs = tmp("u-members");
-    let sets = [
-        &MPDP_TINY[..],
-        &[
-            "u_members=\"all\"",
-            "model={members=3, elites=1, hidden=[32, 32], batch_size=64, max_epochs=5}",
-        ],
-    ]
-    .concat();
+    let sets = [&MPDP_TINY[..], &["u_members=\"all\"", "model.elites=1"]].concat();
     let rows = run_to_end(&runs, "mpdp", &sets);
     let u = values(&rows, "train/uncertainty_mean");
     assert!(!u.is_empty() && u.iter().all(|u| *u > 0.0), "{u:?}");
     assert!(!values(&rows, "train/horizon_mean").is_empty());
     let resolved = std::fs::read_to_string(run_dir(&runs).join("resolved.toml")).unwrap();
-    assert!(resolved.contains("u_members = \"all\""), "{resolved}");
+    let resolved: toml::Table = resolved.parse().unwrap();
+    let agent = &resolved["agent"];
+    assert_eq!(agent["u_members"].as_str(), Some("all"));
+    let model = &agent["model"];
+    assert_eq!(
+        (model["members"].as_integer(), model["elites"].as_integer()),
+        (Some(3), Some(1))
+    );
     std::fs::remove_dir_all(&runs).ok();
 }
 
@@ -431,7 +432,7 @@ fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
     assert!(!cut.is_empty() && cut.iter().all(|c| *c == 0.0), "{cut:?}");
 
     let bad: [(&[&'static str], &[&str]); 5] = [
-        (&["model={elites=1}"], &["model.elites", "at least 2"]),
+        (&["model.elites=1"], &["model.elites", "at least 2"]),
         (&["u_max=-1"], &["u_max"]),
         (&["u_min=nan"], &["u_min"]),
         (&["u_threshold=2.0", "u_max=3.0"], &["u_max"]),

@@ -279,15 +279,7 @@ impl Source {
                 path: path.to_path_buf(),
                 message: e.to_string().trim_end().to_string(),
             })?;
-        let mut overrides = toml::Table::new();
-        for set in sets {
-            let (key, value) = parse_set(set)?;
-            insert_dotted(&mut overrides, &key, value).map_err(|message| SpecError::Invalid {
-                origin: CLI_LAYER.into(),
-                key: key.clone(),
-                message,
-            })?;
-        }
+        let overrides = sets_table(sets)?;
         let figment = Figment::new()
             .merge(Layer {
                 name: path.display().to_string(),
@@ -356,6 +348,21 @@ impl Source {
             message: message.into(),
         }
     }
+}
+
+/// `--set a.b.c=value` overrides as one table: dotted keys nest, and tables merge key by key
+/// (`a.b={x=1}` then `a.b.y=2` keeps x).
+pub fn sets_table(sets: &[String]) -> Result<toml::Table, SpecError> {
+    let mut table = toml::Table::new();
+    for set in sets {
+        let (key, value) = parse_set(set)?;
+        insert_dotted(&mut table, &key, value).map_err(|message| SpecError::Invalid {
+            origin: CLI_LAYER.into(),
+            key: key.clone(),
+            message,
+        })?;
+    }
+    Ok(table)
 }
 
 /// `a.b=value` → (`a.b`, value): TOML if it parses as a TOML value, a string otherwise.
