@@ -260,6 +260,7 @@ pub fn plan<R: Rng>(
 ) -> Plan {
     let model = frozen.model;
     let (o, k, d) = (model.obs_dim(), model.members(), 1 + model.obs_dim());
+    let predicting = model.predicting();
     let [rows, _] = start.dims();
     let device = start.device();
     let horizon = policies.steps.len();
@@ -331,7 +332,7 @@ pub fn plan<R: Rng>(
         // reparameterised noise.
         let mut pick = vec![0.0f32; k * live];
         for r in 0..live {
-            pick[rng.random_range(0..model.predicting()) * live + r] = 1.0;
+            pick[rng.random_range(0..predicting) * live + r] = 1.0;
         }
         let pick = Tensor::<3>::from_data(TensorData::new(pick, [k, live, 1]), &device);
         let chosen = |t: Tensor<3>| (t * pick.clone()).sum_dim(0).reshape([live, d]);
