@@ -120,15 +120,24 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
                 break;
             };
             let dir = run_dir(&opts.runs_dir, run);
-            if let RunStatus::Running(holder) = status_of(&dir) {
-                ui.say(&format!(
-                    "waiting for {} (held by {} on {})",
-                    describe(run),
-                    holder.owner,
-                    holder.host
-                ));
-                waiting.push((run, Instant::now() + heartbeat_every()));
-                continue;
+            match status_of(&dir) {
+                RunStatus::Running(holder) => {
+                    ui.say(&format!(
+                        "waiting for {} (held by {} on {})",
+                        describe(run),
+                        holder.owner,
+                        holder.host
+                    ));
+                    waiting.push((run, Instant::now() + heartbeat_every()));
+                    continue;
+                }
+                // Another executor finished it since the plan was read: a child would find
+                // it done and be counted as finishing it here.
+                RunStatus::Done => {
+                    finished_elsewhere(&mut summary, &ui, run);
+                    continue;
+                }
+                _ => {}
             }
             let child = spawn(run, &dir, slots[slot], plan, opts)?;
             free[slot] = false;
@@ -226,11 +235,7 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
             }
             waiting.swap_remove(j);
             match status_of(&run_dir(&opts.runs_dir, run)) {
-                RunStatus::Done => {
-                    summary.finished_elsewhere += 1;
-                    ui.overall.inc(1);
-                    ui.say(&format!("done    {} (by another executor)", describe(run)));
-                }
+                RunStatus::Done => finished_elsewhere(&mut summary, &ui, run),
                 RunStatus::Running(_) if !opts.stop.load(Ordering::SeqCst) => {
                     waiting.push((run, now + heartbeat_every()));
                 }
@@ -263,6 +268,13 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
     }
     ui.overall.finish_and_clear();
     Ok(summary)
+}
+
+/// Counts and reports `run` as finished by another executor.
+fn finished_elsewhere(summary: &mut Summary, ui: &Ui, run: &PlannedRun) {
+    summary.finished_elsewhere += 1;
+    ui.overall.inc(1);
+    ui.say(&format!("done    {} (by another executor)", describe(run)));
 }
 
 fn describe(run: &PlannedRun) -> String {
