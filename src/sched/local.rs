@@ -131,8 +131,7 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
                     waiting.push((run, Instant::now() + heartbeat_every()));
                     continue;
                 }
-                // Another executor finished it since the plan was read: a child would find
-                // it done and be counted as finishing it here.
+                // Another executor finished it since the plan was read: no child is needed.
                 RunStatus::Done => {
                     finished_elsewhere(&mut summary, &ui, run);
                     continue;
@@ -170,6 +169,11 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
             let dir = run_dir(&opts.runs_dir, a.run);
             let took = fmt_duration(a.started.elapsed().as_secs_f64());
             match exit.code() {
+                // The run finished between our status check and the child's: the child
+                // found it done and exited 0 without writing anything.
+                Some(0) if !finished_by(&dir, a.child.id()) => {
+                    finished_elsewhere(&mut summary, &ui, a.run);
+                }
                 Some(0) => {
                     summary.finished += 1;
                     ui.overall.inc(1);
@@ -268,6 +272,11 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
     }
     ui.overall.finish_and_clear();
     Ok(summary)
+}
+
+/// Whether the process `pid` of this host wrote the run's final status.
+fn finished_by(dir: &Path, pid: u32) -> bool {
+    read_status(dir).is_some_and(|s| s.pid == pid && s.host == crate::store::hostname())
 }
 
 /// Counts and reports `run` as finished by another executor.
@@ -398,6 +407,54 @@ impl Ui {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the smoke spec's plan with `child` standing in for `mpdp run-one`: a shell
+    /// script body that sees the run's directory as `$dir`.
+    fn run_with_child(name: &str, child: &str) -> Summary {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("mpdp-local-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+        let plan = crate::spec::load(&spec, &[]).unwrap();
+        let exe = root.join("child.sh");
+        let script = format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in --run-id) id=$2;; --runs-dir) runs=$2;; esac; shift; done\ndir=\"$runs/{}/$id\"\n{child}\n",
+            plan.spec.name
+        );
+        std::fs::write(&exe, script).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let opts = LocalOptions {
+            runs_dir: root.join("runs"),
+            plan_file: root.join("plan.toml"),
+            exe,
+            retry_failed: false,
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let summary = run(&plan, &opts).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        summary
+    }
+
+    fn done_status(pid: &str, host: &str) -> String {
+        format!(
+            "printf '{{\"state\":\"done\",\"step\":300,\"total_steps\":300,\"reason\":null,\"host\":\"{host}\",\"pid\":%s,\"updated\":0}}' {pid} > \"$dir/status.json\""
+        )
+    }
+
+    /// Regression: a run another executor finished after this one's status check was found
+    /// done by the child, which exited 0, and was counted as finished here.
+    #[test]
+    fn a_child_that_finds_its_run_done_counts_as_finished_elsewhere() {
+        let elsewhere = run_with_child("elsewhere", &done_status("1", "another-host"));
+        assert_eq!(
+            (elsewhere.finished, elsewhere.finished_elsewhere),
+            (0, 4),
+            "{elsewhere:?}"
+        );
+        let here = run_with_child("here", &done_status("$$", &crate::store::hostname()));
+        assert_eq!((here.finished, here.finished_elsewhere), (4, 0), "{here:?}");
+    }
 
     fn env(kind: DeviceKind, gpu: Option<usize>) -> Vec<(&'static str, String)> {
         device_env(kind, Slot { gpu })
