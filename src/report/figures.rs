@@ -338,13 +338,64 @@ fn curves(
     Ok(fig)
 }
 
+/// The `key=value` pairs of a variant name `beta=0.2,hidden=[64, 64]` (a comma inside a
+/// value, as in an array, stays with its value).
+fn variant_pairs(variant: &str) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for piece in variant.split(',') {
+        match (piece.split_once('='), pairs.last_mut()) {
+            (Some((k, v)), _) => pairs.push((k.to_string(), v.to_string())),
+            (None, Some((_, v))) => {
+                v.push(',');
+                v.push_str(piece);
+            }
+            (None, None) => {}
+        }
+    }
+    pairs
+}
+
 /// The value of `param` in a variant name `beta=0.2,u_threshold=1`.
 fn param_value(variant: &str, param: &str) -> Option<f64> {
-    variant
-        .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == param)
+    variant_pairs(variant)
+        .into_iter()
+        .find(|(k, _)| k == param)
         .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Final scores split by `param`: the series of those that set it, keyed by agent and the
+/// variant's other parameters (so a spec sweeping two parameters draws one line per value of
+/// the other) with (value, mean, std) points in value order, and those that do not set it.
+#[allow(clippy::type_complexity)]
+fn by_param<'a>(
+    finals: impl Iterator<Item = &'a FinalScore>,
+    param: &str,
+) -> (
+    BTreeMap<(String, String), Vec<(f64, f64, f64)>>,
+    Vec<&'a FinalScore>,
+) {
+    let mut swept: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    let mut unswept = Vec::new();
+    for f in finals {
+        match param_value(&f.variant, param) {
+            Some(x) => {
+                let rest: Vec<String> = variant_pairs(&f.variant)
+                    .into_iter()
+                    .filter(|(k, _)| k != param)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                swept
+                    .entry((f.agent.clone(), rest.join(",")))
+                    .or_default()
+                    .push((x, f.mean, f.std));
+            }
+            None => unswept.push(f),
+        }
+    }
+    for points in swept.values_mut() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    (swept, unswept)
 }
 
 /// Figure 4: final return vs a swept parameter, one panel per env; groups without the
@@ -368,34 +419,34 @@ fn final_vs_param(
         panels: Vec::new(),
     };
     for env in env_filter(entry, results) {
-        let mut swept: BTreeMap<&str, Vec<(f64, f64, f64)>> = BTreeMap::new();
-        let mut refs = Vec::new();
-        for f in finals
+        let here = finals
             .iter()
-            .filter(|f| f.env == env && agents.contains(&&f.agent))
-        {
-            match param_value(&f.variant, &param) {
-                Some(x) => swept.entry(&f.agent).or_default().push((x, f.mean, f.std)),
-                None => refs.push((
-                    f.group.clone(),
-                    f.mean,
-                    colours.get(&f.group).copied().unwrap_or(REF_GREY),
-                )),
-            }
-        }
+            .filter(|f| f.env == env && agents.contains(&&f.agent));
+        let (swept, unswept) = by_param(here, &param);
         if swept.is_empty() {
             continue;
         }
+        let mut refs: Vec<_> = unswept
+            .into_iter()
+            .map(|f| {
+                let colour = colours.get(&f.group).copied().unwrap_or(REF_GREY);
+                (f.group.clone(), f.mean, colour)
+            })
+            .collect();
         refs.extend(references(entry, &env));
         let curves = swept
             .into_iter()
-            .map(|(agent, mut points)| {
-                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            .enumerate()
+            .map(|(i, ((agent, rest), points))| {
+                let (label, colour) = if rest.is_empty() {
+                    let colour = known_colour(&agent).or_else(|| colours.get(&agent).copied());
+                    (agent, colour.unwrap_or(PALETTE[0]))
+                } else {
+                    (format!("{agent}[{rest}]"), PALETTE[i % PALETTE.len()])
+                };
                 Curve {
-                    label: agent.to_string(),
-                    colour: known_colour(agent)
-                        .or_else(|| colours.get(agent).copied())
-                        .unwrap_or(PALETTE[0]),
+                    label,
+                    colour,
                     points,
                 }
             })
@@ -647,6 +698,51 @@ mod tests {
         assert_eq!(fmt_value(0.0), "0");
         assert_eq!(param_value("beta=0.2,u_threshold=1", "beta"), Some(0.2));
         assert_eq!(param_value("beta=0.2", "gamma"), None);
+        assert_eq!(param_value("hidden=[64, 64],beta=0.7", "beta"), Some(0.7));
+    }
+
+    fn score(agent: &str, variant: &str, mean: f64) -> FinalScore {
+        FinalScore {
+            group: format!("{agent}[{variant}]"),
+            agent: agent.into(),
+            variant: variant.into(),
+            env: "Hopper".into(),
+            scores: Vec::new(),
+            mean,
+            std: 1.0,
+            iqm: mean,
+            iqm_lo: mean,
+            iqm_hi: mean,
+        }
+    }
+
+    /// Regression: with two swept parameters, every MPDP variant went into one series
+    /// "MPDP" with two points at each beta, drawn as one zig-zag line.
+    #[test]
+    fn a_second_swept_parameter_gives_one_series_per_value() {
+        let finals = [
+            score("MPDP", "beta=0.5,u_threshold=2", 4.0),
+            score("MPDP", "beta=0.2,u_threshold=1", 1.0),
+            score("MPDP", "beta=0.5,u_threshold=1", 2.0),
+            score("MPDP", "beta=0.2,u_threshold=2", 3.0),
+            score("MPDP", "hidden=[64, 64],beta=0.7", 5.0),
+            score("MBPO", "", 9.0),
+        ];
+        let (swept, unswept) = by_param(finals.iter(), "beta");
+        let series: Vec<_> = swept.into_iter().collect();
+        let key = |rest: &str| ("MPDP".to_string(), rest.to_string());
+        assert_eq!(
+            series,
+            [
+                (key("hidden=[64, 64]"), vec![(0.7, 5.0, 1.0)]),
+                (key("u_threshold=1"), vec![(0.2, 1.0, 1.0), (0.5, 2.0, 1.0)]),
+                (key("u_threshold=2"), vec![(0.2, 3.0, 1.0), (0.5, 4.0, 1.0)]),
+            ]
+        );
+        assert_eq!(unswept.len(), 1);
+        assert_eq!(unswept[0].agent, "MBPO");
+        let (one, _) = by_param(finals[..2].iter(), "u_threshold");
+        assert_eq!(one.len(), 2, "beta values keep their own series: {one:?}");
     }
 
     #[test]
