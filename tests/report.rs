@@ -399,6 +399,23 @@ fn partial_and_missing_data_never_crash_aggregation_or_plots() {
     assert!(err.contains("1 unreadable"), "{err}");
     assert!(err.contains("1 todo"), "{err}");
     assert_png(&d.0.join("plots/report/learning_curves.png"));
+
+    // Regression: groups were listed finished runs first, so a group's colour and table row
+    // moved as a sweep filled in. With none of the first group's runs done, the order is
+    // still the plan's.
+    let in_plan: Vec<String> = plan.runs.iter().fold(Vec::new(), |mut ls, r| {
+        if !ls.contains(&r.label()) {
+            ls.push(r.label());
+        }
+        ls
+    });
+    for r in plan.runs.iter().filter(|r| r.label() == in_plan[0]) {
+        let _ = std::fs::remove_file(sched::run_dir(&d.0.join("runs"), r).join("status.json"));
+    }
+    let results = mpdp::report::aggregate::load(&plan, &d.0.join("runs")).unwrap();
+    assert!(results.runs.iter().all(|r| r.run.label() != in_plan[0]));
+    assert!(!results.runs.is_empty());
+    assert_eq!(results.labels(), in_plan);
 }
 
 #[test]

@@ -89,6 +89,8 @@ pub struct Results {
     pub spec: Spec,
     pub runs: Vec<RunResult>,
     pub ignored: Vec<Ignored>,
+    /// Every group label of the plan, in plan order.
+    labels: Vec<String>,
 }
 
 impl Results {
@@ -102,15 +104,10 @@ impl Results {
         why
     }
 
-    /// Group labels (`SAC`, `MPDP[beta=0.2]`) in plan order.
+    /// Group labels (`SAC`, `MPDP[beta=0.2]`) in plan order, whichever runs have finished:
+    /// a group's colour and table row stay put as a sweep fills in.
     pub fn labels(&self) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        self.runs
-            .iter()
-            .map(|r| r.run.label())
-            .chain(self.ignored.iter().map(|i| i.run.label()))
-            .filter(|l| seen.insert(l.clone()))
-            .collect()
+        self.labels.clone()
     }
 }
 
@@ -152,10 +149,17 @@ pub fn load(plan: &Plan, runs_dir: &Path) -> Result<Results, ReportError> {
         }
     }
     check_pooling(&runs)?;
+    let mut seen = BTreeSet::new();
+    let labels = sched::unique_runs(plan)
+        .into_iter()
+        .map(|r| r.label())
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
     Ok(Results {
         spec: plan.spec.clone(),
         runs,
         ignored,
+        labels,
     })
 }
 

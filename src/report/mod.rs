@@ -265,7 +265,8 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
     let _ = writeln!(
         s,
         "A run's score is the mean of its last {} evaluations (each the mean return of {} \
-         deterministic episodes). Cells: mean ± std over seeds (n = seeds), then the IQM with \
+         deterministic episodes). Cells: mean ± std over seeds (the population std, ddof 0; \
+         n = seeds), then the IQM with \
          its {:.0}% stratified-bootstrap interval ({} resamples). The best mean per env is in \
          bold.\n",
         cfg.final_evals,
