@@ -353,6 +353,53 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
     }
 }
 
+/// Regression: with several training envs an evaluation runs a few steps after it is due
+/// (at 102 for 100); the summary dropped the first grid step and interpolated the others.
+#[test]
+fn evaluations_of_several_envs_are_summarised_at_the_steps_they_were_due() {
+    let d = Dir::new("num-envs");
+    let spec = SPEC.replace("[run]\n", "[run]\nnum_envs = 3\n");
+    std::fs::write(d.0.join("spec.toml"), spec).unwrap();
+    let sets = ["agents.SAC.gamma=0.9", "envs.Hopper.steps=1", "seeds=[0]"];
+    let mut args = vec!["run", "spec.toml", "--no-plots"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let out = mpdp(&d.0, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{err}");
+    let sets: Vec<String> = sets.map(String::from).to_vec();
+    let plan = spec::load(&d.0.join("spec.toml"), &sets).unwrap();
+    let run = plan
+        .runs
+        .iter()
+        .find(|r| r.agent == "SAC" && r.env == "InvertedPendulum")
+        .unwrap();
+    let dir = sched::run_dir(&d.0.join("runs"), run);
+    let evals: Vec<(u64, f64)> = read_metrics(&dir.join("metrics.parquet"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.metric == "eval/return_mean")
+        .map(|r| (r.step, r.value))
+        .collect();
+    assert_eq!(
+        evals.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [102, 201, 300]
+    );
+    let results = mpdp::report::aggregate::load(&plan, &d.0.join("runs")).unwrap();
+    let (_, rows) = mpdp::report::aggregate::summarize(&results).unwrap();
+    let summarised: Vec<(u64, f64)> = rows
+        .iter()
+        .filter(|r| r.group == run.label() && r.env == run.env && r.metric == "eval/return_mean")
+        .map(|r| (r.step, r.mean))
+        .collect();
+    let due: Vec<(u64, f64)> = [100, 200, 300]
+        .into_iter()
+        .zip(evals.iter().map(|e| e.1))
+        .collect();
+    assert_eq!(summarised, due);
+}
+
 #[test]
 fn partial_and_missing_data_never_crash_aggregation_or_plots() {
     let d = Dir::new("partial");

@@ -239,6 +239,17 @@ pub fn interpolate(curve: &[(u64, f64)], x: u64) -> Option<f64> {
     Some(v0 + (v1 - v0) * (x - s0) as f64 / (s1 - s0) as f64)
 }
 
+/// Evaluations at the grid step each was due at. An evaluation is due when a call's
+/// transitions cross a multiple of `every` (and at the end); with several training envs a
+/// call brings several transitions, so the one due at 1000 may run at 1002. Read at their
+/// own steps, the first grid step would precede every evaluation and the others would be
+/// interpolated between two of them.
+fn on_eval_grid(curve: Vec<(u64, f64)>, every: u64, total: u64) -> Vec<(u64, f64)> {
+    let due = |s: u64| if s >= total { total } else { s / every * every };
+    let snapped: BTreeMap<u64, f64> = curve.into_iter().map(|(s, v)| (due(s), v)).collect();
+    snapped.into_iter().collect()
+}
+
 /// Metrics aggregated: all but per-episode training rows (logged at irregular steps).
 fn aggregated(metric: &str) -> bool {
     !metric.starts_with("train/episode_")
@@ -266,7 +277,8 @@ pub fn summarize(results: &Results) -> Result<(DataFrame, Vec<SummaryRow>), Repo
         }
     }
     for ((_, _, metric), runs) in &groups {
-        let grid: Vec<u64> = if metric.starts_with("eval/") {
+        let eval = metric.starts_with("eval/");
+        let grid: Vec<u64> = if eval {
             eval_grid(&runs[0].run)
         } else {
             let all: BTreeSet<u64> = runs
@@ -277,6 +289,12 @@ pub fn summarize(results: &Results) -> Result<(DataFrame, Vec<SummaryRow>), Repo
         };
         for r in runs {
             let curve = r.curve(metric);
+            let curve = if eval {
+                let c = &r.run.config;
+                on_eval_grid(curve, c.eval.every, c.total_steps)
+            } else {
+                curve
+            };
             for &x in &grid {
                 if let Some(v) = interpolate(&curve, x) {
                     let run = &r.run;
@@ -514,6 +532,21 @@ pub fn final_frame(scores: &[FinalScore]) -> Result<DataFrame, ReportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: with 3 training envs the evaluations due at 1000, 2000 and 3000 ran at
+    /// 1002, 2001 and 3000; the summary had no value at 1000 and interpolated 2000.
+    #[test]
+    fn evaluations_count_at_the_step_they_were_due() {
+        let ran = vec![(1002, 10.0), (2001, 20.0), (3000, 30.0), (3500, 35.0)];
+        let on_grid = on_eval_grid(ran, 1000, 3500);
+        assert_eq!(
+            on_grid,
+            [(1000, 10.0), (2000, 20.0), (3000, 30.0), (3500, 35.0)]
+        );
+        // The last call may go past the end: its evaluation is the final one.
+        let past = on_eval_grid(vec![(1000, 1.0), (2001, 2.0)], 1000, 2000);
+        assert_eq!(past, [(1000, 1.0), (2000, 2.0)]);
+    }
 
     #[test]
     fn interpolation_stays_inside_the_curve() {
