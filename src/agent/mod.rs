@@ -354,6 +354,18 @@ pub(crate) fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
     }
 }
 
+/// A finite number.
+pub(crate) fn finite(name: &str, v: f64) -> Result<(), Invalid> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!("expected a finite number, found {v}"),
+        ))
+    }
+}
+
 /// A positive finite number.
 pub(crate) fn positive(name: &str, v: f64) -> Result<(), Invalid> {
     if v.is_finite() && v > 0.0 {

@@ -105,6 +105,11 @@ impl Validate for SacConfig {
                 ("updates_per_step", self.updates_per_step),
             ],
         )?;
+        super::finite("log_std_min", self.log_std_min)?;
+        super::finite("log_std_max", self.log_std_max)?;
+        if let Some(h) = self.target_entropy {
+            super::finite("target_entropy", h)?;
+        }
         if self.log_std_min >= self.log_std_max {
             return Err(Invalid::new(
                 "log_std_min",
@@ -595,5 +600,41 @@ impl Agent for Sac {
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
         self.learner.load(dir)?;
         self.core.load(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `target_entropy = nan` passed and planned as the default target, and a
+    /// NaN `log_std_min` slipped past the `min < max` check.
+    #[test]
+    fn non_finite_policy_settings_are_refused_by_name() {
+        let key = |f: fn(&mut SacConfig)| {
+            let mut c = SacConfig::default();
+            f(&mut c);
+            c.validate()
+                .map(|_| ())
+                .map_err(|e| e.key.unwrap_or_default())
+        };
+        assert_eq!(key(|_| {}), Ok(()));
+        assert_eq!(
+            key(|c| c.target_entropy = Some(f64::NAN)),
+            Err("target_entropy".into())
+        );
+        assert_eq!(
+            key(|c| c.target_entropy = Some(f64::INFINITY)),
+            Err("target_entropy".into())
+        );
+        assert_eq!(key(|c| c.log_std_min = f64::NAN), Err("log_std_min".into()));
+        assert_eq!(
+            key(|c| c.log_std_max = f64::INFINITY),
+            Err("log_std_max".into())
+        );
+        assert_eq!(
+            key(|c| c.log_std_min = f64::NEG_INFINITY),
+            Err("log_std_min".into())
+        );
     }
 }

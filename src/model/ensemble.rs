@@ -95,9 +95,39 @@ impl EnsembleConfig {
                 "expected one or more positive widths",
             ));
         }
-        if self.weight_decay.is_empty() || self.weight_decay.iter().any(|d| d.is_nan() || *d < 0.0)
+        if self.weight_decay.is_empty()
+            || self
+                .weight_decay
+                .iter()
+                .any(|d| !(d.is_finite() && *d >= 0.0))
         {
-            return Err(Invalid::new("weight_decay", "expected values >= 0"));
+            return Err(Invalid::new(
+                "weight_decay",
+                format!("expected finite values >= 0, found {:?}", self.weight_decay),
+            ));
+        }
+        if !(self.improvement.is_finite() && self.improvement >= 0.0) {
+            return Err(Invalid::new(
+                "improvement",
+                format!("expected a finite number >= 0, found {}", self.improvement),
+            ));
+        }
+        if self.max_epochs == Some(0) {
+            return Err(Invalid::new(
+                "max_epochs",
+                "expected a positive count, found 0",
+            ));
+        }
+        for (key, v) in [
+            ("min_logvar", self.min_logvar),
+            ("max_logvar", self.max_logvar),
+        ] {
+            if !v.is_finite() {
+                return Err(Invalid::new(
+                    key,
+                    format!("expected a finite number, found {v}"),
+                ));
+            }
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(Invalid::new("lr", "expected a positive finite number"));
@@ -643,6 +673,32 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::Xoshiro256PlusPlus;
+
+    /// Regression: NaN and infinite fit settings passed validation (`improvement = nan`
+    /// never stops early; `max_logvar = inf` unbounds the variance).
+    #[test]
+    fn non_finite_fit_settings_are_refused_by_name() {
+        let key = |f: fn(&mut EnsembleConfig)| {
+            let mut c = EnsembleConfig::default();
+            f(&mut c);
+            c.validate()
+                .map(|_| ())
+                .map_err(|e| e.key.unwrap_or_default())
+        };
+        assert_eq!(key(|_| {}), Ok(()));
+        assert_eq!(key(|c| c.improvement = f64::NAN), Err("improvement".into()));
+        assert_eq!(key(|c| c.improvement = -5.0), Err("improvement".into()));
+        assert_eq!(key(|c| c.min_logvar = f64::NAN), Err("min_logvar".into()));
+        assert_eq!(
+            key(|c| c.max_logvar = f64::INFINITY),
+            Err("max_logvar".into())
+        );
+        assert_eq!(
+            key(|c| c.weight_decay = vec![f64::INFINITY]),
+            Err("weight_decay".into())
+        );
+        assert_eq!(key(|c| c.max_epochs = Some(0)), Err("max_epochs".into()));
+    }
 
     #[test]
     fn early_stopping_counts_epochs_without_a_one_percent_gain() {
