@@ -118,6 +118,13 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
     let common = check_common(&file, source)?;
     for name in file.agents.keys() {
         check_name(source, &format!("agents.{name}"), name)?;
+        if name.contains('.') {
+            // `agents.A.B.gamma` in sweeps and `--set` could not tell the name from a key.
+            return Err(source.invalid(
+                &format!("agents.{name}"),
+                format!("an agent name may not contain '.', found {name:?}"),
+            ));
+        }
         resolve_agent(name, &file, source, &mut Vec::new())?;
     }
     let spec = Spec {
@@ -566,22 +573,42 @@ fn check_figures(
 ) -> Result<Vec<FigureEntry>, SpecError> {
     for (i, fig) in file.figures.iter().enumerate() {
         let at = format!("figures.{i}");
+        if let Some(name) = &fig.name {
+            // A file name stem inside the spec's plots directory.
+            check_name(src, &format!("{at}.name"), name)?;
+        }
+        let check_env = |key: &str, e: &str| {
+            let known = e
+                .parse::<Task>()
+                .ok()
+                .is_some_and(|t| common.envs.iter().any(|p| p.task == t));
+            if known {
+                Ok(())
+            } else {
+                Err(src.invalid(
+                    &format!("{at}.{key}"),
+                    format!("{e:?} is not one of the spec's envs"),
+                ))
+            }
+        };
+        for r in &fig.references {
+            if !r.value.is_finite() {
+                return Err(src.invalid(
+                    &format!("{at}.references"),
+                    format!("expected a finite value, found {}", r.value),
+                ));
+            }
+            if let Some(e) = &r.env {
+                check_env("references", e)?;
+            }
+        }
         for a in &fig.agents {
             if !file.agents.contains_key(a) {
                 return Err(src.invalid(&format!("{at}.agents"), format!("no agent named {a:?}")));
             }
         }
         for e in &fig.envs {
-            let known = e
-                .parse::<Task>()
-                .ok()
-                .is_some_and(|t| common.envs.iter().any(|p| p.task == t));
-            if !known {
-                return Err(src.invalid(
-                    &format!("{at}.envs"),
-                    format!("{e:?} is not one of the spec's envs"),
-                ));
-            }
+            check_env("envs", e)?;
         }
         match fig.kind {
             FigureKind::Metric if fig.metric.is_none() => {
