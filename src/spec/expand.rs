@@ -669,7 +669,17 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
                 }
                 Some(name.to_string())
             }
-            "envs" | "eval" | "run" => None,
+            "envs" => {
+                let name = parts.get(1).copied().unwrap_or_default();
+                if !file.envs.contains_key(name) {
+                    return Err(src.invalid(
+                        &at,
+                        format!("{name:?} is not one of the spec's [envs]; a sweep varies an env's keys, it adds no env"),
+                    ));
+                }
+                None
+            }
+            "eval" | "run" => None,
             _ => {
                 return Err(src.invalid(
                     &at,
