@@ -501,11 +501,27 @@ fn resolve_agent(
                         "expected tables of parameters by env, e.g. [agents.SAC.per_env.Hopper]",
                     )
                 })?;
+                let mut spelled: BTreeMap<Task, &str> = BTreeMap::new();
                 for (env_key, params) in envs {
                     let at = format!("{key}.per_env.{env_key}");
                     let task: Task = env_key.parse().map_err(|_| {
                         src.invalid(&at, format!("unknown env (known: {})", task_names()))
                     })?;
+                    // Parameters for an env the spec does not run would never be checked.
+                    if !file
+                        .envs
+                        .keys()
+                        .any(|e| e.parse::<Task>().is_ok_and(|t| t == task))
+                    {
+                        return Err(src
+                            .invalid(&at, format!("{env_key:?} is not one of the spec's [envs]")));
+                    }
+                    if let Some(other) = spelled.insert(task, env_key) {
+                        return Err(src.invalid(
+                            &at,
+                            format!("the same task as {key}.per_env.{other}; merge the two tables"),
+                        ));
+                    }
                     let params = params
                         .as_table()
                         .ok_or_else(|| src.invalid(&at, "expected a table of parameters"))?;
