@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Invalid;
+use crate::agent::{Invalid, finite, non_negative, positive_counts};
 use crate::nn::{EnsembleLinear, swish, to_vec};
 
 /// Ensemble settings; defaults are MBPO's (`mbpo/models/constructor.py`, `bnn.py`).
@@ -95,40 +95,18 @@ impl EnsembleConfig {
                 "expected one or more positive widths",
             ));
         }
-        if self.weight_decay.is_empty()
-            || self
-                .weight_decay
-                .iter()
-                .any(|d| !(d.is_finite() && *d >= 0.0))
-        {
-            return Err(Invalid::new(
-                "weight_decay",
-                format!("expected finite values >= 0, found {:?}", self.weight_decay),
-            ));
+        if self.weight_decay.is_empty() {
+            return Err(Invalid::new("weight_decay", "expected one or more values"));
         }
-        if !(self.improvement.is_finite() && self.improvement >= 0.0) {
-            return Err(Invalid::new(
-                "improvement",
-                format!("expected a finite number >= 0, found {}", self.improvement),
-            ));
+        for &d in &self.weight_decay {
+            non_negative("weight_decay", d)?;
         }
-        if self.max_epochs == Some(0) {
-            return Err(Invalid::new(
-                "max_epochs",
-                "expected a positive count, found 0",
-            ));
+        non_negative("improvement", self.improvement)?;
+        if let Some(n) = self.max_epochs {
+            positive_counts(&[("max_epochs", n)])?;
         }
-        for (key, v) in [
-            ("min_logvar", self.min_logvar),
-            ("max_logvar", self.max_logvar),
-        ] {
-            if !v.is_finite() {
-                return Err(Invalid::new(
-                    key,
-                    format!("expected a finite number, found {v}"),
-                ));
-            }
-        }
+        finite("min_logvar", self.min_logvar)?;
+        finite("max_logvar", self.max_logvar)?;
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(Invalid::new("lr", "expected a positive finite number"));
         }
