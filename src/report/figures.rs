@@ -355,40 +355,35 @@ fn variant_pairs(variant: &str) -> Vec<(String, String)> {
     pairs
 }
 
-/// The value of `param` in a variant name `beta=0.2,u_threshold=1`.
-fn param_value(variant: &str, param: &str) -> Option<f64> {
-    variant_pairs(variant)
+/// The value of `param` in a variant name `beta=0.2,u_threshold=1`, and the variant's other
+/// pairs (`u_threshold=1`).
+fn split_param(variant: &str, param: &str) -> Option<(f64, String)> {
+    let (at, rest): (Vec<_>, Vec<_>) = variant_pairs(variant)
         .into_iter()
-        .find(|(k, _)| k == param)
-        .and_then(|(_, v)| v.parse().ok())
+        .partition(|(k, _)| k == param);
+    let x = at.first()?.1.parse().ok()?;
+    let rest: Vec<String> = rest.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Some((x, rest.join(",")))
 }
+
+/// (value, mean, std) points by (agent, the variant's other parameters).
+type Series = BTreeMap<(String, String), Vec<(f64, f64, f64)>>;
 
 /// Final scores split by `param`: the series of those that set it, keyed by agent and the
 /// variant's other parameters (so a spec sweeping two parameters draws one line per value of
 /// the other) with (value, mean, std) points in value order, and those that do not set it.
-#[allow(clippy::type_complexity)]
 fn by_param<'a>(
     finals: impl Iterator<Item = &'a FinalScore>,
     param: &str,
-) -> (
-    BTreeMap<(String, String), Vec<(f64, f64, f64)>>,
-    Vec<&'a FinalScore>,
-) {
-    let mut swept: BTreeMap<(String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
+) -> (Series, Vec<&'a FinalScore>) {
+    let mut swept = Series::new();
     let mut unswept = Vec::new();
     for f in finals {
-        match param_value(&f.variant, param) {
-            Some(x) => {
-                let rest: Vec<String> = variant_pairs(&f.variant)
-                    .into_iter()
-                    .filter(|(k, _)| k != param)
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                swept
-                    .entry((f.agent.clone(), rest.join(",")))
-                    .or_default()
-                    .push((x, f.mean, f.std));
-            }
+        match split_param(&f.variant, param) {
+            Some((x, rest)) => swept
+                .entry((f.agent.clone(), rest))
+                .or_default()
+                .push((x, f.mean, f.std)),
             None => unswept.push(f),
         }
     }
@@ -696,9 +691,15 @@ mod tests {
         assert_eq!(fmt_value(1000.0), "1000");
         assert_eq!(fmt_value(0.25), "0.25");
         assert_eq!(fmt_value(0.0), "0");
-        assert_eq!(param_value("beta=0.2,u_threshold=1", "beta"), Some(0.2));
-        assert_eq!(param_value("beta=0.2", "gamma"), None);
-        assert_eq!(param_value("hidden=[64, 64],beta=0.7", "beta"), Some(0.7));
+        assert_eq!(
+            split_param("beta=0.2,u_threshold=1", "beta"),
+            Some((0.2, "u_threshold=1".into()))
+        );
+        assert_eq!(split_param("beta=0.2", "gamma"), None);
+        assert_eq!(
+            split_param("hidden=[64, 64],beta=0.7", "beta"),
+            Some((0.7, "hidden=[64, 64]".into()))
+        );
     }
 
     fn score(agent: &str, variant: &str, mean: f64) -> FinalScore {
