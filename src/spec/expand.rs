@@ -134,7 +134,7 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
         agents: file.agents.keys().cloned().collect(),
         envs: common.envs.iter().map(|e| e.task).collect(),
         devices: check_devices(&file, source)?,
-        figures: check_figures(&file, &common, source)?,
+        figures: check_figures(&file, source)?,
         report: check_report(&file, source)?,
     };
     let axes = sweep_axes(&file, source)?;
@@ -426,6 +426,13 @@ fn check_name(src: &Source, key: &str, name: &str) -> Result<(), SpecError> {
     }
 }
 
+/// Whether one of the spec's `[envs]` (however spelled) is `task`.
+fn runs_task(file: &SpecFile, task: Task) -> bool {
+    file.envs
+        .keys()
+        .any(|e| e.parse::<Task>().is_ok_and(|t| t == task))
+}
+
 fn resolve_agent(
     name: &str,
     file: &SpecFile,
@@ -508,11 +515,7 @@ fn resolve_agent(
                         src.invalid(&at, format!("unknown env (known: {})", task_names()))
                     })?;
                     // Parameters for an env the spec does not run would never be checked.
-                    if !file
-                        .envs
-                        .keys()
-                        .any(|e| e.parse::<Task>().is_ok_and(|t| t == task))
-                    {
+                    if !runs_task(file, task) {
                         return Err(src
                             .invalid(&at, format!("{env_key:?} is not one of the spec's [envs]")));
                     }
@@ -582,11 +585,7 @@ fn check_devices(file: &SpecFile, src: &Source) -> Result<Devices, SpecError> {
     })
 }
 
-fn check_figures(
-    file: &SpecFile,
-    common: &Common,
-    src: &Source,
-) -> Result<Vec<FigureEntry>, SpecError> {
+fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, SpecError> {
     for (i, fig) in file.figures.iter().enumerate() {
         let at = format!("figures.{i}");
         if let Some(name) = &fig.name {
@@ -594,10 +593,7 @@ fn check_figures(
             check_name(src, &format!("{at}.name"), name)?;
         }
         let check_env = |key: &str, e: &str| {
-            let known = e
-                .parse::<Task>()
-                .ok()
-                .is_some_and(|t| common.envs.iter().any(|p| p.task == t));
+            let known = e.parse().is_ok_and(|t| runs_task(file, t));
             if known {
                 Ok(())
             } else {
