@@ -87,6 +87,16 @@ fn mpdp(dir: &Path, args: &[&str]) -> Output {
         .expect("spawn mpdp")
 }
 
+/// (step, eval/return_mean) of a finished run, from its own metrics file.
+fn evals(run_dir: &Path) -> Vec<(u64, f64)> {
+    read_metrics(&run_dir.join("metrics.parquet"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.metric == "eval/return_mean")
+        .map(|r| (r.step, r.value))
+        .collect()
+}
+
 fn col_f64(df: &DataFrame, name: &str) -> Vec<f64> {
     df.column(name)
         .unwrap()
@@ -178,12 +188,7 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
             );
             continue;
         }
-        let rows = read_metrics(&dir.join("metrics.parquet")).unwrap();
-        let evals: Vec<(u64, f64)> = rows
-            .iter()
-            .filter(|r| r.metric == "eval/return_mean")
-            .map(|r| (r.step, r.value))
-            .collect();
+        let evals = evals(&dir);
         assert_eq!(
             evals.iter().map(|e| e.0).collect::<Vec<_>>(),
             [100, 200, 300]
@@ -376,12 +381,7 @@ fn evaluations_of_several_envs_are_summarised_at_the_steps_they_were_due() {
         .find(|r| r.agent == "SAC" && r.env == "InvertedPendulum")
         .unwrap();
     let dir = sched::run_dir(&d.0.join("runs"), run);
-    let evals: Vec<(u64, f64)> = read_metrics(&dir.join("metrics.parquet"))
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.metric == "eval/return_mean")
-        .map(|r| (r.step, r.value))
-        .collect();
+    let evals = evals(&dir);
     assert_eq!(
         evals.iter().map(|e| e.0).collect::<Vec<_>>(),
         [102, 201, 300]
