@@ -1,0 +1,250 @@
+//! Golden metrics: short fixed-seed runs of every algorithm (tiny networks, a few hundred
+//! steps, InvertedPendulum and Hopper) compared row by row, bit for bit, with the metrics
+//! recorded in `tests/golden/`. A change that alters what any agent computes, however
+//! slightly, fails here; a refactoring that keeps behaviour passes. The run id is part of the
+//! record, so a change to how configs hash (which would orphan finished runs) fails too.
+//!
+//! Float results can depend on the CPU's vector instructions (the backend picks its kernels
+//! at run time), so each file records the instruction sets it was made on. On a CPU with
+//! other sets the comparison is not made, and the test says so instead of failing.
+//!
+//! `MPDP_GOLDEN_RECORD=1 cargo test --test golden` rewrites the files; do that only for a
+//! change meant to alter behaviour, and say why in its commit.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mpdp::runner::{measures_time, read_metrics};
+
+mod common;
+use common::Dir;
+
+/// Small settings shared by the model-based agents' cases.
+const SAC_TINY: &str = "sac={hidden=[16, 16], batch_size=32, learning_starts=100, updates_per_step=2}";
+const MODEL_TINY: &str =
+    "model={members=3, elites=2, hidden=[16, 16], batch_size=64, max_epochs=3}";
+
+struct Case {
+    name: &'static str,
+    algo: &'static str,
+    env: &'static str,
+    steps: u64,
+    sets: &'static [&'static str],
+}
+
+const SAC: &[&str] = &["hidden=[16, 16]", "batch_size=32", "learning_starts=100"];
+const MBPO: &[&str] = &[
+    SAC_TINY,
+    MODEL_TINY,
+    "model_train_freq=100",
+    "epoch_length=100",
+    "rollout_batch_size=100",
+    "rollout_schedule=[1, 3, 1, 3]",
+];
+const M2AC: &[&str] = &[
+    SAC_TINY,
+    MODEL_TINY,
+    "model_train_freq=100",
+    "rollout_batch_size=100",
+    "rollout_schedule=[0, 0, 3, 3]",
+];
+const MPDP: &[&str] = &[SAC_TINY, MODEL_TINY, "model_train_freq=100", "horizon=4"];
+const MPDP_LITERAL: &[&str] = &[
+    SAC_TINY,
+    MODEL_TINY,
+    "model_train_freq=100",
+    "horizon=4",
+    "update=\"literal\"",
+];
+
+fn cases(algo: &str) -> Vec<Case> {
+    let sets: &'static [&'static str] = match algo {
+        "sac" | "ddpg" => SAC,
+        "mbpo" => MBPO,
+        "m2ac" => M2AC,
+        "mpdp" => MPDP,
+        "mpdp-literal" => MPDP_LITERAL,
+        other => panic!("no golden case for {other}"),
+    };
+    let run_algo = if algo == "mpdp-literal" { "mpdp" } else { algo };
+    [("InvertedPendulum", 600), ("Hopper", 500)]
+        .into_iter()
+        .map(|(env, steps)| Case {
+            name: leak(format!("{algo}-{env}")),
+            algo: leak(run_algo.to_string()),
+            env,
+            steps,
+            sets,
+        })
+        .collect()
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The x86 vector instruction sets that decide which kernels the backend runs.
+fn cpu_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut f = Vec::new();
+        macro_rules! check {
+            ($($name:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($name) {
+                    f.push($name);
+                }
+            )*};
+        }
+        check!("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq");
+        f.join(",")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
+fn golden_path(case: &Case) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{}.csv", case.name))
+}
+
+/// Runs the case and returns its record: the run id, then `step,metric,value` rows of every
+/// metric that does not measure time, values in their shortest exact form.
+fn record(case: &Case) -> Vec<String> {
+    let runs = Dir::new(case.name);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
+    c.args([
+        "run-one",
+        "--env",
+        case.env,
+        "--algo",
+        case.algo,
+        "--seed",
+        "7",
+        "--steps",
+        &case.steps.to_string(),
+        "--eval-every",
+        "100",
+        "--eval-episodes",
+        "2",
+        "--log-every",
+        "50",
+        "--quiet",
+    ]);
+    for set in case.sets {
+        c.args(["--set", set]);
+    }
+    let out = c.arg("--runs-dir").arg(&runs.0).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        case.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::fs::read_dir(runs.0.join("adhoc"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let run_id = dir.file_name().unwrap().to_string_lossy().to_string();
+    let mut lines = vec![format!("run_id,{run_id}")];
+    for r in read_metrics(&dir.join("metrics.parquet")).unwrap() {
+        if !measures_time(&r.metric) {
+            lines.push(format!("{},{},{:?}", r.step, r.metric, r.value));
+        }
+    }
+    lines
+}
+
+fn check(algo: &str) {
+    let features = cpu_features();
+    let recording = std::env::var_os("MPDP_GOLDEN_RECORD").is_some_and(|v| v == "1");
+    for case in cases(algo) {
+        let path = golden_path(&case);
+        let got = record(&case);
+        if recording {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut text = format!("# cpu features: {features}\n");
+            for l in &got {
+                text.push_str(l);
+                text.push('\n');
+            }
+            std::fs::write(&path, text).unwrap();
+            eprintln!("recorded {}", path.display());
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (record with MPDP_GOLDEN_RECORD=1 cargo test --test golden)",
+                path.display()
+            )
+        });
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let recorded_on = header.strip_prefix("# cpu features: ").unwrap_or("unknown");
+        if recorded_on != features {
+            eprintln!(
+                "golden {}: NOT COMPARED: recorded on a CPU with [{recorded_on}], this one has \
+                 [{features}]; float kernels differ between instruction sets, so bit-for-bit \
+                 equality is only expected on the same sets",
+                case.name
+            );
+            continue;
+        }
+        let want: Vec<&str> = lines.collect();
+        assert_eq!(
+            got[0], want[0],
+            "{}: the run id changed: finished runs of this config would no longer be found",
+            case.name
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g,
+                w,
+                "{}: metrics differ from the golden record at row {i} ({})",
+                case.name,
+                path.display()
+            );
+        }
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{}: {} metric rows, the golden record has {}",
+            case.name,
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+#[test]
+fn sac_is_unchanged() {
+    check("sac");
+}
+
+#[test]
+fn ddpg_is_unchanged() {
+    check("ddpg");
+}
+
+#[test]
+fn mbpo_is_unchanged() {
+    check("mbpo");
+}
+
+#[test]
+fn m2ac_is_unchanged() {
+    check("m2ac");
+}
+
+#[test]
+fn mpdp_is_unchanged() {
+    check("mpdp");
+}
+
+#[test]
+fn mpdp_literal_is_unchanged() {
+    check("mpdp-literal");
+}
