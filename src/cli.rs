@@ -113,77 +113,14 @@ pub struct ReplayArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Env steps/s per task next to raw mj_step × frame skip and Gymnasium's env.step.
-    Env {
-        /// Environment steps per measurement.
-        #[arg(long, default_value_t = 20_000)]
-        steps: usize,
-        /// Measurements per implementation (the best counts).
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        /// Tasks to measure (default: all six).
-        #[arg(long, value_delimiter = ',')]
-        tasks: Vec<String>,
-        /// Skip the Gymnasium reference.
-        #[arg(long)]
-        no_python: bool,
-        /// Python interpreter with Gymnasium (default: the venv `just setup` creates).
-        #[arg(long)]
-        python: Option<PathBuf>,
-    },
+    Env(mpdp::bench::env::EnvBenchConfig),
     /// Dynamics-ensemble training steps/s and inference rows/s (7 x 4x200, Hopper sizes) next
     /// to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
-    Ensemble {
-        #[arg(long, default_value_t = 7)]
-        members: usize,
-        #[arg(long, default_value_t = 200)]
-        hidden: usize,
-        /// Model input width (obs + act).
-        #[arg(long, default_value_t = 14)]
-        d_in: usize,
-        /// Model output width (1 + obs).
-        #[arg(long, default_value_t = 12)]
-        d_out: usize,
-        /// Rows per member per training step.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        /// Training steps per measurement.
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// Inference rows.
-        #[arg(long, default_value_t = 100_000)]
-        rows: usize,
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        /// Skip the PyTorch reference.
-        #[arg(long)]
-        no_python: bool,
-        /// Python interpreter with PyTorch (default: the venv `just bench-setup` creates).
-        #[arg(long)]
-        python: Option<PathBuf>,
-    },
+    Ensemble(mpdp::bench::ensemble::EnsembleBenchConfig),
     /// MPDP updates/s (H 5, batch 256, Hopper sizes) next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
-    Mpdp(crate::bench::mpdp::MpdpBenchConfig),
+    Mpdp(mpdp::bench::mpdp::MpdpBenchConfig),
     /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
-    Sac {
-        /// Updates per measurement.
-        #[arg(long, default_value_t = 200)]
-        updates: usize,
-        /// Measurements per implementation (the best counts).
-        #[arg(long, default_value_t = 3)]
-        repeats: usize,
-        #[arg(long, default_value_t = 11)]
-        obs_dim: usize,
-        #[arg(long, default_value_t = 3)]
-        act_dim: usize,
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        /// Skip the PyTorch reference.
-        #[arg(long)]
-        no_python: bool,
-        /// Python interpreter with PyTorch (default: the venv `just bench-setup` creates).
-        #[arg(long)]
-        python: Option<PathBuf>,
-    },
+    Sac(mpdp::bench::sac::SacBenchConfig),
 }
 
 /// A spec and its command-line overrides.
@@ -270,8 +207,8 @@ pub struct RunOneArgs {
     /// Task name, e.g. InvertedPendulum or Hopper-v5.
     #[arg(long, required_unless_present = "plan")]
     pub env: Option<String>,
-    /// Algorithm: sac, ddpg, mbpo, m2ac or mpdp.
-    #[arg(long, required_unless_present = "plan")]
+    #[arg(long, required_unless_present = "plan", help = mpdp::agent::registry::help(),
+          value_parser = |s: &str| mpdp::agent::registry::find(s).map(|a| a.name.to_string()))]
     pub algo: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -297,7 +234,7 @@ pub struct RunOneArgs {
     /// End the run (done) at the first evaluation whose mean return reaches this value.
     #[arg(long, value_name = "RETURN", allow_negative_numbers = true)]
     pub stop_at_return: Option<f64>,
-    #[arg(long, default_value_t = crate::runner::DEFAULT_CHECKPOINT_EVERY)]
+    #[arg(long, default_value_t = mpdp::runner::DEFAULT_CHECKPOINT_EVERY)]
     pub checkpoint_every: u64,
     #[arg(long, default_value_t = 1000)]
     pub log_every: u64,
@@ -324,7 +261,7 @@ mod tests {
             .expect("run-one")
             .render_help()
             .to_string();
-        for algo in crate::agent::ALGOS {
+        for algo in mpdp::agent::registry::names() {
             assert!(help.contains(algo), "run-one --help lacks {algo}:\n{help}");
         }
     }

@@ -19,7 +19,8 @@ mod common;
 use common::Dir;
 
 /// Small settings shared by the model-based agents' cases.
-const SAC_TINY: &str = "sac={hidden=[16, 16], batch_size=32, learning_starts=100, updates_per_step=2}";
+const SAC_TINY: &str =
+    "sac={hidden=[16, 16], batch_size=32, learning_starts=100, updates_per_step=2}";
 const MODEL_TINY: &str =
     "model={members=3, elites=2, hidden=[16, 16], batch_size=64, max_epochs=3}";
 
@@ -94,7 +95,9 @@ fn cpu_features() -> String {
                 }
             )*};
         }
-        check!("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq");
+        check!(
+            "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"
+        );
         f.join(",")
     }
     #[cfg(not(target_arch = "x86_64"))]

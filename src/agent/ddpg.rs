@@ -9,11 +9,12 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::off_policy::{OffPolicy, Schedule};
+use super::off_policy::{NoExtra, OffPolicy, Schedule};
+use super::registry::{Algorithm, Setting};
 use super::sac::f32s;
-use super::{
-    Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt, non_negative,
-};
+use super::{Agent, AgentError, Stats, Transition};
+use crate::ckpt;
+use crate::config::{Invalid, Validate, check_common, non_negative};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -157,15 +158,16 @@ pub struct Ddpg {
 }
 
 impl Ddpg {
-    pub fn new(obs_dim: usize, act_dim: usize, cfg: DdpgConfig, seed: u64) -> Self {
+    pub fn new(cfg: DdpgConfig, s: &Setting<'_>) -> Self {
+        let (obs_dim, act_dim) = (s.obs_dim, s.act_dim);
         let schedule = Schedule {
             buffer_size: cfg.buffer_size,
             batch_size: cfg.batch_size,
             learning_starts: cfg.learning_starts,
             updates_per_step: cfg.updates_per_step,
         };
-        let mut core = OffPolicy::new(obs_dim, act_dim, schedule, seed);
-        let device = nn::device();
+        let mut core = OffPolicy::new(obs_dim, act_dim, schedule, s.seed, NoExtra {});
+        let device = s.device.clone();
         let plain = device.clone().without_autodiff();
         let rng = core.rng();
         let actor = DeterministicPolicy::new(obs_dim, act_dim, &cfg.hidden, rng, &device);
@@ -185,6 +187,13 @@ impl Ddpg {
             cfg,
         };
         Ddpg { learner, core }
+    }
+}
+
+impl Algorithm for Ddpg {
+    type Config = DdpgConfig;
+    fn build(cfg: DdpgConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
+        Box::new(Ddpg::new(cfg, setting))
     }
 }
 
@@ -239,7 +248,7 @@ impl Agent for Ddpg {
         ckpt::save_optimizer(dir, "actor_opt", &l.actor_opt)?;
         ckpt::save_optimizer(dir, "critic_opt", &l.critic_opt)?;
         ckpt::write_json(dir, "ddpg_updates.json", &l.updates)?;
-        self.core.save(dir)
+        Ok(self.core.save(dir)?)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
@@ -251,6 +260,6 @@ impl Agent for Ddpg {
         l.actor_opt = ckpt::load_optimizer(dir, "actor_opt", l.cfg.adam_epsilon)?;
         l.critic_opt = ckpt::load_optimizer(dir, "critic_opt", l.cfg.adam_epsilon)?;
         l.updates = ckpt::read_json(dir, "ddpg_updates.json")?;
-        self.core.load(dir)
+        Ok(self.core.load(dir)?)
     }
 }

@@ -1,5 +1,5 @@
-//! MBPO (Janner et al. 2019; algorithms.md §C): SAC trained mostly on short branched
-//! rollouts of a learned dynamics ensemble. M2AC (Pan et al. 2020; §D) is the same loop with
+//! MBPO (Janner et al. 2019; docs/algorithms.md, "MBPO"): SAC trained mostly on short branched
+//! rollouts of a learned dynamics ensemble. M2AC (Pan et al. 2020; "M2AC" there) is the same loop with
 //! its rollouts masked by one-vs-rest uncertainty ([`M2acConfig`]).
 //!
 //! ```text
@@ -17,12 +17,13 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::off_policy::OffPolicy;
+use super::registry::{Algorithm, Setting};
 use super::sac::{SacConfig, SacLearner};
-use super::schedule::{self, ModelBased, ModelBasedAgent, uniform_actions};
-use super::{
-    Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt, non_negative,
-    positive_counts, unit_interval,
-};
+use super::schedule::{self, ModelBased, ModelBasedAgent};
+use super::{Agent, AgentError, StatMeans, Stats, Transition};
+use crate::ckpt::CkptError;
+use crate::config::{Invalid, Validate, non_negative, positive_counts, unit_interval};
 use crate::env::Task;
 use crate::model::fit;
 use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
@@ -55,7 +56,7 @@ pub struct MbpoConfig {
     pub mask: Option<MaskConfig>,
 }
 
-/// M2AC's masking (algorithms.md §D): keep the ⌊N·w_h⌋ lowest-uncertainty predictions at
+/// M2AC's masking (docs/algorithms.md, "M2AC"): keep the ⌊N·w_h⌋ lowest-uncertainty predictions at
 /// rollout step h, w_h = (H − h)/(2(H + 1)), and penalise rewards by `penalty`·u.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -166,11 +167,9 @@ impl MbpoConfig {
     }
 }
 
-/// Counters and RNG, saved with the checkpoint.
+/// MBPO's own counter, saved with the checkpoint beside the shared ones.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    rng: Xoshiro256PlusPlus,
-    transitions: usize,
+struct Extra {
     rollout_length: usize,
 }
 
@@ -182,35 +181,26 @@ pub struct Mbpo {
     act_dim: usize,
     learner: SacLearner,
     model: Ensemble,
-    real: ReplayBuffer,
+    core: OffPolicy<Extra>,
+    /// The model buffer.
     fake: ReplayBuffer,
-    state: State,
     batch: Batch,
     part: Batch,
 }
 
 impl Mbpo {
-    pub fn new(task: Task, obs_dim: usize, act_dim: usize, cfg: MbpoConfig, seed: u64) -> Self {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let learner = SacLearner::new(obs_dim, act_dim, cfg.sac.clone(), &mut rng);
-        let device = crate::nn::device();
-        let model = Ensemble::new(
-            cfg.model.clone(),
-            obs_dim + act_dim,
-            1 + obs_dim,
-            &mut rng,
-            &device,
-        );
+    pub fn new(cfg: MbpoConfig, s: &Setting<'_>) -> Self {
+        let (obs_dim, act_dim) = (s.obs_dim, s.act_dim);
         let k = cfg.rollout_length(0);
+        let extra = Extra { rollout_length: k };
+        let mut core = OffPolicy::new(obs_dim, act_dim, cfg.sac.schedule(), s.seed, extra);
+        let learner = SacLearner::new(obs_dim, act_dim, cfg.sac.clone(), core.rng(), s.device);
+        let d = (obs_dim + act_dim, 1 + obs_dim);
+        let model = Ensemble::new(cfg.model.clone(), d.0, d.1, core.rng(), s.device);
         Mbpo {
-            real: ReplayBuffer::new(cfg.sac.buffer_size, obs_dim, act_dim),
             fake: ReplayBuffer::new(cfg.model_capacity(k), obs_dim, act_dim),
-            state: State {
-                rng,
-                transitions: 0,
-                rollout_length: k,
-            },
-            task,
+            core,
+            task: s.task,
             obs_dim,
             act_dim,
             learner,
@@ -229,8 +219,8 @@ impl Mbpo {
         } else {
             ((size as f64 * self.cfg.real_ratio) as usize).max(1)
         };
-        let rng = &mut self.state.rng;
-        self.real.sample_into(rng, n_real, &mut self.batch);
+        let (real, rng) = self.core.replay_and_rng();
+        real.sample_into(rng, n_real, &mut self.batch);
         if n_real < size {
             self.fake.sample_into(rng, size - n_real, &mut self.part);
             self.batch.append(&self.part);
@@ -238,15 +228,32 @@ impl Mbpo {
     }
 }
 
+/// M2AC: MBPO's agent with [`M2acConfig`] (`algo = "m2ac"`).
+pub struct M2ac;
+
+impl Algorithm for M2ac {
+    type Config = M2acConfig;
+    fn build(cfg: M2acConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
+        Box::new(Mbpo::new(cfg.0, setting))
+    }
+}
+
+impl Algorithm for Mbpo {
+    type Config = MbpoConfig;
+    fn build(cfg: MbpoConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
+        Box::new(Mbpo::new(cfg, setting))
+    }
+}
+
 impl ModelBasedAgent for Mbpo {
     const NAME: &'static str = "MBPO";
 
     fn schedule(&self) -> ModelBased {
-        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
+        self.cfg.sac.model_schedule(self.cfg.model_train_freq)
     }
 
     fn transitions(&self) -> usize {
-        self.state.transitions
+        self.core.transitions()
     }
 
     /// Trains the model on every real transition, then fills the model buffer with
@@ -256,30 +263,27 @@ impl ModelBasedAgent for Mbpo {
         at: usize,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Stats, AgentError> {
-        let (error, report) = self.schedule().measure_then_fit(
-            &mut self.model,
-            &self.real,
-            at,
-            &mut self.state.rng,
-            interrupted,
-        )?;
+        let schedule = self.schedule();
+        let kept = self.core.extra().rollout_length;
+        let (real, rng) = self.core.replay_and_rng();
+        let (error, report) =
+            schedule.measure_then_fit(&mut self.model, real, at, rng, interrupted)?;
         let (o, a) = (self.obs_dim, self.act_dim);
-        let obs = self.real.columns().obs;
-        let n = self.real.len();
+        let obs = real.columns().obs;
+        let n = real.len();
 
         let epoch = at / self.cfg.epoch_length;
         let k = self.cfg.rollout_length(epoch);
-        if k != self.state.rollout_length || self.fake.capacity() != self.cfg.model_capacity(k) {
+        if k != kept || self.fake.capacity() != self.cfg.model_capacity(k) {
             self.fake = self.fake.resized(self.cfg.model_capacity(k));
-            self.state.rollout_length = k;
         }
         let rows = self.cfg.rollout_batch_size;
         let mut start = Vec::with_capacity(rows * o);
         for _ in 0..rows {
-            let i = self.state.rng.random_range(0..n);
+            let i = rng.random_range(0..n);
             start.extend_from_slice(&obs[i * o..(i + 1) * o]);
         }
-        let mut policy_rng = Xoshiro256PlusPlus::seed_from_u64(self.state.rng.next_u64());
+        let mut policy_rng = Xoshiro256PlusPlus::seed_from_u64(rng.next_u64());
         let learner = &self.learner;
         let fake = &mut self.fake;
         let spec = RolloutSpec {
@@ -297,7 +301,7 @@ impl ModelBasedAgent for Mbpo {
             &spec,
             &start,
             &mut |obs, rows| learner.act(obs, rows, false, &mut policy_rng),
-            &mut self.state.rng,
+            rng,
             &mut |s: &ModelStep<'_>| {
                 let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
                 fake.push(
@@ -309,7 +313,6 @@ impl ModelBasedAgent for Mbpo {
                 );
             },
         );
-        let elite_mse = fit::elite_mse(&report);
         let (u_mean, u_p50, u_p90) = stats.uncertainty_summary();
         let mut out: Stats = error;
         out.extend([
@@ -317,20 +320,20 @@ impl ModelBasedAgent for Mbpo {
             ("uncertainty_p50", u_p50),
             ("uncertainty_p90", u_p90),
             ("rollout_kept_fraction", stats.kept_fraction()),
-            ("model_holdout_mse", elite_mse),
-            ("model_train_nll", report.train_nll),
-            ("model_epochs", report.epochs as f64),
-            ("model_fit_s", report.seconds),
+        ]);
+        out.extend(fit::fit_stats(&report));
+        out.extend([
             ("rollout_length", k as f64),
             ("rollout_mean_length", stats.mean_length()),
             ("model_buffer", self.fake.len() as f64),
         ]);
+        self.core.extra_mut().rollout_length = k;
         Ok(out)
     }
 
     fn update(&mut self, means: &mut StatMeans) -> Result<(), AgentError> {
         self.sample();
-        let stats = self.learner.update(&self.batch, &mut self.state.rng);
+        let stats = self.learner.update(&self.batch, self.core.rng());
         for (name, v) in stats.named() {
             means.add(Self::NAME, name, f64::from(v))?;
         }
@@ -340,22 +343,18 @@ impl ModelBasedAgent for Mbpo {
 
 impl Agent for Mbpo {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        if self.schedule().random_phase(self.state.transitions) {
-            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
+        if let Some(random) = self.core.random_actions(rows) {
+            return random;
         }
-        self.learner
-            .env_actions(obs, rows, false, &mut self.state.rng)
+        self.learner.env_actions(obs, rows, false, self.core.rng())
     }
 
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        self.learner
-            .env_actions(obs, rows, true, &mut self.state.rng)
+        self.learner.env_actions(obs, rows, true, self.core.rng())
     }
 
     fn observe(&mut self, t: &Transition<'_>) {
-        self.real
-            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
-        self.state.transitions += 1;
+        self.core.observe(t);
     }
 
     fn learn(
@@ -374,25 +373,19 @@ impl Agent for Mbpo {
         }
         self.learner.save(dir)?;
         self.model.save(dir)?;
-        for (name, buf) in [("replay.bin", &self.real), ("model_replay.bin", &self.fake)] {
-            let path = dir.join(name);
-            buf.save(&path)
-                .map_err(|e| AgentError::checkpoint(&path, e))?;
-        }
-        ckpt::write_json(dir, "agent_state.json", &self.state)
+        let path = dir.join("model_replay.bin");
+        self.fake
+            .save(&path)
+            .map_err(|e| CkptError::new(&path, e))?;
+        Ok(self.core.save(dir)?)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
         self.learner.load(dir)?;
         self.model.load(dir)?;
-        let read = |name: &str| {
-            let path = dir.join(name);
-            ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))
-        };
-        self.real = read("replay.bin")?;
-        self.fake = read("model_replay.bin")?;
-        self.state = ckpt::read_json(dir, "agent_state.json")?;
-        Ok(())
+        let path = dir.join("model_replay.bin");
+        self.fake = ReplayBuffer::load(&path).map_err(|e| CkptError::new(&path, e))?;
+        Ok(self.core.load(dir)?)
     }
 }
 

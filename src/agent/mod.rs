@@ -8,18 +8,17 @@ pub mod ddpg;
 pub mod mbpo;
 pub mod mpdp;
 mod off_policy;
+pub mod registry;
 pub mod sac;
 pub(crate) mod schedule;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+pub use registry::{Algo, Setting};
 
+use crate::ckpt::CkptError;
+use crate::config::{Invalid, IsUsage, merge_tables};
 use crate::env::Task;
-
-/// Algorithms the registry knows.
-pub const ALGOS: [&str; 5] = ["sac", "ddpg", "mbpo", "m2ac", "mpdp"];
 
 /// One transition, with the action in the agent's normalised [-1, 1] space.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +93,7 @@ pub trait Agent: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("unknown algo '{0}' (known: sac, ddpg, mbpo, m2ac, mpdp)")]
+    #[error("unknown algo '{0}' (known: {known})", known = registry::names().join(", "))]
     UnknownAlgo(String),
     #[error("agent parameters for {algo}: {}", match key { Some(k) => format!("{k}: {message}"), None => message.clone() })]
     Params {
@@ -108,15 +107,22 @@ pub enum AgentError {
     /// [`Agent::learn`] gave up on a stop request; the agent is as it was before the call.
     #[error("interrupted before the learning due was done")]
     Interrupted,
-    #[error("checkpoint {path}: {message}")]
-    Checkpoint { path: PathBuf, message: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CkptError),
+}
+
+impl IsUsage for AgentError {
+    fn is_usage(&self) -> bool {
+        matches!(self, AgentError::UnknownAlgo(_) | AgentError::Params { .. })
+    }
 }
 
 impl AgentError {
-    pub(crate) fn checkpoint(path: &Path, message: impl std::fmt::Display) -> Self {
-        AgentError::Checkpoint {
-            path: path.to_path_buf(),
-            message: message.to_string(),
+    fn params(algo: &str, e: Invalid) -> Self {
+        AgentError::Params {
+            algo: algo.to_string(),
+            key: e.key,
+            message: e.message,
         }
     }
 }
@@ -131,337 +137,45 @@ pub fn resolve_params(
     task: Task,
     overrides: &toml::Table,
 ) -> Result<toml::Table, AgentError> {
-    match algo {
-        "sac" => resolve::<sac::SacConfig>(algo, task, overrides),
-        "ddpg" => resolve::<ddpg::DdpgConfig>(algo, task, overrides),
-        "mbpo" => resolve::<mbpo::MbpoConfig>(algo, task, overrides),
-        "m2ac" => resolve::<mbpo::M2acConfig>(algo, task, overrides),
-        "mpdp" => resolve::<mpdp::MpdpConfig>(algo, task, overrides),
-        other => Err(AgentError::UnknownAlgo(other.to_string())),
-    }
-}
-
-/// Merges `over` into `base`: tables key by key (nested configs such as MBPO's `sac` and
-/// `model` keep the keys an override does not name), other values replaced.
-pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-fn resolve<C>(algo: &str, task: Task, overrides: &toml::Table) -> Result<toml::Table, AgentError>
-where
-    C: Default + Serialize + DeserializeOwned + Validate,
-{
-    let err = |e: Invalid| AgentError::Params {
-        algo: algo.to_string(),
-        key: e.key,
-        message: e.message,
-    };
-    let mut table = to_table(C::default())
-        .map_err(Invalid::whole)
-        .map_err(err)?;
-    merge_tables(&mut table, &preset(algo, task));
+    let entry = registry::find(algo)?;
+    let mut table = (entry.defaults)();
+    merge_tables(&mut table, &preset(entry, task));
     merge_tables(&mut table, overrides);
-    let config: C = from_table(table).map_err(err)?;
-    config.validate().map_err(err)?;
-    to_table(config).map_err(Invalid::whole).map_err(err)
+    (entry.check)(table).map_err(|e| AgentError::params(algo, e))
 }
 
 /// The defaults of `algo`'s config and its preset for `task` (the first two layers of
 /// [`resolve_params`]), for `mpdp explain`.
 pub fn param_layers(algo: &str, task: Task) -> Result<(toml::Table, toml::Table), AgentError> {
-    let defaults = match algo {
-        "sac" => to_table(sac::SacConfig::default()),
-        "ddpg" => to_table(ddpg::DdpgConfig::default()),
-        "mbpo" => to_table(mbpo::MbpoConfig::default()),
-        "m2ac" => to_table(mbpo::M2acConfig::default()),
-        "mpdp" => to_table(mpdp::MpdpConfig::default()),
-        other => return Err(AgentError::UnknownAlgo(other.to_string())),
-    }
-    .expect("default configs serialise");
-    Ok((defaults, preset(algo, task)))
+    let entry = registry::find(algo)?;
+    Ok(((entry.defaults)(), preset(entry, task)))
 }
 
-/// `algo`'s per-task preset from `presets.toml`. M2AC is MBPO with masking: MBPO's preset
-/// applies first, then M2AC's own.
-fn preset(algo: &str, task: Task) -> toml::Table {
+/// The algorithm's per-task presets from `presets.toml`, merged in the order its registry
+/// entry lists them (M2AC: MBPO's, then its own).
+fn preset(entry: &Algo, task: Task) -> toml::Table {
     let presets: toml::Table = PRESETS.parse().expect("presets.toml parses");
-    let lookup = |a: &str| {
-        presets
-            .get(a)
+    let mut table = toml::Table::new();
+    for name in entry.presets {
+        if let Some(p) = presets
+            .get(*name)
             .and_then(|t| t.get(task.name()))
             .and_then(|p| p.as_table())
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut table = toml::Table::new();
-    if algo == "m2ac" {
-        merge_tables(&mut table, &lookup("mbpo"));
+        {
+            merge_tables(&mut table, p);
+        }
     }
-    merge_tables(&mut table, &lookup(algo));
     table
-}
-
-/// A parameter that failed to parse or validate: which one (if one) and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Invalid {
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl Invalid {
-    pub fn new(key: &str, message: impl Into<String>) -> Self {
-        Invalid {
-            key: Some(key.to_string()),
-            message: message.into(),
-        }
-    }
-
-    /// The same problem, with its key inside the nested table `prefix`.
-    pub fn within(self, prefix: &str) -> Self {
-        Invalid {
-            key: Some(match self.key {
-                Some(k) => format!("{prefix}.{k}"),
-                None => prefix.to_string(),
-            }),
-            message: self.message,
-        }
-    }
-
-    fn whole(message: String) -> Self {
-        Invalid { key: None, message }
-    }
-}
-
-/// Deserialises a config from a table; errors name the key path (`hidden[0]`).
-fn from_table<C: DeserializeOwned>(table: toml::Table) -> Result<C, Invalid> {
-    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().message().to_string();
-        Invalid {
-            key: (path != ".").then_some(path),
-            message,
-        }
-    })
-}
-
-fn to_table<T: Serialize>(value: T) -> Result<toml::Table, String> {
-    match toml::Value::try_from(value) {
-        Ok(toml::Value::Table(t)) => Ok(t),
-        Ok(_) => Err("not a table".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Range checks beyond what the types express.
-pub trait Validate {
-    fn validate(&self) -> Result<(), Invalid>;
 }
 
 /// Creates the agent for `algo` from resolved parameters (see [`resolve_params`]).
 pub fn make(
     algo: &str,
     params: &toml::Table,
-    task: Task,
-    obs_dim: usize,
-    act_dim: usize,
-    seed: u64,
+    setting: &Setting<'_>,
 ) -> Result<Box<dyn Agent>, AgentError> {
-    let parse = |e: Invalid| AgentError::Params {
-        algo: algo.to_string(),
-        key: e.key,
-        message: e.message,
-    };
-    Ok(match algo {
-        "sac" => Box::new(sac::Sac::new(
-            obs_dim,
-            act_dim,
-            from_table(params.clone()).map_err(parse)?,
-            seed,
-        )),
-        "ddpg" => Box::new(ddpg::Ddpg::new(
-            obs_dim,
-            act_dim,
-            from_table(params.clone()).map_err(parse)?,
-            seed,
-        )),
-        "mbpo" => Box::new(mbpo::Mbpo::new(
-            task,
-            obs_dim,
-            act_dim,
-            from_table(params.clone()).map_err(parse)?,
-            seed,
-        )),
-        "m2ac" => Box::new(mbpo::Mbpo::new(
-            task,
-            obs_dim,
-            act_dim,
-            from_table::<mbpo::M2acConfig>(params.clone())
-                .map_err(parse)?
-                .0,
-            seed,
-        )),
-        "mpdp" => Box::new(mpdp::Mpdp::new(
-            task,
-            obs_dim,
-            act_dim,
-            from_table(params.clone()).map_err(parse)?,
-            seed,
-        )),
-        other => return Err(AgentError::UnknownAlgo(other.to_string())),
-    })
-}
-
-/// Range checks shared by the off-policy agents' configs: positive finite rates, γ in [0, 1],
-/// τ in (0, 1], at least one positive hidden layer size, positive counts.
-pub(crate) fn check_common(
-    rates: &[(&str, f64)],
-    gamma: f64,
-    tau: f64,
-    hidden: &[usize],
-    counts: &[(&str, usize)],
-) -> Result<(), Invalid> {
-    for &(name, v) in rates.iter().chain(&[("tau", tau)]) {
-        positive(name, v)?;
-    }
-    unit_interval("gamma", gamma)?;
-    if tau > 1.0 {
-        return Err(Invalid::new(
-            "tau",
-            format!("expected a value in (0, 1], found {tau}"),
-        ));
-    }
-    if hidden.is_empty() || hidden.contains(&0) {
-        return Err(Invalid::new(
-            "hidden",
-            format!("expected one or more positive layer sizes, found {hidden:?}"),
-        ));
-    }
-    positive_counts(counts)
-}
-
-/// Every count is at least 1.
-pub(crate) fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
-    match counts.iter().find(|(_, v)| *v == 0) {
-        Some((name, _)) => Err(Invalid::new(name, "expected a positive count, found 0")),
-        None => Ok(()),
-    }
-}
-
-/// A finite number.
-pub(crate) fn finite(name: &str, v: f64) -> Result<(), Invalid> {
-    if v.is_finite() {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            name,
-            format!("expected a finite number, found {v}"),
-        ))
-    }
-}
-
-/// A positive finite number.
-pub(crate) fn positive(name: &str, v: f64) -> Result<(), Invalid> {
-    if v.is_finite() && v > 0.0 {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            name,
-            format!("expected a positive finite number, found {v}"),
-        ))
-    }
-}
-
-/// A finite number >= 0.
-pub(crate) fn non_negative(name: &str, v: f64) -> Result<(), Invalid> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            name,
-            format!("expected a finite value >= 0, found {v}"),
-        ))
-    }
-}
-
-/// A number in [0, 1].
-pub(crate) fn unit_interval(name: &str, v: f64) -> Result<(), Invalid> {
-    if (0.0..=1.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            name,
-            format!("expected a value in [0, 1], found {v}"),
-        ))
-    }
-}
-
-/// Checkpoint helpers shared by agents: JSON files and the RNG.
-pub mod ckpt {
-    use std::path::Path;
-
-    use burn::module::Module;
-    use burn::optim::ModuleOptimizer;
-
-    use serde::Serialize;
-    use serde::de::DeserializeOwned;
-
-    use super::AgentError;
-
-    pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), AgentError> {
-        let path = dir.join(name);
-        let text = serde_json::to_string(value).map_err(|e| AgentError::checkpoint(&path, e))?;
-        std::fs::write(&path, text).map_err(|e| AgentError::checkpoint(&path, e))
-    }
-
-    /// Writes a module's parameters to `dir/name` (a burnpack record, parameter ids included).
-    pub fn save_module<M: Module>(dir: &Path, name: &str, module: &M) -> Result<(), AgentError> {
-        let path = dir.join(name);
-        module
-            .clone()
-            .save_file(&path)
-            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
-    }
-
-    /// Loads `dir/name` into a module of the same architecture.
-    pub fn load_module<M: Module>(dir: &Path, name: &str, module: &M) -> Result<M, AgentError> {
-        let path = dir.join(name);
-        module
-            .clone()
-            .try_load_file(&path)
-            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
-    }
-
-    pub fn save_optimizer(dir: &Path, name: &str, opt: &ModuleOptimizer) -> Result<(), AgentError> {
-        let path = dir.join(name);
-        opt.save(&path)
-            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
-    }
-
-    /// Loads an Adam state saved by [`save_optimizer`]; load the module it optimises first
-    /// (states are keyed by parameter id).
-    pub fn load_optimizer(
-        dir: &Path,
-        name: &str,
-        adam_epsilon: f64,
-    ) -> Result<ModuleOptimizer, AgentError> {
-        let path = dir.join(name);
-        crate::nn::adam(adam_epsilon)
-            .load(&path)
-            .map_err(|e| AgentError::checkpoint(&path, format!("{e:?}")))
-    }
-
-    pub fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<T, AgentError> {
-        let path = dir.join(name);
-        let text = std::fs::read_to_string(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| AgentError::checkpoint(&path, e))
-    }
+    let entry = registry::find(algo)?;
+    (entry.build)(params, setting).map_err(|e| AgentError::params(algo, e))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! MPDP (the paper's Algorithm 2; algorithms.md §F): policy evaluation as in SAC on real
-//! data, and the extended policy improvement of Algorithm 1 ([`crate::model::gradplan`])
+//! MPDP (the paper's Algorithm 2; docs/algorithms.md, the MPDP sections): policy evaluation
+//! as in SAC on real data, and the extended policy improvement of Algorithm 1 ([`crate::planning::gradplan`])
 //! through the dynamics ensemble, with H_max policies of which only π_0 acts.
 //!
 //! ```text
@@ -17,21 +17,21 @@ use std::path::Path;
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use rand::SeedableRng;
-use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
+use super::off_policy::OffPolicy;
+use super::registry::{Algorithm, Setting};
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, env_actions};
-use super::schedule::{self, ModelBased, ModelBasedAgent, uniform_actions};
-use super::{
-    Agent, AgentError, Invalid, StatMeans, Stats, Transition, Validate, ckpt, non_negative,
-    positive, positive_counts, unit_interval,
-};
+use super::schedule::{self, ModelBased, ModelBasedAgent};
+use super::{Agent, AgentError, StatMeans, Stats, Transition};
+use crate::ckpt;
+use crate::config::{Invalid, Validate, non_negative, positive, positive_counts, unit_interval};
 use crate::env::Task;
-use crate::model::gradplan::{self, Frozen, FrozenModel, PlanSpec, Reduction, UMembers, Update};
+use crate::model::step::{FrozenModel, UMembers};
+use crate::model::uncertainty::Reduction;
 use crate::model::{Ensemble, EnsembleConfig, fit};
 use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
-use crate::replay::{Batch, ReplayBuffer};
+use crate::planning::gradplan::{self, Frozen, PlanSpec, Update};
 
 /// u_T: a fixed threshold, or `"auto"`: recalibrated after every model fit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,8 +77,8 @@ impl<'de> Deserialize<'de> for Threshold {
     }
 }
 
-/// MPDP's settings. The paper gives β and the structure; the rest are algorithms.md §F.2's
-/// proposals (SAC's networks and rates, MBPO's ensemble, schedule and G); per-task values
+/// MPDP's settings. The paper gives β and the structure; the rest are the project's
+/// choices (docs/algorithms.md, "MPDP: settings the paper leaves open": SAC's networks and rates, MBPO's ensemble, schedule and G); per-task values
 /// (H_max, G, target entropy) are presets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,8 +98,8 @@ pub struct MpdpConfig {
     /// sum's scale grows with K·(1 + |S|), and with β = 0.5 it outweighed InvertedPendulum's
     /// reward of 1 per step many times over early in training, where the policy collapsed).
     pub u_reduction: Reduction,
-    /// The members u compares: "elites" (default; they also predict) or "all" (algorithms.md
-    /// §F.2's option). Left out of the resolved config at its default, so that runs from
+    /// The members u compares: "elites" (default; they also predict) or "all" (the option
+    /// docs/algorithms.md describes). Left out of the resolved config at its default, so that runs from
     /// before the option keep their ids.
     #[serde(skip_serializing_if = "UMembers::is_elites")]
     pub u_members: UMembers,
@@ -108,8 +108,8 @@ pub struct MpdpConfig {
     /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
     pub u_quantile: f64,
     pub u_window: usize,
-    /// Bounds on the "auto" u_T: the quantile is clamped to [u_min, u_max] (algorithms.md
-    /// §F.2). None by default: u's scale depends on the task. A cap keeps u_T from loosening
+    /// Bounds on the "auto" u_T: the quantile is clamped to [u_min, u_max]
+    /// (docs/algorithms.md). None by default: u's scale depends on the task. A cap keeps u_T from loosening
     /// when the agent reaches states the model has not seen, where the quantile jumps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub u_min: Option<f64>,
@@ -186,11 +186,9 @@ impl Validate for MpdpConfig {
     }
 }
 
-/// Counters, RNG and the current u_T, saved with the checkpoint.
+/// The current u_T, saved with the checkpoint beside the shared counters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    rng: Xoshiro256PlusPlus,
-    transitions: usize,
+struct Extra {
     u_threshold: f64,
 }
 
@@ -199,7 +197,6 @@ pub struct Mpdp {
     cfg: MpdpConfig,
     task: Task,
     obs_dim: usize,
-    act_dim: usize,
     device: Device,
     policies: PolicyStack,
     policy_opt: ModuleOptimizer,
@@ -210,61 +207,44 @@ pub struct Mpdp {
     /// The elites (then, with `u_members = "all"`, the other members) as fixed functions,
     /// rebuilt after every fit.
     frozen: FrozenModel,
-    real: ReplayBuffer,
-    state: State,
-    batch: Batch,
+    core: OffPolicy<Extra>,
 }
 
 impl Mpdp {
     /// π_0's actions for the env loop: its mean when `deterministic`, else a sample.
     fn act(&mut self, obs: &[f64], rows: usize, deterministic: bool) -> Vec<f64> {
         let plain = self.device.clone().without_autodiff();
-        env_actions(
-            self.policies.first(),
-            obs,
-            rows,
-            deterministic,
-            &mut self.state.rng,
-            &plain,
-        )
+        let first = self.policies.first();
+        env_actions(first, obs, rows, deterministic, self.core.rng(), &plain)
     }
 
-    pub fn new(task: Task, obs_dim: usize, act_dim: usize, cfg: MpdpConfig, seed: u64) -> Self {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let device = nn::device();
+    pub fn new(cfg: MpdpConfig, s: &Setting<'_>) -> Self {
+        let (obs_dim, act_dim, device) = (s.obs_dim, s.act_dim, s.device);
+        let extra = Extra {
+            u_threshold: match cfg.u_threshold {
+                Threshold::Fixed(v) => v,
+                // Set by the first fit, before any update.
+                Threshold::Auto => f64::MAX,
+            },
+        };
         let sac = &cfg.sac;
-        let policies = PolicyStack::new(
-            cfg.horizon,
-            obs_dim,
-            act_dim,
-            &sac.hidden,
-            sac.log_std_range(),
-            &mut rng,
-            &device,
-        );
-        let critics = Critics::new(obs_dim, act_dim, sac, &mut rng, &device);
-        let value = StateValue::new(obs_dim, sac, &mut rng, &device);
+        let mut core = OffPolicy::new(obs_dim, act_dim, sac.schedule(), s.seed, extra);
+        let rng = core.rng();
+        let (hidden, log_std) = (&sac.hidden, sac.log_std_range());
+        let policies =
+            PolicyStack::new(cfg.horizon, obs_dim, act_dim, hidden, log_std, rng, device);
+        let critics = Critics::new(obs_dim, act_dim, sac, rng, device);
+        let value = StateValue::new(obs_dim, sac, rng, device);
         let d = (obs_dim + act_dim, 1 + obs_dim);
-        let model = Ensemble::new(cfg.model.clone(), d.0, d.1, &mut rng, &device);
+        let model = Ensemble::new(cfg.model.clone(), d.0, d.1, rng, device);
         Mpdp {
             frozen: FrozenModel::new(&model, obs_dim, cfg.u_members),
             policy_opt: nn::adam(sac.adam_epsilon),
-            entropy: Entropy::new(act_dim, sac, &device),
-            real: ReplayBuffer::new(sac.buffer_size, obs_dim, act_dim),
-            state: State {
-                rng,
-                transitions: 0,
-                u_threshold: match cfg.u_threshold {
-                    Threshold::Fixed(v) => v,
-                    // Set by the first fit, before any update.
-                    Threshold::Auto => f64::MAX,
-                },
-            },
-            batch: Batch::default(),
-            task,
+            entropy: Entropy::new(act_dim, sac, device),
+            core,
+            task: s.task,
             obs_dim,
-            act_dim,
-            device,
+            device: device.clone(),
             policies,
             critics,
             value,
@@ -277,15 +257,16 @@ impl Mpdp {
     /// actions drawn from π_0, clamped to [`u_min`, `u_max`] where given.
     fn calibrated_threshold(&mut self) -> f64 {
         let o = self.obs_dim;
-        let obs_all = self.real.columns().obs;
-        let rows = self.real.recent(self.cfg.u_window);
+        let (real, rng) = self.core.replay_and_rng();
+        let obs_all = real.columns().obs;
+        let rows = real.recent(self.cfg.u_window);
         let mut obs = Vec::with_capacity(rows.len() * o);
         for &i in &rows {
             obs.extend_from_slice(&obs_all[i * o..(i + 1) * o]);
         }
         let plain = self.device.clone().without_autodiff();
         let first = self.policies.first();
-        let act = act_with(first, &obs, rows.len(), false, &mut self.state.rng, &plain);
+        let act = act_with(first, &obs, rows.len(), false, rng, &plain);
         let mut u: Vec<f64> = self
             .frozen
             .uncertainty(&obs, &act, rows.len(), self.cfg.u_reduction)
@@ -293,7 +274,7 @@ impl Mpdp {
             .map(f64::from)
             .collect();
         u.sort_by(f64::total_cmp);
-        let q = crate::report::stats::percentile(&u, self.cfg.u_quantile);
+        let q = crate::stats::percentile(&u, self.cfg.u_quantile);
         let q = self.cfg.u_min.map_or(q, |lo| q.max(lo));
         self.cfg.u_max.map_or(q, |hi| q.min(hi))
     }
@@ -303,11 +284,11 @@ impl ModelBasedAgent for Mpdp {
     const NAME: &'static str = "MPDP";
 
     fn schedule(&self) -> ModelBased {
-        ModelBased::new(&self.cfg.sac, self.cfg.model_train_freq)
+        self.cfg.sac.model_schedule(self.cfg.model_train_freq)
     }
 
     fn transitions(&self) -> usize {
-        self.state.transitions
+        self.core.transitions()
     }
 
     /// Algorithm 2, lines 2–3: the model error on transitions the model has not seen, the
@@ -317,46 +298,34 @@ impl ModelBasedAgent for Mpdp {
         at: usize,
         interrupted: &dyn Fn() -> bool,
     ) -> Result<Stats, AgentError> {
-        let (error, report) = self.schedule().measure_then_fit(
-            &mut self.model,
-            &self.real,
-            at,
-            &mut self.state.rng,
-            interrupted,
-        )?;
+        let schedule = self.schedule();
+        let (real, rng) = self.core.replay_and_rng();
+        let (error, report) =
+            schedule.measure_then_fit(&mut self.model, real, at, rng, interrupted)?;
         self.frozen = FrozenModel::new(&self.model, self.obs_dim, self.cfg.u_members);
         if self.cfg.u_threshold == Threshold::Auto {
-            self.state.u_threshold = self.calibrated_threshold();
+            self.core.extra_mut().u_threshold = self.calibrated_threshold();
         }
         let mut out: Stats = error;
-        out.extend([
-            ("model_holdout_mse", fit::elite_mse(&report)),
-            ("model_train_nll", report.train_nll),
-            ("model_epochs", report.epochs as f64),
-            ("model_fit_s", report.seconds),
-            ("u_threshold", self.state.u_threshold),
-        ]);
+        out.extend(fit::fit_stats(&report));
+        out.push(("u_threshold", self.core.extra().u_threshold));
         Ok(out)
     }
 
     /// Algorithm 2, lines 4–7, on one batch of real transitions.
     fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
         let cfg = &self.cfg;
-        let (n, o, a) = (cfg.sac.batch_size, self.obs_dim, self.act_dim);
-        let rng = &mut self.state.rng;
-        self.real.sample_into(rng, n, &mut self.batch);
+        let u_threshold = self.core.extra().u_threshold;
+        let (batch, rng) = self.core.sample();
+        let (n, o, a) = (batch.size, self.obs_dim, batch.act.len() / batch.size);
         let alpha = self.entropy.alpha();
 
         // Policy evaluation on B, as in SAC.
-        let target = self.critics.td_target(
-            self.policies.first(),
-            &self.batch,
-            alpha,
-            cfg.sac.gamma,
-            rng,
-        );
-        let obs = tensor2(self.batch.obs.clone(), n, o, &self.device);
-        let act = tensor2(self.batch.act.clone(), n, a, &self.device);
+        let target =
+            self.critics
+                .td_target(self.policies.first(), batch, alpha, cfg.sac.gamma, rng);
+        let obs = tensor2(batch.obs.clone(), n, o, &self.device);
+        let act = tensor2(batch.act.clone(), n, a, &self.device);
         let (critic_loss, q_mean) = self.critics.regress(obs.clone(), act, target);
         let start = obs.clone();
         let literal = cfg.update == Update::Literal;
@@ -375,7 +344,7 @@ impl ModelBasedAgent for Mpdp {
             gamma: cfg.sac.gamma,
             beta: cfg.beta,
             u_reduction: cfg.u_reduction,
-            u_threshold: self.state.u_threshold,
+            u_threshold,
             update: cfg.update,
             sample: cfg.model_noise,
         };
@@ -400,7 +369,7 @@ impl ModelBasedAgent for Mpdp {
         let p = &plan.stats;
         let rows = p.rows.max(1) as f64;
         let (u_mean, u_p50, u_p90) =
-            crate::report::stats::mean_p50_p90(p.uncertainty.iter().map(|&u| f64::from(u)));
+            crate::stats::mean_p50_p90(p.uncertainty.iter().map(|&u| f64::from(u)));
         for (name, v) in [
             ("critic_loss", f64::from(critic_loss)),
             ("q_mean", f64::from(q_mean)),
@@ -425,10 +394,17 @@ impl ModelBasedAgent for Mpdp {
     }
 }
 
+impl Algorithm for Mpdp {
+    type Config = MpdpConfig;
+    fn build(cfg: MpdpConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
+        Box::new(Mpdp::new(cfg, setting))
+    }
+}
+
 impl Agent for Mpdp {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64> {
-        if self.schedule().random_phase(self.state.transitions) {
-            return uniform_actions(&mut self.state.rng, rows * self.act_dim);
+        if let Some(random) = self.core.random_actions(rows) {
+            return random;
         }
         self.act(obs, rows, false)
     }
@@ -438,9 +414,7 @@ impl Agent for Mpdp {
     }
 
     fn observe(&mut self, t: &Transition<'_>) {
-        self.real
-            .push(t.obs, t.action, t.reward, t.next_obs, t.terminated);
-        self.state.transitions += 1;
+        self.core.observe(t);
     }
 
     fn learn(
@@ -463,11 +437,7 @@ impl Agent for Mpdp {
         self.value.save(dir)?;
         self.entropy.save(dir)?;
         self.model.save(dir)?;
-        let path = dir.join("replay.bin");
-        self.real
-            .save(&path)
-            .map_err(|e| AgentError::checkpoint(&path, e))?;
-        ckpt::write_json(dir, "agent_state.json", &self.state)
+        Ok(self.core.save(dir)?)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
@@ -479,10 +449,7 @@ impl Agent for Mpdp {
         self.entropy.load(dir, eps)?;
         self.model.load(dir)?;
         self.frozen = FrozenModel::new(&self.model, self.obs_dim, self.cfg.u_members);
-        let path = dir.join("replay.bin");
-        self.real = ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
-        self.state = ckpt::read_json(dir, "agent_state.json")?;
-        Ok(())
+        Ok(self.core.load(dir)?)
     }
 }
 

@@ -1,20 +1,32 @@
-//! What every off-policy agent shares: the replay buffer, the RNG, the transition count, the
-//! uniform-random start phase, and the loop of updates on sampled batches with its divergence
-//! check.
+//! What every off-policy agent shares: the replay buffer of real transitions, the RNG, the
+//! transition count, the uniform-random start phase, their checkpoint files, and (for the
+//! model-free agents) the loop of updates on sampled batches with its divergence check.
+//! The model-based agents keep their own learning schedule ([`super::schedule`]) over the
+//! same parts, and their own counters in `X`.
 use std::path::Path;
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{AgentError, StatMeans, Stats, Transition, ckpt};
+use super::schedule::uniform_actions;
+use super::{AgentError, StatMeans, Stats, Transition};
+use crate::ckpt::{self, CkptError};
 use crate::replay::{Batch, ReplayBuffer};
 
-/// Counters and RNG, saved with the checkpoint.
+/// No state beyond the shared counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct NoExtra {}
+
+/// Counters, RNG and the agent's own state `X`, saved with the checkpoint
+/// (`agent_state.json`, `X`'s fields beside `rng` and `transitions`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
+struct State<X> {
     rng: Xoshiro256PlusPlus,
     transitions: usize,
+    #[serde(flatten)]
+    extra: X,
 }
 
 /// The schedule an off-policy agent trains on.
@@ -27,22 +39,25 @@ pub(crate) struct Schedule {
     pub updates_per_step: usize,
 }
 
-pub(crate) struct OffPolicy {
+pub(crate) struct OffPolicy<X = NoExtra> {
     schedule: Schedule,
     act_dim: usize,
     replay: ReplayBuffer,
     batch: Batch,
-    state: State,
+    state: State<X>,
 }
 
-impl OffPolicy {
-    pub fn new(obs_dim: usize, act_dim: usize, schedule: Schedule, seed: u64) -> Self {
+impl<X: Serialize + DeserializeOwned> OffPolicy<X> {
+    /// The parts of an agent seeded with `seed`; its networks take their initial weights
+    /// from [`OffPolicy::rng`] next.
+    pub fn new(obs_dim: usize, act_dim: usize, schedule: Schedule, seed: u64, extra: X) -> Self {
         OffPolicy {
             replay: ReplayBuffer::new(schedule.buffer_size, obs_dim, act_dim),
             batch: Batch::default(),
             state: State {
                 rng: Xoshiro256PlusPlus::seed_from_u64(seed),
                 transitions: 0,
+                extra,
             },
             schedule,
             act_dim,
@@ -53,10 +68,37 @@ impl OffPolicy {
         &mut self.state.rng
     }
 
+    /// Transitions observed so far.
+    pub fn transitions(&self) -> usize {
+        self.state.transitions
+    }
+
+    /// The real transitions and the RNG, borrowed together.
+    pub fn replay_and_rng(&mut self) -> (&ReplayBuffer, &mut Xoshiro256PlusPlus) {
+        (&self.replay, &mut self.state.rng)
+    }
+
+    /// The agent's own state.
+    pub fn extra(&self) -> &X {
+        &self.state.extra
+    }
+
+    pub fn extra_mut(&mut self) -> &mut X {
+        &mut self.state.extra
+    }
+
+    /// A uniform batch of `schedule.batch_size` real transitions, and the RNG.
+    pub fn sample(&mut self) -> (&Batch, &mut Xoshiro256PlusPlus) {
+        let rng = &mut self.state.rng;
+        self.replay
+            .sample_into(rng, self.schedule.batch_size, &mut self.batch);
+        (&self.batch, rng)
+    }
+
     /// Uniform random normalised actions for `rows` observations during the start phase.
     pub fn random_actions(&mut self, rows: usize) -> Option<Vec<f64>> {
         (self.state.transitions < self.schedule.learning_starts)
-            .then(|| super::schedule::uniform_actions(&mut self.state.rng, rows * self.act_dim))
+            .then(|| uniform_actions(&mut self.state.rng, rows * self.act_dim))
     }
 
     pub fn observe(&mut self, t: &Transition<'_>) {
@@ -80,27 +122,26 @@ impl OffPolicy {
         }
         let mut means = StatMeans::default();
         for _ in 0..self.schedule.updates_per_step * new_transitions {
-            let rng = &mut self.state.rng;
-            self.replay
-                .sample_into(rng, self.schedule.batch_size, &mut self.batch);
-            for (name, v) in update(&self.batch, rng) {
+            let (batch, rng) = self.sample();
+            for (name, v) in update(batch, rng) {
                 means.add(algo, name, f64::from(v))?;
             }
         }
         Ok(Some(means.finish().unwrap_or_default()))
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+    /// Writes `replay.bin` and `agent_state.json` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), CkptError> {
         let path = dir.join("replay.bin");
         self.replay
             .save(&path)
-            .map_err(|e| AgentError::checkpoint(&path, e))?;
+            .map_err(|e| CkptError::new(&path, e))?;
         ckpt::write_json(dir, "agent_state.json", &self.state)
     }
 
-    pub fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+    pub fn load(&mut self, dir: &Path) -> Result<(), CkptError> {
         let path = dir.join("replay.bin");
-        self.replay = ReplayBuffer::load(&path).map_err(|e| AgentError::checkpoint(&path, e))?;
+        self.replay = ReplayBuffer::load(&path).map_err(|e| CkptError::new(&path, e))?;
         self.state = ckpt::read_json(dir, "agent_state.json")?;
         Ok(())
     }

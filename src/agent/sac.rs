@@ -13,11 +13,15 @@ use burn::prelude::*;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::off_policy::{OffPolicy, Schedule};
-use super::{Agent, AgentError, Invalid, Stats, Transition, Validate, check_common, ckpt};
+use super::off_policy::{NoExtra, OffPolicy, Schedule};
+use super::registry::{Algorithm, Setting};
+use super::schedule::ModelBased;
+use super::{Agent, AgentError, Stats, Transition};
+use crate::ckpt::{self, CkptError};
+use crate::config::{Invalid, Validate, check_common, finite};
 use crate::nn::{
-    self, GaussianPolicy, Mlp, Temperature, TwinQ, all_finite, normal_noise, scalar, soft_update,
-    tensor2,
+    self, GaussianPolicy, Mlp, Temperature, TwinQ, actor_loss, all_finite, normal_noise, scalar,
+    soft_update, tensor2,
 };
 use crate::replay::Batch;
 
@@ -81,6 +85,27 @@ impl SacConfig {
         }
     }
 
+    /// The off-policy schedule these settings give.
+    pub(crate) fn schedule(&self) -> Schedule {
+        Schedule {
+            buffer_size: self.buffer_size,
+            batch_size: self.batch_size,
+            learning_starts: self.learning_starts,
+            updates_per_step: self.updates_per_step,
+        }
+    }
+
+    /// The schedule of a model-based agent learning with these settings (their
+    /// `learning_starts` and `updates_per_step`, MBPO's G) and fitting its model every
+    /// `model_train_freq` steps.
+    pub(crate) fn model_schedule(&self, model_train_freq: usize) -> ModelBased {
+        ModelBased {
+            learning_starts: self.learning_starts,
+            model_train_freq,
+            updates_per_step: self.updates_per_step,
+        }
+    }
+
     pub fn log_std_range(&self) -> (f64, f64) {
         (self.log_std_min, self.log_std_max)
     }
@@ -105,10 +130,10 @@ impl Validate for SacConfig {
                 ("updates_per_step", self.updates_per_step),
             ],
         )?;
-        super::finite("log_std_min", self.log_std_min)?;
-        super::finite("log_std_max", self.log_std_max)?;
+        finite("log_std_min", self.log_std_min)?;
+        finite("log_std_max", self.log_std_max)?;
         if let Some(h) = self.target_entropy {
-            super::finite("target_entropy", h)?;
+            finite("target_entropy", h)?;
         }
         if self.log_std_min >= self.log_std_max {
             return Err(Invalid::new(
@@ -229,13 +254,13 @@ impl Critics {
         &self.device
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+    pub fn save(&self, dir: &Path) -> Result<(), CkptError> {
         ckpt::save_module(dir, "critic", &self.net)?;
         ckpt::save_module(dir, "critic_target", &self.target)?;
         ckpt::save_optimizer(dir, "critic_opt", &self.opt)
     }
 
-    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), AgentError> {
+    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), CkptError> {
         self.net = ckpt::load_module(dir, "critic", &self.net)?;
         self.target = ckpt::load_module(dir, "critic_target", &self.target)?;
         self.opt = ckpt::load_optimizer(dir, "critic_opt", adam_epsilon)?;
@@ -290,12 +315,12 @@ impl StateValue {
         self.net.clone().no_grad()
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+    pub fn save(&self, dir: &Path) -> Result<(), CkptError> {
         ckpt::save_module(dir, "value", &self.net)?;
         ckpt::save_optimizer(dir, "value_opt", &self.opt)
     }
 
-    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), AgentError> {
+    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), CkptError> {
         self.net = ckpt::load_module(dir, "value", &self.net)?;
         self.opt = ckpt::load_optimizer(dir, "value_opt", adam_epsilon)?;
         Ok(())
@@ -341,33 +366,16 @@ impl Entropy {
         all_finite(&self.temperature)
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+    pub fn save(&self, dir: &Path) -> Result<(), CkptError> {
         ckpt::save_module(dir, "temperature", &self.temperature)?;
         ckpt::save_optimizer(dir, "alpha_opt", &self.opt)
     }
 
-    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), AgentError> {
+    pub fn load(&mut self, dir: &Path, adam_epsilon: f64) -> Result<(), CkptError> {
         self.temperature = ckpt::load_module(dir, "temperature", &self.temperature)?;
         self.opt = ckpt::load_optimizer(dir, "alpha_opt", adam_epsilon)?;
         Ok(())
     }
-}
-
-/// SAC's policy loss on states `obs` with noise `eps`: mean(α·log π(ã|s) − min_j Q_j(s, ã)),
-/// ã = the reparameterised sample. Returns the loss and the sample's log-probabilities.
-pub fn actor_loss(
-    actor: &GaussianPolicy,
-    critic: &TwinQ,
-    obs: Tensor<2>,
-    eps: Tensor<2>,
-    alpha: f64,
-) -> (Tensor<1>, Tensor<2>) {
-    let pi = actor.sample(obs.clone(), eps);
-    let q_pi = critic.min_q(obs, pi.action);
-    (
-        (pi.log_prob.clone().mul_scalar(alpha) - q_pi).mean(),
-        pi.log_prob,
-    )
 }
 
 /// The SAC learner: actor, critics and temperature with their optimisers.
@@ -384,8 +392,14 @@ pub struct SacLearner {
 }
 
 impl SacLearner {
-    pub fn new<R: Rng>(obs_dim: usize, act_dim: usize, cfg: SacConfig, rng: &mut R) -> Self {
-        let device = nn::device();
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        cfg: SacConfig,
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let device = device.clone();
         let plain = device.clone().without_autodiff();
         let actor = GaussianPolicy::new(
             obs_dim,
@@ -517,7 +531,7 @@ impl SacLearner {
     }
 
     /// Networks and optimiser states into `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+    pub fn save(&self, dir: &Path) -> Result<(), CkptError> {
         ckpt::save_module(dir, "actor", &self.actor)?;
         ckpt::save_optimizer(dir, "actor_opt", &self.actor_opt)?;
         self.critics.save(dir)?;
@@ -526,7 +540,7 @@ impl SacLearner {
 
     /// Restores what [`SacLearner::save`] wrote (modules first: optimiser states are keyed
     /// by parameter id).
-    pub fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
+    pub fn load(&mut self, dir: &Path) -> Result<(), CkptError> {
         let eps = self.cfg.adam_epsilon;
         self.actor = ckpt::load_module(dir, "actor", &self.actor)?;
         self.actor_opt = ckpt::load_optimizer(dir, "actor_opt", eps)?;
@@ -547,18 +561,19 @@ pub struct Sac {
 }
 
 impl Sac {
-    pub fn new(obs_dim: usize, act_dim: usize, cfg: SacConfig, seed: u64) -> Self {
-        let schedule = Schedule {
-            buffer_size: cfg.buffer_size,
-            batch_size: cfg.batch_size,
-            learning_starts: cfg.learning_starts,
-            updates_per_step: cfg.updates_per_step,
-        };
-        let mut core = OffPolicy::new(obs_dim, act_dim, schedule, seed);
+    pub fn new(cfg: SacConfig, s: &Setting<'_>) -> Self {
+        let mut core = OffPolicy::new(s.obs_dim, s.act_dim, cfg.schedule(), s.seed, NoExtra {});
         Sac {
-            learner: SacLearner::new(obs_dim, act_dim, cfg, core.rng()),
+            learner: SacLearner::new(s.obs_dim, s.act_dim, cfg, core.rng(), s.device),
             core,
         }
+    }
+}
+
+impl Algorithm for Sac {
+    type Config = SacConfig;
+    fn build(cfg: SacConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
+        Box::new(Sac::new(cfg, setting))
     }
 }
 
@@ -594,12 +609,12 @@ impl Agent for Sac {
             return Err(AgentError::Diverged("SAC parameters are not finite".into()));
         }
         self.learner.save(dir)?;
-        self.core.save(dir)
+        Ok(self.core.save(dir)?)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
         self.learner.load(dir)?;
-        self.core.load(dir)
+        Ok(self.core.load(dir)?)
     }
 }
 

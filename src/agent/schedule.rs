@@ -29,16 +29,6 @@ pub(crate) struct ModelBased {
 }
 
 impl ModelBased {
-    /// The schedule of a model-based agent whose SAC learner is `sac` (its `learning_starts`
-    /// and `updates_per_step`, MBPO's G) and whose model is fit every `model_train_freq` steps.
-    pub fn new(sac: &super::sac::SacConfig, model_train_freq: usize) -> Self {
-        ModelBased {
-            learning_starts: sac.learning_starts,
-            model_train_freq,
-            updates_per_step: sac.updates_per_step,
-        }
-    }
-
     /// The learning due for the `new` transitions ending at transition count `transitions`.
     pub fn due(&self, transitions: usize, new: usize) -> Vec<Due> {
         let starts = self.learning_starts.max(1);
@@ -90,11 +80,6 @@ impl ModelBased {
             false
         }
         if index == 0 { interrupted } else { &never }
-    }
-
-    /// Whether actions are still uniform random after `transitions` transitions.
-    pub fn random_phase(&self, transitions: usize) -> bool {
-        transitions < self.learning_starts
     }
 }
 
@@ -160,7 +145,6 @@ mod tests {
         // The same, one transition at a time.
         let one: Vec<Due> = (1..=5).flat_map(|t| s.due(t, 1)).collect();
         assert_eq!(one, s.due(5, 5));
-        assert!(s.random_phase(2) && !s.random_phase(3));
         // Three transitions per call (three envs): the first fit is due at 3 within the call
         // that ends at 4, and has no fit before it to measure.
         assert_eq!(s.due(4, 3), vec![f(3), U, U, U, U]);

@@ -4,7 +4,6 @@
 //! member on R rows. Hopper sizes by default. The reference runs on CUDA when ours runs on a
 //! GPU, on the CPU otherwise.
 use std::io::Write;
-use std::path::PathBuf;
 
 use burn::prelude::*;
 use rand::SeedableRng;
@@ -14,18 +13,32 @@ use super::{ReferenceError, best_of, run_reference};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::nn::{normal_noise, to_vec};
 
-#[derive(Debug, Clone)]
+/// `mpdp bench ensemble`'s options.
+#[derive(Debug, Clone, clap::Args)]
 pub struct EnsembleBenchConfig {
+    #[arg(long, default_value_t = 7)]
     pub members: usize,
+    #[arg(long, default_value_t = 200)]
     pub hidden: usize,
+    /// Model input width (obs + act).
+    #[arg(long, default_value_t = 14)]
     pub d_in: usize,
+    /// Model output width (1 + obs).
+    #[arg(long, default_value_t = 12)]
     pub d_out: usize,
+    /// Rows per member per training step.
+    #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Training steps per measurement.
+    #[arg(long, default_value_t = 50)]
     pub steps: usize,
+    /// Inference rows.
+    #[arg(long, default_value_t = 100_000)]
     pub rows: usize,
+    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Python with PyTorch; `None` skips the reference.
-    pub python: Option<PathBuf>,
+    #[command(flatten)]
+    pub reference: super::Reference,
 }
 
 #[derive(Debug, Clone)]
@@ -87,8 +100,8 @@ pub fn run(cfg: &EnsembleBenchConfig) -> Result<EnsembleBenchResult, ReferenceEr
         std::hint::black_box((m, v));
     });
     let infer = cfg.rows as f64 / secs;
-    let reference = match &cfg.python {
-        Some(python) => Some(reference(python, cfg)?),
+    let reference = match cfg.reference.python(super::default_torch_python) {
+        Some(python) => Some(reference(&python, cfg)?),
         None => None,
     };
     Ok(EnsembleBenchResult {

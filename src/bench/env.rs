@@ -2,7 +2,6 @@
 //! (`mj_step` × frame skip with the same controls, states and resets, nothing else) and next
 //! to Gymnasium's `env.step` in Python on the same actions.
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -12,17 +11,33 @@ use rand::{RngExt, SeedableRng};
 use super::reference_script;
 use crate::env::{self, Env, EnvError, MujocoEnv, ObsVariant, Task};
 
-/// What to measure.
-#[derive(Debug, Clone)]
+/// What to measure (`mpdp bench env`'s options).
+#[derive(Debug, Clone, clap::Args)]
 pub struct EnvBenchConfig {
+    /// Tasks to measure (default: all six).
+    #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<Task>,
     /// Environment steps per measurement.
+    #[arg(long, default_value_t = 20_000)]
     pub steps: usize,
-    /// Measurements per implementation; the best is reported.
+    /// Measurements per implementation (the best counts).
+    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    #[arg(skip)]
     pub seed: u64,
-    /// Python with Gymnasium for the reference; `None` skips it.
-    pub python: Option<PathBuf>,
+    #[command(flatten)]
+    pub reference: super::Reference,
+}
+
+impl EnvBenchConfig {
+    /// The tasks to measure: those given, or all six.
+    pub fn tasks(&self) -> Vec<Task> {
+        if self.tasks.is_empty() {
+            Task::ALL.to_vec()
+        } else {
+            self.tasks.clone()
+        }
+    }
 }
 
 /// Steps per second of one task.
@@ -50,7 +65,8 @@ pub fn run(
     mut progress: impl FnMut(Task),
 ) -> Result<Vec<EnvBenchRow>, BenchError> {
     let mut rows = Vec::new();
-    for &task in &cfg.tasks {
+    let python = cfg.reference.python(super::default_python);
+    for task in cfg.tasks() {
         progress(task);
         let mut env = env::make(task, ObsVariant::V5)?;
         let actions = random_actions(&env, cfg.steps, cfg.seed);
@@ -61,7 +77,7 @@ pub fn run(
             env_best = env_best.min(secs);
             raw_best = raw_best.min(time_raw(&mut env, &actions, &resets, cfg.seed));
         }
-        let gymnasium_steps_per_s = match &cfg.python {
+        let gymnasium_steps_per_s = match &python {
             Some(python) => Some(gymnasium_rate(python, task, cfg)?),
             None => None,
         };

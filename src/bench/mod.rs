@@ -9,6 +9,27 @@ pub mod sac;
 use std::path::{Path, PathBuf};
 
 /// The Python interpreter of the venv `just setup` creates (Gymnasium, MuJoCo).
+/// The reference side of a benchmark: which Python runs it, or none.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Reference {
+    /// Skip the reference implementation.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Python interpreter for the reference (default: the venv `just setup` creates, with
+    /// Gymnasium, for `bench env`; the one `just bench-setup` creates, with PyTorch, for the
+    /// others).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+impl Reference {
+    /// The interpreter to run the reference with (`default` unless one was given), or None
+    /// to skip it.
+    pub fn python(&self, default: fn() -> PathBuf) -> Option<PathBuf> {
+        (!self.no_python).then(|| self.python.clone().unwrap_or_else(default))
+    }
+}
+
 pub fn default_python() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python")
 }

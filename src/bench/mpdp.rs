@@ -5,7 +5,6 @@
 //! GPU). Hopper sizes, H = 5, batch 256 by default. u_T is infinite and the termination function is HalfCheetah's
 //! (none), so every row plans all H steps in both stacks.
 use std::io::Write;
-use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -35,12 +34,8 @@ pub struct MpdpBenchConfig {
     pub updates: usize,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Skip the PyTorch reference.
-    #[arg(long)]
-    pub no_python: bool,
-    /// Python interpreter with PyTorch (default: the venv `just bench-setup` creates).
-    #[arg(long)]
-    pub python: Option<PathBuf>,
+    #[command(flatten)]
+    pub reference: super::Reference,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +58,15 @@ pub fn run(cfg: &MpdpBenchConfig) -> Result<MpdpBenchResult, ReferenceError> {
         u_threshold: Threshold::Fixed(f64::MAX),
         ..MpdpConfig::default()
     };
-    let mut agent = Mpdp::new(Task::HalfCheetah, o, a, config, 0);
+    let device = crate::nn::device();
+    let setting = crate::agent::Setting {
+        task: Task::HalfCheetah,
+        obs_dim: o,
+        act_dim: a,
+        seed: 0,
+        device: &device,
+    };
+    let mut agent = Mpdp::new(config, &setting);
     // 100k random real transitions, as the reference draws.
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
     let f = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
@@ -94,10 +97,9 @@ pub fn run(cfg: &MpdpBenchConfig) -> Result<MpdpBenchResult, ReferenceError> {
         .finish()
         .and_then(|s| s.into_iter().find(|(n, _)| *n == "horizon_mean"))
         .map_or(f64::NAN, |(_, v)| v);
-    let reference = match (&cfg.python, cfg.no_python) {
-        (_, true) => None,
-        (python, false) => {
-            let python = python.clone().unwrap_or_else(super::default_torch_python);
+    let reference = match cfg.reference.python(super::default_torch_python) {
+        None => None,
+        Some(python) => {
             let out = run_reference(
                 &python,
                 "mpdp_update.py",

@@ -2,7 +2,6 @@
 //! and, in the same command, on the plain PyTorch implementation in
 //! `bench/reference/sac_update.py` (on CUDA when ours runs on a GPU).
 use std::io::Write;
-use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand::rngs::Xoshiro256PlusPlus;
@@ -12,15 +11,23 @@ use crate::agent::sac::{SacConfig, SacLearner};
 use crate::nn::normal_noise;
 use crate::replay::Batch;
 
-#[derive(Debug, Clone)]
+/// `mpdp bench sac`'s options.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SacBenchConfig {
+    #[arg(long, default_value_t = 11)]
     pub obs_dim: usize,
+    #[arg(long, default_value_t = 3)]
     pub act_dim: usize,
+    #[arg(long, default_value_t = 256)]
     pub batch: usize,
+    /// Updates per measurement.
+    #[arg(long, default_value_t = 200)]
     pub updates: usize,
+    /// Measurements per implementation (the best counts).
+    #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Python with PyTorch; `None` skips the reference.
-    pub python: Option<PathBuf>,
+    #[command(flatten)]
+    pub reference: super::Reference,
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +61,8 @@ pub fn run(cfg: &SacBenchConfig) -> Result<SacBenchResult, ReferenceError> {
         batch_size: cfg.batch,
         ..SacConfig::default()
     };
-    let mut learner = SacLearner::new(cfg.obs_dim, cfg.act_dim, sac, &mut rng);
+    let device = crate::nn::device();
+    let mut learner = SacLearner::new(cfg.obs_dim, cfg.act_dim, sac, &mut rng, &device);
     for i in 0..20 {
         learner.update(&data[i % data.len()], &mut rng);
     }
@@ -63,13 +71,14 @@ pub fn run(cfg: &SacBenchConfig) -> Result<SacBenchResult, ReferenceError> {
             learner.update(&data[i % data.len()], &mut rng);
         }
     });
-    let (reference_updates_per_s, reference_version) = match &cfg.python {
-        Some(python) => {
-            let (rate, version) = reference(python, cfg)?;
-            (Some(rate), Some(version))
-        }
-        None => (None, None),
-    };
+    let (reference_updates_per_s, reference_version) =
+        match cfg.reference.python(super::default_torch_python) {
+            Some(python) => {
+                let (rate, version) = reference(&python, cfg)?;
+                (Some(rate), Some(version))
+            }
+            None => (None, None),
+        };
     Ok(SacBenchResult {
         ours_updates_per_s: cfg.updates as f64 / best,
         reference_updates_per_s,

@@ -23,6 +23,13 @@ pub enum AssetError {
     },
 }
 
+/// A missing or unreadable task XML: the setup is incomplete.
+impl crate::config::IsUsage for AssetError {
+    fn is_usage(&self) -> bool {
+        true
+    }
+}
+
 /// The directory holding the task XML files.
 pub fn assets_dir() -> PathBuf {
     match std::env::var_os(ASSETS_ENV_VAR) {

@@ -8,7 +8,7 @@
 
 mod assets;
 mod mujoco;
-pub mod replay;
+pub mod playback;
 mod termination;
 
 pub use assets::{AssetError, assets_dir, xml_sha256};
@@ -243,6 +243,18 @@ pub enum EnvError {
         expected: usize,
         got: usize,
     },
+}
+
+impl crate::config::IsUsage for EnvError {
+    fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            EnvError::UnknownTask(_)
+                | EnvError::UnknownVariant(_)
+                | EnvError::StateLength { .. }
+                | EnvError::Assets(_)
+        )
+    }
 }
 
 /// Creates the environment for `task` with observation `variant`.

@@ -1,6 +1,7 @@
 //! Termination functions on predicted observations, for model rollouts.
 //!
-//! They follow MBPO's `static/*.py` termination functions (algorithms.md §A.3) with two fixes:
+//! They follow MBPO's `static/*.py` termination functions (docs/algorithms.md,
+//! "Termination functions") with two fixes:
 //! Hopper checks `|o[1:]| < 100` (MBPO wrote `abs(o[1:] < 100)`, which lets large negative
 //! values through; mbrl-lib fixed it the same way), and every task but HalfCheetah treats a
 //! non-finite prediction as terminal. Indices hold for both observation variants, since every

@@ -2,7 +2,7 @@
 //! Gaussian MLPs computed together as one batched network (`[E, batch, in]` through batched
 //! matmuls), predicting mean and bounded log-variance of `[reward, Δobs]` from `[obs, act]`.
 //!
-//! Training follows MBPO (algorithms.md §C): the input normaliser is refit on every call's
+//! Training follows MBPO (docs/algorithms.md, "MBPO"): the input normaliser is refit on every call's
 //! training split (σ below 1e-12 replaced by 1, in f64); each member sees its own bootstrap
 //! of the training split; a hold-out split (20%, at most 5000 rows) picks when to stop (more
 //! than `patience` epochs in which no member improved its hold-out MSE by more than 1%) and
@@ -18,7 +18,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{Invalid, finite, non_negative, positive_counts};
+use crate::ckpt::{self, CkptError};
+use crate::config::{Invalid, finite, non_negative, positive_counts};
 use crate::nn::{EnsembleLinear, swish, to_vec};
 
 /// Ensemble settings; defaults are MBPO's (`mbpo/models/constructor.py`, `bnn.py`).
@@ -630,15 +631,13 @@ impl Ensemble {
         (split(mean), split(lv.exp()))
     }
 
-    pub fn save(&self, dir: &Path) -> Result<(), crate::agent::AgentError> {
-        use crate::agent::ckpt;
+    pub fn save(&self, dir: &Path) -> Result<(), CkptError> {
         ckpt::save_module(dir, "ensemble", &self.net)?;
         ckpt::save_optimizer(dir, "ensemble_adam", &self.opt)?;
         ckpt::write_json(dir, "ensemble.json", &(&self.norm, &self.elites))
     }
 
-    pub fn load(&mut self, dir: &Path) -> Result<(), crate::agent::AgentError> {
-        use crate::agent::ckpt;
+    pub fn load(&mut self, dir: &Path) -> Result<(), CkptError> {
         self.net = ckpt::load_module(dir, "ensemble", &self.net)?;
         self.opt = ckpt::load_optimizer(dir, "ensemble_adam", 1e-8)?;
         (self.norm, self.elites) = ckpt::read_json(dir, "ensemble.json")?;

@@ -44,6 +44,17 @@ pub fn elite_mse(report: &TrainReport) -> f64 {
         / report.elites.len().max(1) as f64
 }
 
+/// What a fit reports to the logs: the elites' mean hold-out MSE, the last epoch's training
+/// NLL, the epochs run and the wall seconds.
+pub fn fit_stats(report: &TrainReport) -> [(&'static str, f64); 4] {
+    [
+        ("model_holdout_mse", elite_mse(report)),
+        ("model_train_nll", report.train_nll),
+        ("model_epochs", report.epochs as f64),
+        ("model_fit_s", report.seconds),
+    ]
+}
+
 /// The paper's "model error" (its Figure 3), measured before the model is refit on the newest
 /// transitions: the mean L2 distance between the state the elites' mean predicts `k` steps
 /// ahead, open loop with the real actions, and the real state `k` steps later. Every chain of

@@ -1,4 +1,4 @@
-//! Branched model rollouts (MBPO, algorithms.md §C): from real start states, `horizon` steps
+//! Branched model rollouts (MBPO; docs/algorithms.md, "MBPO"): from real start states, `horizon` steps
 //! with the current policy; at every step each row's prediction comes from an elite member
 //! drawn at random for that row and step, sampled from its Gaussian; `[reward, Δobs]` becomes
 //! the reward and `obs + Δobs`; the env's termination function ends rows.
@@ -40,7 +40,7 @@ pub struct ModelStep<'a> {
     pub uncertainty: f32,
 }
 
-/// M2AC's masking (algorithms.md §D): at rollout step h of H keep the ⌊N·w_h⌋ predictions
+/// M2AC's masking (docs/algorithms.md, "M2AC"): at rollout step h of H keep the ⌊N·w_h⌋ predictions
 /// with the lowest OvR uncertainty (N start rows; w_h = (H − h)/(2(H + 1)), 0.5 when H = 1),
 /// penalise rewards by `penalty`·u, and (with `stop_uncertain`) continue only kept rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,7 +94,7 @@ impl RolloutStats {
 
     /// Mean, median and 90th percentile of the uncertainty.
     pub fn uncertainty_summary(&self) -> (f64, f64, f64) {
-        crate::report::stats::mean_p50_p90(self.uncertainty.iter().copied())
+        crate::stats::mean_p50_p90(self.uncertainty.iter().copied())
     }
 }
 

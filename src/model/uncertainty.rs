@@ -1,10 +1,12 @@
-//! One-vs-rest (OvR) uncertainty of an ensemble prediction (M2AC, algorithms.md §D): the KL
+//! One-vs-rest (OvR) uncertainty of an ensemble prediction (M2AC; docs/algorithms.md, "M2AC"): the KL
 //! divergence between the predicting member's Gaussian and the moment-matched Gaussian of the
 //! other members, summed over output dimensions (reward included).
 //!
 //! With K members, for the predicting member i and each output dimension:
 //! μ₋ᵢ = (Σ_j μ_j − μ_i)/(K−1), σ²₋ᵢ = (Σ_j (σ_j² + μ_j²) − μ_i² − σ_i²)/(K−1) − μ₋ᵢ², and
 //! KL(N(μ_i, σ_i²) ‖ N(μ₋ᵢ, σ²₋ᵢ)) = ½ [ln(σ²₋ᵢ/σ_i²) + (σ_i² + (μ_i − μ₋ᵢ)²)/σ²₋ᵢ − 1].
+
+use burn::prelude::*;
 
 /// The OvR uncertainty of one row: `means[k]` and `vars[k]` are member k's mean and variance
 /// vectors for the row, `i` the predicting member. Computed in f64.
@@ -44,6 +46,50 @@ pub fn ovr_rows(means: &[Vec<f32>], vars: &[Vec<f32>], chosen: &[usize], d: usiz
             ovr(&m, &v, i)
         })
         .collect()
+}
+
+/// The paper's Eq. 8, differentiable: u = Σ_i KL(N_i ‖ N_−i) over the K members, where N_−i
+/// is the moment-matched Gaussian of the other members, summed over output dimensions. Takes
+/// `[K, rows, d]` means and log-variances, returns `[rows, 1]`.
+///
+/// KL is invariant to shifting both Gaussians, so the means are centred on their average
+/// first; the rest's variance is floored at 1e-12 as in [`ovr`].
+pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
+    let [k, rows, _] = mean.dims();
+    let rest = (k - 1) as f64;
+    let sq = |t: Tensor<3>| t.clone() * t;
+    let centred = mean.clone() - mean.mean_dim(0);
+    let var = logvar.clone().exp();
+    let second = var.clone() + sq(centred.clone());
+    let mu_rest = (centred.clone().sum_dim(0) - centred.clone()).div_scalar(rest);
+    let var_rest = ((second.clone().sum_dim(0) - second).div_scalar(rest) - sq(mu_rest.clone()))
+        .clamp_min(1e-12);
+    let kl = (var_rest.clone().log() - logvar + (var + sq(centred - mu_rest)) / var_rest)
+        .sub_scalar(1.0)
+        .mul_scalar(0.5);
+    kl.sum_dim(2).sum_dim(0).reshape([rows, 1])
+}
+
+/// The u the planner uses: Eq. 8's sum over members and output dimensions, or its mean per
+/// member and dimension (the sum / (K · (1 + obs_dim))), whose scale does not grow with the
+/// task's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    Sum,
+    Mean,
+}
+
+impl Reduction {
+    /// u `[rows, 1]` from `[K, rows, d]` means and log-variances.
+    pub fn apply(self, mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
+        let [k, _, d] = mean.dims();
+        let u = ovr_total(mean, logvar);
+        match self {
+            Reduction::Sum => u,
+            Reduction::Mean => u.div_scalar((k * d) as f64),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ pub use blocks::{
     EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, layer_sizes,
     soft_update,
 };
-pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack};
+pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack, actor_loss};
 pub use swish::swish;
 
 use burn::prelude::*;
@@ -29,6 +29,13 @@ pub enum DeviceError {
         "{DEVICE_ENV_VAR}={0}, but this binary was built without the `wgpu` feature (cargo build --features wgpu)"
     )]
     NotBuilt(String),
+}
+
+/// A device request the binary cannot serve is the user's to change.
+impl crate::config::IsUsage for DeviceError {
+    fn is_usage(&self) -> bool {
+        true
+    }
 }
 
 /// The compute device a process is asked to use.

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, softplus};
 use rand::Rng;
 
-use super::blocks::{Mlp, layer_sizes, linear};
+use super::blocks::{Mlp, TwinQ, layer_sizes, linear};
 
 const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
 
@@ -139,6 +139,23 @@ impl DeterministicPolicy {
     pub fn forward(&self, obs: Tensor<2>) -> Tensor<2> {
         self.net.forward(obs).tanh()
     }
+}
+
+/// SAC's policy loss on states `obs` with noise `eps`: mean(α·log π(ã|s) − min_j Q_j(s, ã)),
+/// ã = the reparameterised sample. Returns the loss and the sample's log-probabilities.
+pub fn actor_loss(
+    actor: &GaussianPolicy,
+    critic: &TwinQ,
+    obs: Tensor<2>,
+    eps: Tensor<2>,
+    alpha: f64,
+) -> (Tensor<1>, Tensor<2>) {
+    let pi = actor.sample(obs.clone(), eps);
+    let q_pi = critic.min_q(obs, pi.action);
+    (
+        (pi.log_prob.clone().mul_scalar(alpha) - q_pi).mean(),
+        pi.log_prob,
+    )
 }
 
 #[cfg(test)]

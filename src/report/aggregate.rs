@@ -12,10 +12,10 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::ReportError;
-use super::stats::{self, bootstrap_ci};
 use crate::runner::{MetricRow, read_metrics, read_saved_metrics};
 use crate::sched::{self, RunStatus};
 use crate::spec::{Plan, PlannedRun, Spec};
+use crate::stats::{self, bootstrap_ci};
 
 /// The eval metric curves and final scores are made of.
 pub const RETURN: &str = "eval/return_mean";
@@ -373,7 +373,7 @@ pub fn summarize(results: &Results) -> Result<(DataFrame, Vec<SummaryRow>), Repo
 }
 
 fn polars_err(e: PolarsError) -> ReportError {
-    ReportError::Polars(e.to_string())
+    ReportError::Polars(e)
 }
 
 fn rows_of(df: &DataFrame) -> Result<Vec<SummaryRow>, ReportError> {

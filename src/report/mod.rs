@@ -6,7 +6,6 @@
 
 pub mod aggregate;
 pub mod figures;
-pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -25,7 +24,7 @@ pub enum ReportError {
         source: std::io::Error,
     },
     #[error("polars: {0}")]
-    Polars(String),
+    Polars(#[from] polars::error::PolarsError),
     #[error(
         "refusing to pool the runs of {group} on {env}: their {what} differ ({a} vs {b}); \
          rerun one of them or give them different names"
@@ -41,6 +40,12 @@ pub enum ReportError {
     Font(String),
     #[error("drawing {0}")]
     Draw(String),
+}
+
+impl crate::config::IsUsage for ReportError {
+    fn is_usage(&self) -> bool {
+        matches!(self, ReportError::Mixed { .. } | ReportError::Font(_))
+    }
 }
 
 /// What `aggregate` produced and where.

@@ -172,9 +172,12 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricRow>, String> {
 }
 
 /// `provenance.json`: what produced the run's numbers.
-pub(super) fn provenance(cfg: &RunConfig, info: &EnvInfo) -> String {
+pub(super) fn provenance(
+    cfg: &RunConfig,
+    info: &EnvInfo,
+    device: &burn::prelude::Device,
+) -> String {
     let (commit, dirty) = store::git_commit();
-    let device = crate::nn::device();
     let value = serde_json::json!({
         "run_id": cfg.run_id(),
         "mpdp_version": env!("CARGO_PKG_VERSION"),

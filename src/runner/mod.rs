@@ -140,6 +140,16 @@ pub enum RunError {
     TakenOver,
 }
 
+impl crate::config::IsUsage for RunError {
+    fn is_usage(&self) -> bool {
+        match self {
+            RunError::ConfigMismatch { .. } => true,
+            RunError::Agent(e) => crate::config::IsUsage::is_usage(e),
+            _ => false,
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     move |source| RunError::Io {
         path: path.to_path_buf(),
@@ -160,6 +170,8 @@ pub struct RunOptions {
     /// the start): a slow run (hours per `checkpoint_every` steps) loses at most this much
     /// to a crash. Checkpoints do not change results (a resumed run is bit-identical).
     pub checkpoint_interval: Option<Duration>,
+    /// Where the agent's tensors live.
+    pub device: burn::prelude::Device,
 }
 
 /// Counters of the interaction loop, saved with each checkpoint.
@@ -282,15 +294,15 @@ impl<'a> Run<'a> {
         let train = EnvPool::new(task, variant, cfg.num_envs)?;
         let eval = EnvPool::new(task, variant, cfg.eval.episodes)?;
         let info = train.info().clone();
-        let agent = agent::make(
-            &cfg.algo,
-            &cfg.agent,
+        let setting = agent::Setting {
             task,
-            info.obs_dim,
-            info.act_dim,
-            cfg.seed,
-        )?;
-        let provenance = metrics::provenance(cfg, &info);
+            obs_dim: info.obs_dim,
+            act_dim: info.act_dim,
+            seed: cfg.seed,
+            device: &opts.device,
+        };
+        let agent = agent::make(&cfg.algo, &cfg.agent, &setting)?;
+        let provenance = metrics::provenance(cfg, &info, &opts.device);
         let prov_path = dir.join("provenance.json");
         store::write_atomic(&prov_path, provenance.as_bytes()).map_err(io_err(&prov_path))?;
         let mut run = Run {

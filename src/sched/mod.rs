@@ -37,6 +37,12 @@ pub enum SchedError {
     Slurm(String),
 }
 
+impl crate::config::IsUsage for SchedError {
+    fn is_usage(&self) -> bool {
+        matches!(self, SchedError::Usage(_) | SchedError::PlanFile { .. })
+    }
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SchedError + '_ {
     move |source| SchedError::Io {
         path: path.to_path_buf(),
@@ -69,6 +75,38 @@ impl RunStatus {
             RunStatus::Preempted => "preempted",
             RunStatus::Interrupted => "interrupted",
         }
+    }
+}
+
+/// How many runs are in each state, by [`RunStatus::name`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusCounts(std::collections::BTreeMap<&'static str, usize>);
+
+impl StatusCounts {
+    /// The states of `runs`, read from their directories under `runs_dir`.
+    pub fn of<'a>(runs: impl IntoIterator<Item = &'a PlannedRun>, runs_dir: &Path) -> Self {
+        let mut counts = StatusCounts::default();
+        for run in runs {
+            counts.add(&status_of(&run_dir(runs_dir, run)));
+        }
+        counts
+    }
+
+    pub fn add(&mut self, status: &RunStatus) {
+        *self.0.entry(status.name()).or_default() += 1;
+    }
+
+    /// Runs in the state named `name`.
+    pub fn get(&self, name: &str) -> usize {
+        self.0.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// `3 done, 1 todo`: the states present, by name.
+impl std::fmt::Display for StatusCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        f.write_str(&parts.join(", "))
     }
 }
 
@@ -192,14 +230,14 @@ pub fn tail(run_dir: &Path, n: usize) -> Vec<String> {
 /// runs' rates.
 pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::io::Result<()> {
     let runs = unique_runs(plan);
-    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut counts = StatusCounts::default();
     let (mut remaining, mut total_steps, mut rate) = (0u64, 0u64, 0.0);
     let mut active = Vec::new();
     let mut failed = Vec::new();
     for run in &runs {
         let dir = run_dir(runs_dir, run);
         let status = status_of(&dir);
-        *counts.entry(status.name()).or_default() += 1;
+        counts.add(&status);
         let total = run.config.total_steps;
         let steps = steps_of(&dir, &status, total);
         total_steps += total;
@@ -229,7 +267,8 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
         "failed",
     ]
     .iter()
-    .filter_map(|s| counts.get(s).map(|n| format!("{n} {s}")))
+    .filter(|s| counts.get(s) > 0)
+    .map(|s| format!("{} {s}", counts.get(s)))
     .collect();
     writeln!(out, "  {}", summary.join(", "))?;
     let done_steps = total_steps - remaining;

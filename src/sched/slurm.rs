@@ -200,6 +200,34 @@ exit "$code"
     s
 }
 
+/// Follows job array `job` of a submission of `runs` until Slurm no longer lists it,
+/// calling `progress` with the runs' state counts whenever they change (every 2 s at most).
+/// Returns how many of the runs are not done at the end.
+pub fn wait(
+    job: &str,
+    runs: &[PlannedRun],
+    runs_dir: &Path,
+    progress: &mut dyn FnMut(&super::StatusCounts),
+) -> Result<usize, SchedError> {
+    let mut last = None;
+    loop {
+        let active = job_active(job)?;
+        let counts = super::StatusCounts::of(runs, runs_dir);
+        if last.as_ref() != Some(&counts) {
+            progress(&counts);
+            last = Some(counts);
+        }
+        if !active {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    Ok(runs
+        .iter()
+        .filter(|r| status_of(&run_dir(runs_dir, r)) != RunStatus::Done)
+        .count())
+}
+
 /// Whether job `id` still has elements pending or running (`squeue`).
 pub fn job_active(id: &str) -> Result<bool, SchedError> {
     let out = Command::new("squeue")

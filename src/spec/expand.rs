@@ -204,7 +204,7 @@ fn plan_run(
     };
     let mut overrides = plain(&def.params);
     if let Some(pe) = per_env {
-        agent::merge_tables(&mut overrides, &plain(pe));
+        crate::config::merge_tables(&mut overrides, &plain(pe));
     }
     // The spec key that set the parameter at `path` (`gamma`, `sac.actor_lr`), if the spec
     // set it: per-env first, then the agent's own (possibly inherited through `extends`).
@@ -463,10 +463,13 @@ fn resolve_agent(
             ));
         }
         (Some(algo), None) => {
-            if !agent::ALGOS.contains(&algo.as_str()) {
+            if agent::registry::find(&algo).is_err() {
                 return Err(src.invalid(
                     &format!("{key}.algo"),
-                    format!("unknown algo {algo:?} (known: {})", agent::ALGOS.join(", ")),
+                    format!(
+                        "unknown algo {algo:?} (known: {})",
+                        agent::registry::names().join(", ")
+                    ),
                 ));
             }
             AgentDef {

@@ -239,6 +239,13 @@ pub enum SpecError {
     },
 }
 
+/// A spec that cannot be read or is wrong is always the user's to fix.
+impl crate::config::IsUsage for SpecError {
+    fn is_usage(&self) -> bool {
+        true
+    }
+}
+
 /// One named layer of values (the spec file, a sweep point, the `--set` overrides).
 struct Layer {
     name: String,
@@ -408,7 +415,7 @@ fn insert_dotted(table: &mut toml::Table, key: &str, value: toml::Value) -> Resu
     // does not matter (`a.b={x=1}` then `a={y=2}` keeps a.b.x).
     match (t.get_mut(last), value) {
         (Some(toml::Value::Table(old)), toml::Value::Table(new)) => {
-            crate::agent::merge_tables(old, &new)
+            crate::config::merge_tables(old, &new)
         }
         (_, value) => {
             t.insert(last.to_string(), value);

@@ -23,7 +23,7 @@ pub struct InitState {
 
 /// Bad replay input, each naming the file and the place.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub enum PlaybackError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -70,23 +70,30 @@ pub enum ReplayError {
     Write(#[from] std::io::Error),
 }
 
-fn read_text(path: &Path) -> Result<String, ReplayError> {
-    std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
+/// Every playback error is about its input.
+impl crate::config::IsUsage for PlaybackError {
+    fn is_usage(&self) -> bool {
+        true
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, PlaybackError> {
+    std::fs::read_to_string(path).map_err(|source| PlaybackError::Read {
         path: path.to_path_buf(),
         source,
     })
 }
 
 /// Reads and checks `init.json`.
-pub fn read_init(path: &Path) -> Result<InitState, ReplayError> {
+pub fn read_init(path: &Path) -> Result<InitState, PlaybackError> {
     let init: InitState =
-        serde_json::from_str(&read_text(path)?).map_err(|e| ReplayError::InitJson {
+        serde_json::from_str(&read_text(path)?).map_err(|e| PlaybackError::InitJson {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
     for (what, values) in [("qpos", &init.qpos), ("qvel", &init.qvel)] {
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(ReplayError::InitNotFinite {
+            return Err(PlaybackError::InitNotFinite {
                 path: path.to_path_buf(),
                 what,
                 index,
@@ -99,7 +106,11 @@ pub fn read_init(path: &Path) -> Result<InitState, ReplayError> {
 
 /// Reads the actions CSV, checking every row has `act_dim` finite numbers. Blank lines are
 /// skipped; line numbers in errors are 1-based lines of the file.
-pub fn read_actions(path: &Path, task: &str, act_dim: usize) -> Result<Vec<Vec<f64>>, ReplayError> {
+pub fn read_actions(
+    path: &Path,
+    task: &str,
+    act_dim: usize,
+) -> Result<Vec<Vec<f64>>, PlaybackError> {
     let text = read_text(path)?;
     let mut actions = Vec::new();
     for (i, row) in text.lines().enumerate() {
@@ -110,14 +121,14 @@ pub fn read_actions(path: &Path, task: &str, act_dim: usize) -> Result<Vec<Vec<f
         let mut action = Vec::with_capacity(act_dim);
         for (c, field) in row.split(',').enumerate() {
             let field = field.trim();
-            let value: f64 = field.parse().map_err(|_| ReplayError::ActionNotNumber {
+            let value: f64 = field.parse().map_err(|_| PlaybackError::ActionNotNumber {
                 path: path.to_path_buf(),
                 line,
                 column: c + 1,
                 text: field.to_string(),
             })?;
             if !value.is_finite() {
-                return Err(ReplayError::ActionNotFinite {
+                return Err(PlaybackError::ActionNotFinite {
                     path: path.to_path_buf(),
                     line,
                     column: c + 1,
@@ -127,7 +138,7 @@ pub fn read_actions(path: &Path, task: &str, act_dim: usize) -> Result<Vec<Vec<f
             action.push(value);
         }
         if action.len() != act_dim {
-            return Err(ReplayError::ActionWidth {
+            return Err(PlaybackError::ActionWidth {
                 path: path.to_path_buf(),
                 line,
                 task: task.to_string(),
@@ -138,7 +149,7 @@ pub fn read_actions(path: &Path, task: &str, act_dim: usize) -> Result<Vec<Vec<f
         actions.push(action);
     }
     if actions.is_empty() {
-        return Err(ReplayError::NoActions {
+        return Err(PlaybackError::NoActions {
             path: path.to_path_buf(),
         });
     }
@@ -147,17 +158,17 @@ pub fn read_actions(path: &Path, task: &str, act_dim: usize) -> Result<Vec<Vec<f
 
 /// Sets the initial state (`init`, read from `init_path`, or a seeded reset when `None`),
 /// replays `actions` and writes the CSV to `out`. Returns the number of steps taken.
-pub fn replay(
+pub fn play(
     env: &mut MujocoEnv,
     init: Option<(&InitState, &Path)>,
     seed: u64,
     actions: &[Vec<f64>],
     out: &mut impl Write,
-) -> Result<usize, ReplayError> {
+) -> Result<usize, PlaybackError> {
     match init {
         Some((state, path)) => {
             env.reset_to_state(&state.qpos, &state.qvel)
-                .map_err(|source| ReplayError::State {
+                .map_err(|source| PlaybackError::State {
                     path: path.to_path_buf(),
                     source,
                 })?;

@@ -1,9 +1,9 @@
 //! Differentiable planning through the frozen dynamics ensemble: MPDP's extended policy
-//! improvement (the paper's Algorithm 1; algorithms.md §F.3).
+//! improvement (the paper's Algorithm 1; docs/algorithms.md, "MPDP: the planning update").
 //!
 //! From a batch of real start states s_0, step t = 0 … H−1 draws a_t ~ π_t(·|s_t)
 //! (reparameterised), asks every member compared (the elites, or all members with
-//! [`UMembers::All`]) for a Gaussian over [r, Δs], measures their disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8; [`Reduction::Mean`] divides
+//! [`UMembers::All`](crate::model::step::UMembers::All)) for a Gaussian over [r, Δs], measures their disagreement u_t = Σ_i KL(p_i ‖ p_−i) (the paper's Eq. 8; [`Reduction::Mean`] divides
 //! it by K·(1 + obs_dim)), and moves each row on with the prediction of an elite drawn for
 //! that row, sampled with reparameterised noise. Each row's return J accumulates
 //! γ^t (r_t − α log π_t − β u_t) until the row stops, at the first of:
@@ -21,164 +21,13 @@
 //! Gradients of −mean J flow into every π_t through actions, model states and u; the model,
 //! critics and value network stay fixed.
 use burn::prelude::*;
-use rand::{Rng, RngExt};
 
-use super::ensemble::{Ensemble, GaussianEnsemble};
+use rand::Rng;
+
 use crate::env::Task;
+use crate::model::step::{self, DiffModel, Members, Step};
+use crate::model::uncertainty::Reduction;
 use crate::nn::{Mlp, PolicyStack, TwinQ, normal_noise, scalar, tensor2, to_vec};
-
-/// A dynamics model the planner can differentiate through: K members' Gaussians over
-/// [r, Δs] for rows of (s, a), with gradients into s and a but not into the model.
-pub trait DiffModel {
-    /// Means and log-variances, `[K, rows, 1 + obs_dim]` each.
-    fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>);
-    /// K: the members u compares.
-    fn members(&self) -> usize;
-    /// How many of them, first in `predict`'s order, a row's next step may be drawn from.
-    fn predicting(&self) -> usize {
-        self.members()
-    }
-    fn obs_dim(&self) -> usize;
-}
-
-/// Which members' disagreement u measures (algorithms.md §F.2). A row's next step is drawn
-/// from an elite either way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UMembers {
-    /// The elites, which also predict (default, as MBPO's rollouts use them).
-    #[default]
-    Elites,
-    /// Every member of the ensemble (MBPO's 7 rather than its 5 elites).
-    All,
-}
-
-impl UMembers {
-    pub fn is_elites(&self) -> bool {
-        *self == UMembers::Elites
-    }
-}
-
-/// Members of a trained ensemble (the elites first) with its input normaliser, as constants
-/// on the autodiff device.
-pub struct FrozenModel {
-    net: GaussianEnsemble,
-    mean: Tensor<2>,
-    std: Tensor<2>,
-    members: usize,
-    predicting: usize,
-    obs_dim: usize,
-}
-
-impl FrozenModel {
-    /// The current elites of `model` (and, for [`UMembers::All`], the other members after
-    /// them), whose inputs are `[obs, act]` with `obs_dim` first.
-    pub fn new(model: &Ensemble, obs_dim: usize, members: UMembers) -> Self {
-        let (d_in, _) = model.dims();
-        let device = model.device();
-        let row = |v: &[f64]| {
-            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            tensor2(v, 1, d_in, device)
-        };
-        let mut order = model.elites.clone();
-        if members == UMembers::All {
-            order.extend((0..model.cfg.members).filter(|m| !model.elites.contains(m)));
-        }
-        FrozenModel {
-            net: model.net.members(&order),
-            mean: row(&model.norm.mean),
-            std: row(&model.norm.std),
-            members: order.len(),
-            predicting: model.elites.len(),
-            obs_dim,
-        }
-    }
-
-    /// u(s, a) of `rows` real pairs, on the host.
-    pub fn uncertainty(
-        &self,
-        obs: &[f32],
-        act: &[f32],
-        rows: usize,
-        reduction: Reduction,
-    ) -> Vec<f32> {
-        let device = self.mean.device();
-        let a = act.len() / rows.max(1);
-        let obs = tensor2(obs.to_vec(), rows, self.obs_dim, &device);
-        let act = tensor2(act.to_vec(), rows, a, &device);
-        let (mean, logvar) = self.predict(obs, act);
-        to_vec(reduction.apply(mean, logvar).inner())
-    }
-}
-
-impl DiffModel for FrozenModel {
-    fn members(&self) -> usize {
-        self.members
-    }
-
-    fn predicting(&self) -> usize {
-        self.predicting
-    }
-
-    fn obs_dim(&self) -> usize {
-        self.obs_dim
-    }
-
-    fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
-        let x = (Tensor::cat(vec![obs, act], 1) - self.mean.clone()) / self.std.clone();
-        let [rows, d] = x.dims();
-        // Materialised copies: batched matmul on broadcast inputs is slow.
-        let x = x
-            .unsqueeze_dim::<3>(0)
-            .repeat_dim(0, self.members)
-            .reshape([self.members, rows, d]);
-        self.net.forward(x)
-    }
-}
-
-/// The paper's Eq. 8, differentiable: u = Σ_i KL(N_i ‖ N_−i) over the K members, where N_−i
-/// is the moment-matched Gaussian of the other members, summed over output dimensions. Takes
-/// `[K, rows, d]` means and log-variances, returns `[rows, 1]`.
-///
-/// KL is invariant to shifting both Gaussians, so the means are centred on their average
-/// first; the rest's variance is floored at 1e-12 as in [`super::uncertainty::ovr`].
-pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
-    let [k, rows, _] = mean.dims();
-    let rest = (k - 1) as f64;
-    let sq = |t: Tensor<3>| t.clone() * t;
-    let centred = mean.clone() - mean.mean_dim(0);
-    let var = logvar.clone().exp();
-    let second = var.clone() + sq(centred.clone());
-    let mu_rest = (centred.clone().sum_dim(0) - centred.clone()).div_scalar(rest);
-    let var_rest = ((second.clone().sum_dim(0) - second).div_scalar(rest) - sq(mu_rest.clone()))
-        .clamp_min(1e-12);
-    let kl = (var_rest.clone().log() - logvar + (var + sq(centred - mu_rest)) / var_rest)
-        .sub_scalar(1.0)
-        .mul_scalar(0.5);
-    kl.sum_dim(2).sum_dim(0).reshape([rows, 1])
-}
-
-/// The u the planner uses: Eq. 8's sum over members and output dimensions, or its mean per
-/// member and dimension (the sum / (K · (1 + obs_dim))), whose scale does not grow with the
-/// task's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reduction {
-    Sum,
-    Mean,
-}
-
-impl Reduction {
-    /// u `[rows, 1]` from `[K, rows, d]` means and log-variances.
-    pub fn apply(self, mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
-        let [k, _, d] = mean.dims();
-        let u = ovr_total(mean, logvar);
-        match self {
-            Reduction::Sum => u,
-            Reduction::Mean => u.div_scalar((k * d) as f64),
-        }
-    }
-}
 
 /// How the planning objective stops a row whose (s_t, a_t) is too uncertain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -186,7 +35,8 @@ impl Reduction {
 pub enum Update {
     /// Value the untrusted pair with min Q − α log π; at H_max likewise (H = 1 is SAC).
     Consistent,
-    /// Algorithm 1's V bootstrap (algorithms.md §F.3's literal variant): γ V(s_{t+1}) at the
+    /// Algorithm 1's V bootstrap (the literal variant of docs/algorithms.md, "MPDP: the
+    /// planning update"): γ V(s_{t+1}) at the
     /// cut, γ V(s_H) after the last step. Where Algorithm 1 as printed also bootstraps from a
     /// terminal s_{t+1} of a trusted pair and drops its reward, this keeps the reward and adds
     /// no V there; a cut pair gets γ V(s_{t+1}) whether s_{t+1} is terminal or not.
@@ -259,7 +109,6 @@ pub fn plan<R: Rng>(
     rng: &mut R,
 ) -> Plan {
     let model = frozen.model;
-    let (o, k, d) = (model.obs_dim(), model.members(), 1 + model.obs_dim());
     let predicting = model.predicting();
     let [rows, _] = start.dims();
     let device = start.device();
@@ -330,23 +179,20 @@ pub fn plan<R: Rng>(
 
         // One predicting member (an elite) per row, its Gaussian sampled with
         // reparameterised noise.
-        let mut pick = vec![0.0f32; k * live];
-        for r in 0..live {
-            pick[rng.random_range(0..predicting) * live + r] = 1.0;
-        }
-        let pick = Tensor::<3>::from_data(TensorData::new(pick, [k, live, 1]), &device);
-        let chosen = |t: Tensor<3>| (t * pick.clone()).sum_dim(0).reshape([live, d]);
-        let mut y = chosen(mean);
-        if spec.sample {
-            let noise = tensor2(normal_noise(rng, live * d), live, d, &device);
-            y = y + chosen(logvar).mul_scalar(0.5).exp() * noise;
-        }
-        let reward = y.clone().slice([0..live, 0..1]);
-        let next = s.clone() + y.slice([0..live, 1..d]);
-        let next_host = to_vec(next.clone().inner());
-        let terminal: Vec<bool> = (0..live)
-            .map(|r| spec.task.is_terminal(&next_host[r * o..(r + 1) * o]))
-            .collect();
+        let Step {
+            reward,
+            next,
+            terminal,
+            ..
+        } = step::advance(
+            mean,
+            logvar,
+            &s,
+            Members::Drawn(predicting),
+            spec.sample,
+            spec.task,
+            rng,
+        );
 
         // Rows the model trusts here: reward, entropy and penalty of step t.
         let running = reward - sample.log_prob.clone().mul_scalar(alpha) - u.mul_scalar(spec.beta);
@@ -437,12 +283,13 @@ fn subset(live: usize, select: &dyn Fn(usize) -> bool, device: &Device) -> Optio
 mod tests {
     use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
     use burn::optim::GradientsParams;
-    use rand::SeedableRng;
     use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{RngExt, SeedableRng};
 
     use super::*;
-    use crate::model::EnsembleConfig;
-    use crate::model::uncertainty::ovr;
+    use crate::model::step::{FrozenModel, UMembers};
+    use crate::model::uncertainty::{ovr, ovr_total};
+    use crate::model::{Ensemble, EnsembleConfig};
 
     fn seeded(seed: u64) -> Xoshiro256PlusPlus {
         Xoshiro256PlusPlus::seed_from_u64(seed)
@@ -675,7 +522,7 @@ mod tests {
 
         let device = s.start.device();
         let eps = tensor2(normal_noise(&mut seeded(7), 32 * 2), 32, 2, &device);
-        let (loss, _) = crate::agent::sac::actor_loss(pi, &s.critic, s.start.clone(), eps, alpha);
+        let (loss, _) = crate::nn::actor_loss(pi, &s.critic, s.start.clone(), eps, alpha);
         let g_sac = GradientsParams::from_grads(loss.backward(), pi);
 
         let (a, b) = (flat_grads(pi, &g_plan), flat_grads(pi, &g_sac));

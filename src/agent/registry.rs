@@ -1,0 +1,150 @@
+//! The algorithms mpdp knows, one entry each: its `algo` name, what it is, the preset tables
+//! it takes from `presets.toml`, its config type and its constructor. Parameter resolution,
+//! agent construction, the unknown-algo message and `--algo`'s accepted values all read this
+//! table; adding an algorithm is its file, an [`Algorithm`] impl and one line in [`ALGOS`].
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Agent, AgentError, ddpg, mbpo, mpdp, sac};
+use crate::config::{Invalid, Validate, from_table, to_table};
+use crate::env::Task;
+
+/// What an agent is built for: the task, its sizes, the seed and the compute device.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting<'a> {
+    pub task: Task,
+    pub obs_dim: usize,
+    pub act_dim: usize,
+    pub seed: u64,
+    pub device: &'a burn::prelude::Device,
+}
+
+/// An algorithm: its config (documented defaults, range checks) and how to build the agent.
+pub trait Algorithm {
+    type Config: Default + Serialize + DeserializeOwned + Validate;
+    fn build(cfg: Self::Config, setting: &Setting<'_>) -> Box<dyn Agent>;
+}
+
+/// One registry entry.
+pub struct Algo {
+    /// The `algo` value in specs and on the command line.
+    pub name: &'static str,
+    /// One line for help texts.
+    pub about: &'static str,
+    /// `presets.toml` tables applied in this order over the defaults.
+    pub presets: &'static [&'static str],
+    /// The config's defaults as a table.
+    pub defaults: fn() -> toml::Table,
+    /// Parses and validates a merged table; returns it with every key present.
+    pub check: fn(toml::Table) -> Result<toml::Table, Invalid>,
+    /// Builds the agent from resolved parameters.
+    pub build: fn(&toml::Table, &Setting<'_>) -> Result<Box<dyn Agent>, Invalid>,
+}
+
+impl Algo {
+    const fn of<A: Algorithm>(
+        name: &'static str,
+        about: &'static str,
+        presets: &'static [&'static str],
+    ) -> Algo {
+        Algo {
+            name,
+            about,
+            presets,
+            defaults: defaults::<A::Config>,
+            check: check::<A::Config>,
+            build: build::<A>,
+        }
+    }
+}
+
+/// Every algorithm, in the order help texts list them.
+pub const ALGOS: &[Algo] = &[
+    Algo::of::<sac::Sac>(
+        "sac",
+        "Soft Actor-Critic (Haarnoja et al. 2018), the model-free baseline",
+        &["sac"],
+    ),
+    Algo::of::<ddpg::Ddpg>(
+        "ddpg",
+        "DDPG (Lillicrap et al. 2016) with Gaussian exploration noise",
+        &["ddpg"],
+    ),
+    Algo::of::<mbpo::Mbpo>(
+        "mbpo",
+        "MBPO (Janner et al. 2019): SAC on branched rollouts of a dynamics ensemble",
+        &["mbpo"],
+    ),
+    Algo::of::<mbpo::M2ac>(
+        "m2ac",
+        "M2AC (Pan et al. 2020): MBPO with rollouts masked by one-vs-rest uncertainty",
+        &["mbpo", "m2ac"],
+    ),
+    Algo::of::<mpdp::Mpdp>(
+        "mpdp",
+        "MPDP (the paper): policies improved by differentiable planning through the ensemble",
+        &["mpdp"],
+    ),
+];
+
+/// The entry named `name`.
+pub fn find(name: &str) -> Result<&'static Algo, AgentError> {
+    ALGOS
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| AgentError::UnknownAlgo(name.to_string()))
+}
+
+/// Every `algo` name.
+pub fn names() -> Vec<&'static str> {
+    ALGOS.iter().map(|a| a.name).collect()
+}
+
+/// `--algo`'s help: every name with what it is.
+pub fn help() -> String {
+    let names: Vec<String> = ALGOS
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.about))
+        .collect();
+    format!("Algorithm: {}", names.join("; "))
+}
+
+fn defaults<C: Default + Serialize>() -> toml::Table {
+    to_table(C::default()).expect("default configs serialise")
+}
+
+fn check<C: Serialize + DeserializeOwned + Validate>(
+    table: toml::Table,
+) -> Result<toml::Table, Invalid> {
+    let config: C = from_table(table)?;
+    config.validate()?;
+    to_table(config).map_err(Invalid::whole)
+}
+
+fn build<A: Algorithm>(
+    params: &toml::Table,
+    setting: &Setting<'_>,
+) -> Result<Box<dyn Agent>, Invalid> {
+    Ok(A::build(from_table(params.clone())?, setting))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_has_a_unique_name_and_resolves_on_every_task() {
+        let mut names = names();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALGOS.len());
+        for algo in ALGOS {
+            for task in Task::ALL {
+                super::super::resolve_params(algo.name, task, &toml::Table::new())
+                    .unwrap_or_else(|e| panic!("{} on {task}: {e}", algo.name));
+            }
+        }
+        let e = find("ppo").err().unwrap().to_string();
+        assert!(e.contains("known: sac, ddpg, mbpo, m2ac, mpdp"), "{e}");
+    }
+}

@@ -1,0 +1,484 @@
+//! The subcommands: each reads its input, calls the library and prints what it did.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use mpdp::agent;
+use mpdp::config::UsageError;
+use mpdp::env::playback;
+use mpdp::env::{self, Env, ObsVariant, Task};
+use mpdp::runner::{self, EvalConfig, RunConfig, RunOptions, RunOutcome};
+use mpdp::sched::{self, EXIT_BUSY, EXIT_PREEMPTED};
+use mpdp::spec::{self, Plan};
+
+use crate::cli::{ReplayArgs, RunOneArgs, SpecArgs, SubmitArgs};
+
+/// Sets `stop` on SIGTERM, SIGINT and SIGUSR1 (Slurm's warning before a time limit).
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGUSR1,
+    ] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// The run's config: from a plan file, or from the ad-hoc flags.
+fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
+    if let Some(path) = &args.plan {
+        let runs = sched::read_plan_file(path)?;
+        let run = match (&args.run_id, args.index) {
+            (Some(id), _) => runs
+                .iter()
+                .find(|r| &r.run_id == id)
+                .ok_or_else(|| UsageError(format!("{}: no run with id {id}", path.display())))?,
+            (None, Some(i)) => runs.get(i).ok_or_else(|| {
+                UsageError(format!(
+                    "{}: --index {i}, but the plan has {} runs",
+                    path.display(),
+                    runs.len()
+                ))
+            })?,
+            (None, None) => {
+                return Err(UsageError("--plan needs --run-id or --index".into()).into());
+            }
+        };
+        if run.config.run_id() != run.run_id {
+            return Err(UsageError(format!(
+                "{}: run {} was edited (its config hashes to {})",
+                path.display(),
+                run.run_id,
+                run.config.run_id()
+            ))
+            .into());
+        }
+        return Ok(run.config.clone());
+    }
+    let (Some(env), Some(algo), Some(steps)) = (&args.env, &args.algo, args.steps) else {
+        return Err(
+            UsageError("--env, --algo and --steps are needed without --plan".into()).into(),
+        );
+    };
+    let task: Task = env.parse()?;
+    let variant: ObsVariant = args.variant.parse()?;
+    for (name, v) in [
+        ("--steps", steps),
+        ("--eval-every", args.eval_every),
+        ("--log-every", args.log_every),
+    ] {
+        if v == 0 {
+            return Err(UsageError(format!("{name} must be positive")).into());
+        }
+    }
+    if let Some(r) = args.stop_at_return.filter(|r| !r.is_finite()) {
+        return Err(UsageError(format!(
+            "--stop-at-return must be a finite return, found {r}"
+        ))
+        .into());
+    }
+    if args.num_envs == 0 || args.eval_episodes == 0 {
+        return Err(UsageError("--num-envs and --eval-episodes must be positive".into()).into());
+    }
+    let overrides = mpdp::spec::sets_table(&args.set)?;
+    let agent = agent::resolve_params(algo, task, &overrides)?;
+    Ok(RunConfig {
+        experiment: args.experiment.clone(),
+        env: task.name().to_string(),
+        obs: variant.name().to_string(),
+        seed: args.seed,
+        total_steps: steps,
+        num_envs: args.num_envs,
+        eval: EvalConfig {
+            every: args.eval_every,
+            episodes: args.eval_episodes,
+            stop_at_return: args.stop_at_return,
+        },
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+        algo: algo.clone(),
+        agent,
+    })
+}
+
+pub fn run_one(args: &RunOneArgs) -> Result<u8> {
+    let cfg = run_one_config(args)?;
+    let run_dir = args.runs_dir.join(&cfg.experiment).join(cfg.run_id());
+    let minutes = args.checkpoint_minutes;
+    if !(minutes.is_finite() && minutes >= 0.0) {
+        return Err(UsageError(format!(
+            "--checkpoint-minutes must be a number of minutes >= 0, found {minutes}"
+        ))
+        .into());
+    }
+    let opts = RunOptions {
+        device: mpdp::nn::device(),
+        progress: !args.quiet,
+        stop: stop_flag()?,
+        owner: args.owner.clone(),
+        checkpoint_interval: (minutes > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(minutes * 60.0)),
+    };
+    eprintln!("run {}", run_dir.display());
+    match runner::run_one(&cfg, &run_dir, &opts)? {
+        RunOutcome::Done => {
+            let last = mpdp::store::read_status(&run_dir)
+                .map(|s| s.step)
+                .unwrap_or(0);
+            eprintln!("done ({last} steps): {}", run_dir.display());
+            Ok(0)
+        }
+        RunOutcome::Preempted => {
+            eprintln!("preempted; checkpoint saved, rerun the same command to resume");
+            Ok(EXIT_PREEMPTED)
+        }
+        RunOutcome::Failed(reason) => {
+            eprintln!("error: run failed: {reason}");
+            Ok(1)
+        }
+        RunOutcome::TakenOver => {
+            eprintln!(
+                "{}: another process took the run over (this one was thought dead); stopped",
+                run_dir.display()
+            );
+            Ok(EXIT_BUSY)
+        }
+        RunOutcome::Busy(holder) => {
+            eprintln!(
+                "{} is held by {} (pid {} on {}, step {}/{}); leaving it to them",
+                run_dir.display(),
+                holder.owner,
+                holder.pid,
+                holder.host,
+                holder.step,
+                holder.total_steps
+            );
+            Ok(EXIT_BUSY)
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("{}", path.display()))
+}
+
+/// Loads the plan and writes it to runs/<experiment>/plans/ for the children.
+fn load_for_running(args: &SpecArgs) -> Result<(Plan, PathBuf, PathBuf)> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    sched::check_device(plan.spec.devices.kind)?;
+    let runs_dir = absolute(&args.runs_dir)?;
+    let plan_file = sched::plan_path(&runs_dir, &plan);
+    sched::write_plan_file(&plan_file, &sched::unique_runs(&plan))?;
+    Ok((plan, runs_dir, plan_file))
+}
+
+pub fn run_spec(args: &SpecArgs, retry_failed: bool) -> Result<u8> {
+    let (plan, runs_dir, plan_file) = load_for_running(args)?;
+    let opts = sched::local::LocalOptions {
+        runs_dir,
+        plan_file,
+        exe: std::env::current_exe().context("locating the mpdp binary")?,
+        retry_failed,
+        stop: stop_flag()?,
+    };
+    let summary = sched::local::run(&plan, &opts)?;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{}: {} runs: {} done before, {} finished now, {} finished by another executor, {} \
+         failed, {} stopped",
+        plan.spec.name,
+        summary.total,
+        summary.skipped,
+        summary.finished,
+        summary.finished_elsewhere,
+        summary.failed.len(),
+        summary.preempted
+    )?;
+    for f in &summary.failed {
+        writeln!(
+            err,
+            "FAILED {} {} seed {} ({}): {}",
+            f.run.label(),
+            f.run.env,
+            f.run.seed,
+            f.run.run_id,
+            f.reason
+        )?;
+        for line in &f.tail {
+            writeln!(err, "    {line}")?;
+        }
+    }
+    if summary.stopped {
+        writeln!(err, "stopped: rerun the same command to resume")?;
+        return Ok(EXIT_PREEMPTED);
+    }
+    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+/// Prints what aggregation used and left out, and the final scores.
+fn report_aggregate(agg: &mpdp::report::Aggregated) -> Result<()> {
+    let r = &agg.results;
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{}: aggregated {} done runs into {}",
+        r.spec.name,
+        r.runs.len(),
+        agg.summary_path.display()
+    )?;
+    if !r.ignored.is_empty() {
+        let why: Vec<String> = r
+            .ignored_by_reason()
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        writeln!(
+            err,
+            "  left out {} runs: {}",
+            r.ignored.len(),
+            why.join(", ")
+        )?;
+    }
+    let mut out = std::io::stdout().lock();
+    if !agg.finals.is_empty() {
+        writeln!(
+            out,
+            "final scores (mean of the last {} evals per run):",
+            r.spec.report.final_evals
+        )?;
+    }
+    for f in &agg.finals {
+        writeln!(
+            out,
+            "  {:<28} {:<17} {:>9.1} ± {:<8.1} IQM {:.1} [{:.1}, {:.1}]  n={}",
+            f.group,
+            f.env,
+            f.mean,
+            f.std,
+            f.iqm,
+            f.iqm_lo,
+            f.iqm_hi,
+            f.scores.len()
+        )?;
+    }
+    Ok(())
+}
+
+pub fn aggregate_cmd(args: &SpecArgs) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    report_aggregate(&mpdp::report::aggregate(&plan, &args.runs_dir)?)
+}
+
+pub fn plots_cmd(args: &SpecArgs, plots_dir: &Path) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    let p = mpdp::report::plots(&plan, &args.runs_dir, plots_dir)?;
+    report_aggregate(&p.aggregated)?;
+    let mut err = std::io::stderr().lock();
+    for w in &p.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
+    for f in &p.figures {
+        writeln!(err, "figure {}", f.png.display())?;
+    }
+    writeln!(err, "report {}", p.report.display())?;
+    Ok(())
+}
+
+pub fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        for run in sched::unique_runs(&plan) {
+            writeln!(out, "{}", serde_json::to_string(run)?)?;
+        }
+        return Ok(());
+    }
+    let width = plan
+        .runs
+        .iter()
+        .map(|r| r.label().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "{:<12}  {:<width$}  {:<17} {:>5} {:>9}  status",
+        "run_id", "agent", "env", "seed", "steps"
+    )?;
+    let mut counts = sched::StatusCounts::default();
+    for run in &plan.runs {
+        let dir = sched::run_dir(&args.runs_dir, run);
+        let status = sched::status_of(&dir);
+        counts.add(&status);
+        let detail = match &status {
+            sched::RunStatus::Running(l) => format!(" ({}/{} steps)", l.step, l.total_steps),
+            sched::RunStatus::Failed(r) => format!(" ({r})"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{:<12}  {:<width$}  {:<17} {:>5} {:>9}  {}{detail}",
+            run.run_id,
+            run.label(),
+            run.env,
+            run.seed,
+            run.config.total_steps,
+            status.name()
+        )?;
+    }
+    writeln!(out, "{} runs: {counts}", plan.runs.len())?;
+    Ok(())
+}
+
+pub fn explain(args: &SpecArgs, only: Option<&str>) -> Result<()> {
+    let plan = spec::load(&args.spec, &args.set)?;
+    let mut out = std::io::stdout().lock();
+    let runs: Vec<_> = plan
+        .runs
+        .iter()
+        .filter(|r| only.is_none_or(|p| r.run_id.starts_with(p)))
+        .collect();
+    if runs.is_empty() {
+        return Err(UsageError(format!("no run id starts with {:?}", only.unwrap_or(""))).into());
+    }
+    for run in runs {
+        writeln!(
+            out,
+            "run {}: {} on {} seed {}",
+            run.run_id,
+            run.label(),
+            run.env,
+            run.seed
+        )?;
+        let table = toml::Table::try_from(&run.config).context("serialising a run config")?;
+        let rows: Vec<(String, String)> = spec::leaves(&table)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (key, v) in rows {
+            let from = run.sources.get(&key).map_or("", String::as_str);
+            writeln!(out, "  {key:<width$} = {v:<24} {from}")?;
+        }
+    }
+    Ok(())
+}
+
+pub fn submit(args: &SubmitArgs) -> Result<u8> {
+    let crate::cli::Executor::Slurm = args.executor;
+    let plan = spec::load(&args.spec.spec, &args.spec.set)?;
+    let runs_dir = absolute(&args.spec.runs_dir)?;
+    let opts = sched::slurm::SlurmOptions {
+        partition: args.partition.clone(),
+        account: args.account.clone(),
+        time: args.time.clone(),
+        mem: args.mem.clone(),
+        gpus_per_run: args.gpus_per_run,
+        cpus_per_run: args.cpus_per_run,
+        max_parallel: args.max_parallel,
+        signal_before: args.signal_before,
+        extra: args.sbatch_args.clone(),
+    };
+    let exe = std::env::current_exe().context("locating the mpdp binary")?;
+    let sub = sched::slurm::submit(&plan, &runs_dir, &exe, &opts, args.dry_run)?;
+    let mut err = std::io::stderr();
+    writeln!(
+        err,
+        "{}: {} runs to do ({} done or running elsewhere); script {}",
+        plan.spec.name,
+        sub.runs.len(),
+        sub.skipped,
+        sub.script.display()
+    )?;
+    let Some(job) = &sub.job_id else {
+        if sub.runs.is_empty() {
+            writeln!(err, "nothing to submit")?;
+        } else {
+            writeln!(
+                err,
+                "dry run: not submitted (sbatch {})",
+                sub.script.display()
+            )?;
+        }
+        return Ok(0);
+    };
+    writeln!(
+        err,
+        "submitted job array {job} ({} elements)",
+        sub.runs.len()
+    )?;
+    println!("{job}");
+    if !args.wait {
+        return Ok(0);
+    }
+    let failed = sched::slurm::wait(job, &sub.runs, &runs_dir, &mut |counts| {
+        // Progress lines are best effort: a closed stderr must not stop the wait.
+        let _ = writeln!(std::io::stderr(), "job {job}: {counts}");
+    })?;
+    if failed > 0 {
+        writeln!(
+            err,
+            "job {job} finished with {failed} runs not done (see `mpdp status`)"
+        )?;
+        return Ok(1);
+    }
+    writeln!(err, "job {job}: all {} runs done", sub.runs.len())?;
+    Ok(0)
+}
+
+pub fn list(variant: ObsVariant) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<17} {:>7} {:>7} {:>16}  {:<8}  xml sha256",
+        "task", "obs", "act", "action bounds", "dt"
+    )?;
+    for task in Task::ALL {
+        let env = env::make(task, variant)?;
+        let i = env.info();
+        let uniform = i.action_low.iter().all(|&l| l == i.action_low[0])
+            && i.action_high.iter().all(|&h| h == i.action_high[0]);
+        let bounds = if uniform {
+            format!("[{}, {}]", i.action_low[0], i.action_high[0])
+        } else {
+            "per-dim".into()
+        };
+        writeln!(
+            out,
+            "{:<17} {:>7} {:>7} {:>16}  {:<8}  {}",
+            task.name(),
+            i.obs_dim,
+            i.act_dim,
+            bounds,
+            i.dt,
+            &i.xml_sha256[..16]
+        )?;
+    }
+    Ok(())
+}
+
+pub fn replay_cmd(args: &ReplayArgs) -> Result<()> {
+    let task: Task = args.env.parse()?;
+    let variant: ObsVariant = args.variant.parse()?;
+    let mut env = env::make(task, variant)?;
+    let init = match &args.init {
+        Some(path) => Some((playback::read_init(path)?, path.as_path())),
+        None => None,
+    };
+    let actions = playback::read_actions(&args.actions, task.name(), env.info().act_dim)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    playback::play(
+        &mut env,
+        init.as_ref().map(|(s, p)| (s, *p)),
+        args.seed.unwrap_or(0),
+        &actions,
+        &mut out,
+    )
+    .context("replay")?;
+    Ok(())
+}
