@@ -27,6 +27,7 @@ use crate::config::{Invalid, Validate, non_negative, positive_counts, unit_inter
 use crate::env::Task;
 use crate::model::fit;
 use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
+use crate::model::step::{FrozenModel, UMembers};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::replay::{Batch, ReplayBuffer};
 
@@ -296,8 +297,10 @@ impl ModelBasedAgent for Mbpo {
                 stop_uncertain: m.stop_uncertain,
             }),
         };
+        // The elites predict and are compared (M2AC's u is each elite against the others).
+        let model = FrozenModel::new(&self.model, o, UMembers::Elites);
         let stats = rollout::branched(
-            &self.model,
+            &model,
             &spec,
             &start,
             &mut |obs, rows| learner.act(obs, rows, false, &mut policy_rng),

@@ -116,7 +116,7 @@ pub struct MpdpConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub u_max: Option<f64>,
     /// "consistent" (default) or "literal" (Algorithm 1's V bootstrap at the cut and after
-    /// H_max); see `model::gradplan::Update`.
+    /// H_max); see `planning::gradplan::Update`.
     pub update: Update,
     /// Global gradient-norm clip of the joint policy step (10).
     pub grad_clip: f64,

@@ -3,8 +3,25 @@
 use rand::Rng;
 
 use super::ensemble::{Ensemble, TrainReport};
-use super::rollout::Dynamics;
 use crate::replay::ReplayBuffer;
+
+/// What measuring a model's error needs of it: every member's mean and variance of
+/// `[reward, Δobs]` for rows of `[obs, action]` on the host, and which members are the elites.
+pub trait Dynamics {
+    /// `[member][rows × d_out]` means and variances.
+    fn predict(&self, inputs: &[f32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>);
+    fn elites(&self) -> &[usize];
+}
+
+impl Dynamics for Ensemble {
+    fn predict(&self, inputs: &[f32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        Ensemble::predict(self, inputs)
+    }
+
+    fn elites(&self) -> &[usize] {
+        &self.elites
+    }
+}
 
 /// Trains `model` on every transition of `real`: inputs [s, a], targets [r, s' − s].
 /// `None` when `interrupted` stopped it; the model and `rng` are then as they were, so the

@@ -1,29 +1,15 @@
-//! Branched model rollouts (MBPO; docs/algorithms.md, "MBPO"): from real start states, `horizon` steps
-//! with the current policy; at every step each row's prediction comes from an elite member
-//! drawn at random for that row and step, sampled from its Gaussian; `[reward, Δobs]` becomes
-//! the reward and `obs + Δobs`; the env's termination function ends rows.
-use rand::{Rng, RngExt};
+//! Branched model rollouts (MBPO; docs/algorithms.md, "MBPO"): from real start states,
+//! `horizon` steps with the current policy. Each step is the one model step
+//! ([`step::advance`]): every row's prediction comes from an elite drawn at random for that
+//! row and step, sampled from its Gaussian; `[reward, Δobs]` becomes the reward and
+//! `obs + Δobs`; the task's termination function ends rows. Rows live on the host between
+//! steps (the policy acts there and the kept transitions go to a buffer).
+use rand::Rng;
 
-use super::ensemble::Ensemble;
+use super::step::{self, DiffModel, Members};
+use super::uncertainty::ovr_each;
 use crate::env::Task;
-
-/// What a rollout needs of a dynamics model: every member's mean and variance of
-/// `[reward, Δobs]` for rows of `[obs, action]`, and which members may predict.
-pub trait Dynamics {
-    /// `[member][rows × d_out]` means and variances.
-    fn predict(&self, inputs: &[f32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>);
-    fn elites(&self) -> &[usize];
-}
-
-impl Dynamics for Ensemble {
-    fn predict(&self, inputs: &[f32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-        Ensemble::predict(self, inputs)
-    }
-
-    fn elites(&self) -> &[usize] {
-        &self.elites
-    }
-}
+use crate::nn::{tensor2, to_vec};
 
 /// One model transition (actions in the agent's normalised space).
 #[derive(Debug, Clone, Copy)]
@@ -98,16 +84,11 @@ impl RolloutStats {
     }
 }
 
-/// Row `r` (`d` wide) of every member's array.
-fn row_of<'a>(members: &[&'a [f32]], r: usize, d: usize) -> Vec<&'a [f32]> {
-    members.iter().map(|a| &a[r * d..(r + 1) * d]).collect()
-}
-
 /// Rolls `spec.horizon` steps from each row of `start` (`rows × obs_dim`). `policy` maps
 /// rows of observations to rows of normalised actions; `sink` receives every transition that
 /// is kept.
 pub fn branched<R: Rng>(
-    model: &impl Dynamics,
+    model: &dyn DiffModel,
     spec: &RolloutSpec,
     start: &[f32],
     policy: &mut dyn FnMut(&[f32], usize) -> Vec<f32>,
@@ -115,55 +96,44 @@ pub fn branched<R: Rng>(
     sink: &mut dyn FnMut(&ModelStep<'_>),
 ) -> RolloutStats {
     let (obs_dim, act_dim) = (spec.obs_dim, spec.act_dim);
-    let d_out = 1 + obs_dim;
     let mut obs = start.to_vec();
     let mut stats = RolloutStats {
         started: start.len() / obs_dim,
         ..RolloutStats::default()
     };
-    let elites = model.elites().to_vec();
+    let device = model.device();
     for depth in 0..spec.horizon {
         let rows = obs.len() / obs_dim;
         if rows == 0 {
             break;
         }
         let actions = policy(&obs, rows);
-        let mut inputs = Vec::with_capacity(rows * (obs_dim + act_dim));
-        for r in 0..rows {
-            inputs.extend_from_slice(&obs[r * obs_dim..(r + 1) * obs_dim]);
-            inputs.extend_from_slice(&actions[r * act_dim..(r + 1) * act_dim]);
-        }
-        let (means, vars) = model.predict(&inputs);
-        let (em, ev): (Vec<&[f32]>, Vec<&[f32]>) = elites
-            .iter()
-            .map(|&k| (&means[k][..], &vars[k][..]))
-            .unzip();
-        // Every row: the elite that predicts it, its sample, termination and uncertainty.
-        let mut next = vec![0f32; rows * obs_dim];
-        let mut reward = vec![0f32; rows];
-        let mut terminated = vec![false; rows];
-        let mut u = vec![0f64; rows];
-        for r in 0..rows {
-            let e = rng.random_range(0..elites.len());
-            let (m, v) = (
-                &em[e][r * d_out..(r + 1) * d_out],
-                &ev[e][r * d_out..(r + 1) * d_out],
-            );
-            let mut draw = |j: usize| -> f32 {
-                let z: f32 = rng.sample(rand_distr::StandardNormal);
-                m[j] + v[j].max(0.0).sqrt() * z
-            };
-            reward[r] = draw(0);
-            let o = &obs[r * obs_dim..(r + 1) * obs_dim];
-            let n = &mut next[r * obs_dim..(r + 1) * obs_dim];
-            for j in 0..obs_dim {
-                n[j] = o[j] + draw(1 + j);
-            }
-            terminated[r] = spec.task.is_terminal(n);
-            if elites.len() >= 2 {
-                u[r] = super::uncertainty::ovr(&row_of(&em, r, d_out), &row_of(&ev, r, d_out), e);
-            }
-        }
+        let s = tensor2(obs.clone(), rows, obs_dim, &device);
+        let a = tensor2(actions.clone(), rows, act_dim, &device);
+        let (mean, logvar) = model.predict(s.clone(), a);
+        // Every member's one-vs-rest uncertainty, `[K, rows]`, when there is a rest.
+        let per_member =
+            (model.members() >= 2).then(|| to_vec(ovr_each(mean.clone(), logvar.clone()).inner()));
+        let next = step::advance(
+            mean,
+            logvar,
+            &s,
+            Members::Drawn(model.predicting()),
+            true,
+            spec.task,
+            rng,
+        );
+        let reward = to_vec(next.reward.inner());
+        let terminated = next.terminal;
+        // The uncertainty of the member that predicted each row.
+        let u: Vec<f64> = (0..rows)
+            .map(|r| {
+                per_member
+                    .as_ref()
+                    .map_or(0.0, |u| f64::from(u[next.members[r] * rows + r]))
+            })
+            .collect();
+        let next = next.next_host;
         let kept: Vec<bool> = match spec.mask {
             None => vec![true; rows],
             Some(_) => {
@@ -216,40 +186,67 @@ pub fn branched<R: Rng>(
 
 #[cfg(test)]
 mod tests {
+    use burn::prelude::*;
+
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::Xoshiro256PlusPlus;
 
-    /// Deterministic linear dynamics: reward 1, Δobs = action · `gain` on every dimension,
-    /// one gain per member, zero variance.
+    /// Linear dynamics: reward 1, Δobs = action · `gain` on every dimension, one gain per
+    /// member, the first `predicting` of them predicting; log-variance −40 on the reward
+    /// (exact, in effect) and `logvar_obs` on Δobs (−40 too unless set).
     struct Linear {
         gains: Vec<f32>,
-        elites: Vec<usize>,
+        predicting: usize,
         obs_dim: usize,
+        logvar_obs: f32,
     }
 
-    impl Dynamics for Linear {
-        fn predict(&self, inputs: &[f32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-            let w = self.obs_dim + 1;
-            let rows = inputs.len() / w;
-            let means = self
-                .gains
-                .iter()
-                .map(|g| {
-                    (0..rows)
-                        .flat_map(|r| {
-                            let a = inputs[r * w + self.obs_dim];
-                            std::iter::once(1.0).chain(std::iter::repeat_n(a * g, self.obs_dim))
-                        })
-                        .collect()
-                })
-                .collect();
-            let vars = vec![vec![0.0; rows * w]; self.gains.len()];
-            (means, vars)
+    impl Linear {
+        fn new(gains: Vec<f32>, predicting: usize, obs_dim: usize) -> Self {
+            Linear {
+                gains,
+                predicting,
+                obs_dim,
+                logvar_obs: -40.0,
+            }
+        }
+    }
+
+    impl DiffModel for Linear {
+        fn predict(&self, _obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+            let act = to_vec(act.inner());
+            let (k, rows, d) = (self.gains.len(), act.len(), self.obs_dim + 1);
+            let mut mean = Vec::with_capacity(k * rows * d);
+            let mut logvar = Vec::with_capacity(k * rows * d);
+            for g in &self.gains {
+                for a in &act {
+                    mean.push(1.0);
+                    mean.extend(std::iter::repeat_n(a * g, self.obs_dim));
+                    logvar.push(-40.0);
+                    logvar.extend(std::iter::repeat_n(self.logvar_obs, self.obs_dim));
+                }
+            }
+            let t = |v: Vec<f32>| {
+                Tensor::<3>::from_data(TensorData::new(v, [k, rows, d]), &self.device())
+            };
+            (t(mean), t(logvar))
         }
 
-        fn elites(&self) -> &[usize] {
-            &self.elites
+        fn members(&self) -> usize {
+            self.gains.len()
+        }
+
+        fn predicting(&self) -> usize {
+            self.predicting
+        }
+
+        fn obs_dim(&self) -> usize {
+            self.obs_dim
+        }
+
+        fn device(&self) -> Device {
+            crate::nn::device()
         }
     }
 
@@ -257,11 +254,7 @@ mod tests {
     fn rows_stop_at_termination_and_elites_are_drawn_per_row() {
         // InvertedPendulum ends when |angle| = |obs[1]| > 0.2. With action 1 and gain 0.09
         // the angle goes 0.09, 0.18 (alive), 0.27 (terminal): three steps per row.
-        let model = Linear {
-            gains: vec![0.09, 0.09, 7.0],
-            elites: vec![0, 1],
-            obs_dim: 4,
-        };
+        let model = Linear::new(vec![0.09, 0.09, 7.0], 2, 4);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
         let start = vec![0.0f32; 4 * 50];
         let mut seen = Vec::new();
@@ -292,7 +285,7 @@ mod tests {
         assert_eq!(stats.mean_length(), 3.0);
         for (depth, reward, angle, terminated) in seen {
             assert_eq!(reward, 1.0);
-            // Member 2 (gain 7) is not an elite and never predicts.
+            // Member 2 (gain 7) is compared but does not predict.
             assert!((angle - 0.09 * (depth + 1) as f32).abs() < 1e-6);
             assert_eq!(terminated, depth == 2);
         }
@@ -310,11 +303,7 @@ mod tests {
 
     #[test]
     fn each_row_draws_its_own_elite() {
-        let model = Linear {
-            gains: vec![0.01, 0.02],
-            elites: vec![0, 1],
-            obs_dim: 4,
-        };
+        let model = Linear::new(vec![0.01, 0.02], 2, 4);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
         let mut gains = std::collections::BTreeSet::new();
         let spec = RolloutSpec {
@@ -343,9 +332,8 @@ mod tests {
     #[test]
     fn masking_keeps_the_least_uncertain_predictions() {
         let model = Linear {
-            gains: vec![0.0, 0.01, 0.02],
-            elites: vec![0, 1, 2],
-            obs_dim: 4,
+            logvar_obs: 0.0,
+            ..Linear::new(vec![0.0, 0.01, 0.02], 3, 4)
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
         // Action r/100 for row r: the members' spread (and u) grows with r.
@@ -362,7 +350,7 @@ mod tests {
         };
         let mut kept = vec![Vec::new(); 3];
         let stats = branched(
-            &Sigma(model),
+            &model,
             &spec,
             &vec![0.0f32; 4 * rows],
             &mut |obs, n| {
@@ -394,19 +382,100 @@ mod tests {
         assert!((Mask::keep_ratio(1, 0) - 0.5).abs() < 1e-12);
     }
 
-    /// [`Linear`] with an exact reward and unit variance on Δobs.
-    struct Sigma(Linear);
+    /// The one model step, as host rollouts take it, against an independent host computation
+    /// in f64 on a real (untrained, so disagreeing) ensemble: the same elite per row and the
+    /// same noise give the same reward, next state, termination and uncertainty of the
+    /// predicting elite (Ensemble::predict normalises on the host, `sqrt(var)` scales the
+    /// noise, the f64 one-vs-rest KL).
+    #[test]
+    fn a_step_equals_the_host_computation() {
+        use crate::model::step::{FrozenModel, UMembers};
+        use crate::model::uncertainty::ovr;
+        use crate::model::{Ensemble, EnsembleConfig};
+        use crate::nn::normal_noise;
+        use rand::RngExt;
 
-    impl Dynamics for Sigma {
-        fn predict(&self, inputs: &[f32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-            let (m, v) = self.0.predict(inputs);
-            let d = self.0.obs_dim + 1;
-            let var = |n: usize| (0..n).map(|i| if i % d == 0 { 0.0 } else { 1.0 }).collect();
-            (m, v.into_iter().map(|x| var(x.len())).collect())
+        let (obs_dim, act_dim, rows) = (4, 1, 64);
+        let device = crate::nn::device();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let cfg = EnsembleConfig {
+            members: 4,
+            elites: 3,
+            hidden: vec![16, 16],
+            ..EnsembleConfig::default()
+        };
+        let mut ens = Ensemble::new(cfg, obs_dim + act_dim, 1 + obs_dim, &mut rng, &device);
+        ens.elites = vec![2, 0, 3];
+        let start: Vec<f32> = normal_noise(&mut rng, rows * obs_dim)
+            .iter()
+            .map(|x| 0.05 * x)
+            .collect();
+        let actions: Vec<f32> = normal_noise(&mut rng, rows)
+            .iter()
+            .map(|x| x.tanh())
+            .collect();
+        let spec = RolloutSpec {
+            task: Task::InvertedPendulum,
+            obs_dim,
+            act_dim,
+            horizon: 1,
+            mask: None,
+        };
+        let mut steps = Vec::new();
+        let draws = rng.clone();
+        branched(
+            &FrozenModel::new(&ens, obs_dim, UMembers::Elites),
+            &spec,
+            &start,
+            &mut |_, _| actions.clone(),
+            &mut rng,
+            &mut |s| steps.push((s.reward, s.next_obs.to_vec(), s.terminated, s.uncertainty)),
+        );
+        assert_eq!(steps.len(), rows);
+
+        // The reference: the member of every row first, then the noise, row by row.
+        let mut draws = draws;
+        let members: Vec<usize> = (0..rows).map(|_| draws.random_range(0..3usize)).collect();
+        let d = 1 + obs_dim;
+        let noise = normal_noise(&mut draws, rows * d);
+        let mut inputs = Vec::new();
+        for r in 0..rows {
+            inputs.extend_from_slice(&start[r * obs_dim..(r + 1) * obs_dim]);
+            inputs.push(actions[r]);
         }
-
-        fn elites(&self) -> &[usize] {
-            self.0.elites()
+        let (means, vars) = ens.predict(&inputs);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+        for (r, (reward, next, terminated, u)) in steps.iter().enumerate() {
+            let k = ens.elites[members[r]];
+            let at = |v: &Vec<f32>, j: usize| f64::from(v[r * d + j]);
+            let draw =
+                |j: usize| at(&means[k], j) + at(&vars[k], j).sqrt() * f64::from(noise[r * d + j]);
+            assert!(
+                close(f64::from(*reward), draw(0)),
+                "row {r}: reward {reward} vs {}",
+                draw(0)
+            );
+            let want: Vec<f64> = (0..obs_dim)
+                .map(|j| f64::from(start[r * obs_dim + j]) + draw(1 + j))
+                .collect();
+            for (g, w) in next.iter().zip(&want) {
+                assert!(
+                    close(f64::from(*g), *w),
+                    "row {r}: next {next:?} vs {want:?}"
+                );
+            }
+            assert_eq!(*terminated, want[1].abs() > 0.2, "row {r}");
+            let row = |v: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+                ens.elites
+                    .iter()
+                    .map(|&e| v[e][r * d..(r + 1) * d].to_vec())
+                    .collect()
+            };
+            let (m, v) = (row(&means), row(&vars));
+            let m: Vec<&[f32]> = m.iter().map(|x| &x[..]).collect();
+            let v: Vec<&[f32]> = v.iter().map(|x| &x[..]).collect();
+            let want_u = ovr(&m, &v, members[r]);
+            assert!(close(f64::from(*u), want_u), "row {r}: u {u} vs {want_u}");
         }
     }
 }

@@ -26,6 +26,8 @@ pub trait DiffModel {
         self.members()
     }
     fn obs_dim(&self) -> usize;
+    /// Where its tensors live.
+    fn device(&self) -> Device;
 }
 
 /// Which members' disagreement u measures (docs/algorithms.md, "MPDP: settings the paper
@@ -110,6 +112,10 @@ impl DiffModel for FrozenModel {
 
     fn obs_dim(&self) -> usize {
         self.obs_dim
+    }
+
+    fn device(&self) -> Device {
+        self.mean.device()
     }
 
     fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {

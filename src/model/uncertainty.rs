@@ -8,8 +8,12 @@
 
 use burn::prelude::*;
 
+/// The OvR uncertainty of one row, on the host in f64: the reference the tensor versions
+/// ([`ovr_each`], [`ovr_total`]) are tested against.
+///
 /// The OvR uncertainty of one row: `means[k]` and `vars[k]` are member k's mean and variance
 /// vectors for the row, `i` the predicting member. Computed in f64.
+#[cfg(test)]
 pub fn ovr(means: &[&[f32]], vars: &[&[f32]], i: usize) -> f64 {
     let k = means.len();
     assert!(k >= 2 && i < k, "OvR needs at least two members");
@@ -36,6 +40,7 @@ pub fn ovr(means: &[&[f32]], vars: &[&[f32]], i: usize) -> f64 {
 /// OvR uncertainty of every row of a prediction: `means[k]`/`vars[k]` are `[rows × d]` of
 /// member k (the members taking part, e.g. the elites), `chosen[r]` the member that predicts
 /// row r.
+#[cfg(test)]
 pub fn ovr_rows(means: &[Vec<f32>], vars: &[Vec<f32>], chosen: &[usize], d: usize) -> Vec<f64> {
     chosen
         .iter()
@@ -48,14 +53,32 @@ pub fn ovr_rows(means: &[Vec<f32>], vars: &[Vec<f32>], chosen: &[usize], d: usiz
         .collect()
 }
 
-/// The paper's Eq. 8, differentiable: u = Σ_i KL(N_i ‖ N_−i) over the K members, where N_−i
-/// is the moment-matched Gaussian of the other members, summed over output dimensions. Takes
-/// `[K, rows, d]` means and log-variances, returns `[rows, 1]`.
+/// Each member's one-vs-rest KL, differentiable: KL(N_i ‖ N_−i) summed over output
+/// dimensions, where N_−i is the moment-matched Gaussian of the other members (the
+/// uncertainty M2AC masks with, of the member that predicts). Takes `[K, rows, d]` means and
+/// log-variances, returns `[K, rows]`.
 ///
 /// KL is invariant to shifting both Gaussians, so the means are centred on their average
 /// first; the rest's variance is floored at 1e-12 as in [`ovr`].
-pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
+pub fn ovr_each(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
     let [k, rows, _] = mean.dims();
+    ovr_kl(mean, logvar).sum_dim(2).reshape([k, rows])
+}
+
+/// The paper's Eq. 8, differentiable: u = Σ_i KL(N_i ‖ N_−i) over the K members (see
+/// [`ovr_each`]), summed over output dimensions. Takes `[K, rows, d]` means and
+/// log-variances, returns `[rows, 1]`.
+pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
+    let [_, rows, _] = mean.dims();
+    ovr_kl(mean, logvar)
+        .sum_dim(2)
+        .sum_dim(0)
+        .reshape([rows, 1])
+}
+
+/// KL(N_i ‖ N_−i) per member, row and output dimension, `[K, rows, d]`.
+fn ovr_kl(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<3> {
+    let [k, _, _] = mean.dims();
     let rest = (k - 1) as f64;
     let sq = |t: Tensor<3>| t.clone() * t;
     let centred = mean.clone() - mean.mean_dim(0);
@@ -64,10 +87,9 @@ pub fn ovr_total(mean: Tensor<3>, logvar: Tensor<3>) -> Tensor<2> {
     let mu_rest = (centred.clone().sum_dim(0) - centred.clone()).div_scalar(rest);
     let var_rest = ((second.clone().sum_dim(0) - second).div_scalar(rest) - sq(mu_rest.clone()))
         .clamp_min(1e-12);
-    let kl = (var_rest.clone().log() - logvar + (var + sq(centred - mu_rest)) / var_rest)
+    (var_rest.clone().log() - logvar + (var + sq(centred - mu_rest)) / var_rest)
         .sub_scalar(1.0)
-        .mul_scalar(0.5);
-    kl.sum_dim(2).sum_dim(0).reshape([rows, 1])
+        .mul_scalar(0.5)
 }
 
 /// The u the planner uses: Eq. 8's sum over members and output dimensions, or its mean per

@@ -627,6 +627,10 @@ mod tests {
         fn obs_dim(&self) -> usize {
             self.obs
         }
+
+        fn device(&self) -> Device {
+            crate::nn::device()
+        }
     }
 
     /// J of `policies` computed independently on the host: the linear model stepped in f64
