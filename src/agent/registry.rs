@@ -38,8 +38,11 @@ pub struct Algo {
     /// Parses and validates a merged table; returns it with every key present.
     pub check: fn(toml::Table) -> Result<toml::Table, Invalid>,
     /// Builds the agent from resolved parameters.
-    pub build: fn(&toml::Table, &Setting<'_>) -> Result<Box<dyn Agent>, Invalid>,
+    pub build: Build,
 }
+
+/// An entry's constructor: the agent from resolved parameters.
+pub type Build = fn(&toml::Table, &Setting<'_>) -> Result<Box<dyn Agent>, Invalid>;
 
 impl Algo {
     const fn of<A: Algorithm>(
