@@ -28,6 +28,7 @@ impl CkptError {
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), CkptError> {
     let path = dir.join(name);
     let text = serde_json::to_string(value).map_err(|e| CkptError::new(&path, e))?;
+    crate::store::fault_point();
     std::fs::write(&path, text).map_err(|e| CkptError::new(&path, e))
 }
 
@@ -40,6 +41,7 @@ pub fn read_json<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<T, CkptE
 /// Writes a module's parameters to `dir/name` (a burnpack record, parameter ids included).
 pub fn save_module<M: Module>(dir: &Path, name: &str, module: &M) -> Result<(), CkptError> {
     let path = dir.join(name);
+    crate::store::fault_point();
     module
         .clone()
         .save_file(&path)
@@ -57,6 +59,7 @@ pub fn load_module<M: Module>(dir: &Path, name: &str, module: &M) -> Result<M, C
 
 pub fn save_optimizer(dir: &Path, name: &str, opt: &ModuleOptimizer) -> Result<(), CkptError> {
     let path = dir.join(name);
+    crate::store::fault_point();
     opt.save(&path).map_err(|e| CkptError::new(&path, e))
 }
 

@@ -21,9 +21,14 @@ pub enum Command {
     Run {
         #[command(flatten)]
         spec: SpecArgs,
-        /// Run failed runs again (by default they are listed and left alone).
+        /// Run failed runs again (by default they are listed and left alone), resuming each
+        /// from its checkpoint (the one before it when the newest cannot be read).
         #[arg(long)]
         retry_failed: bool,
+        /// With --retry-failed: start failed runs over from step 0, discarding their
+        /// checkpoints and saved metrics (said in each run's log.txt).
+        #[arg(long, requires = "retry_failed")]
+        from_scratch: bool,
         /// Where figures and the report go: <plots-dir>/<experiment>/.
         #[arg(long, default_value = "plots")]
         plots_dir: PathBuf,
@@ -244,6 +249,10 @@ pub struct RunOneArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Start the run over from step 0, discarding its checkpoints and saved metrics (said in
+    /// its log.txt). A finished run is never touched.
+    #[arg(long)]
+    pub from_scratch: bool,
 }
 
 #[cfg(test)]

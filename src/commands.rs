@@ -120,6 +120,7 @@ pub fn run_one(args: &RunOneArgs) -> Result<u8> {
         progress: !args.quiet,
         stop: stop_flag()?,
         owner: args.owner.clone(),
+        from_scratch: args.from_scratch,
         checkpoint_interval: (minutes > 0.0)
             .then(|| std::time::Duration::from_secs_f64(minutes * 60.0)),
     };
@@ -176,13 +177,14 @@ fn load_for_running(args: &SpecArgs) -> Result<(Plan, PathBuf, PathBuf)> {
     Ok((plan, runs_dir, plan_file))
 }
 
-pub fn run_spec(args: &SpecArgs, retry_failed: bool) -> Result<u8> {
+pub fn run_spec(args: &SpecArgs, retry_failed: bool, from_scratch: bool) -> Result<u8> {
     let (plan, runs_dir, plan_file) = load_for_running(args)?;
     let opts = sched::local::LocalOptions {
         runs_dir,
         plan_file,
         exe: std::env::current_exe().context("locating the mpdp binary")?,
         retry_failed,
+        from_scratch,
         stop: stop_flag()?,
     };
     let summary = sched::local::run(&plan, &opts)?;

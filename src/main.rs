@@ -72,10 +72,11 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run {
             spec,
             retry_failed,
+            from_scratch,
             plots_dir,
             no_plots,
         } => {
-            let code = commands::run_spec(&spec, retry_failed)?;
+            let code = commands::run_spec(&spec, retry_failed, from_scratch)?;
             if !no_plots && code != mpdp::sched::EXIT_PREEMPTED {
                 commands::plots_cmd(&spec, &plots_dir)?;
             }

@@ -205,6 +205,7 @@ impl ReplayBuffer {
     /// (obs_dim, act_dim, capacity, head, len, 0), then the arrays as little-endian f32.
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
         use std::io::Write;
+        crate::store::fault_point();
         let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
         w.write_all(MAGIC)?;
         for v in [

@@ -313,7 +313,8 @@ fn failed_runs_are_listed_with_their_logs_and_the_sweep_goes_on() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("0 finished now"), "{err}");
-    assert!(err.contains("--retry-failed reruns it"), "{err}");
+    assert!(err.contains("--retry-failed resumes it"), "{err}");
+    assert!(err.contains("--from-scratch starts it over"), "{err}");
 }
 
 #[test]

@@ -61,6 +61,7 @@ impl Metrics {
         self.parts = 0;
         for (part_step, path) in part_files(run_dir)? {
             if part_step > step {
+                store::fault_point();
                 std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             } else {
                 self.persisted.extend(read_metrics(&path)?);
@@ -70,15 +71,20 @@ impl Metrics {
         Ok(())
     }
 
-    /// Writes `metrics.parquet` with every row and removes the parts.
+    /// Writes `metrics.parquet` with every row. The part files stay until the run's `done`
+    /// status is written ([`remove_parts`]): until then a crash resumes from them.
     pub fn finish(&mut self, run_dir: &Path) -> Result<(), String> {
         let mut rows = std::mem::take(&mut self.persisted);
         rows.append(&mut self.pending);
-        write_parquet(&run_dir.join("metrics.parquet"), &rows)?;
-        let _ = std::fs::remove_dir_all(run_dir.join("metrics"));
+        write_parquet(&run_dir.join(store::METRICS_FILE), &rows)?;
         self.persisted = rows;
         Ok(())
     }
+}
+
+/// Removes a finished run's part files (its rows are in `metrics.parquet`).
+pub fn remove_parts(run_dir: &Path) {
+    store::remove_dir(&run_dir.join("metrics"));
 }
 
 /// A run's part files in the order they were written, each with the step it was written
@@ -109,7 +115,7 @@ fn part_files(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
 /// The rows a run has saved so far: `metrics.parquet` once it has finished, else the part
 /// files written with its checkpoints (none yet: no rows).
 pub fn read_saved_metrics(run_dir: &Path) -> Result<Vec<MetricRow>, String> {
-    let whole = run_dir.join("metrics.parquet");
+    let whole = run_dir.join(store::METRICS_FILE);
     if whole.is_file() {
         return read_metrics(&whole);
     }
@@ -130,6 +136,7 @@ fn write_parquet(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
     )
     .map_err(|e| err(&e))?;
     let tmp = store::tmp_path(path);
+    store::fault_point();
     {
         let mut file = File::create(&tmp).map_err(|e| err(&e))?;
         ParquetWriter::new(&mut file)
@@ -137,7 +144,7 @@ fn write_parquet(path: &Path, rows: &[MetricRow]) -> Result<(), String> {
             .map_err(|e| err(&e))?;
         file.sync_all().map_err(|e| err(&e))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| err(&e))
+    store::rename(&tmp, path).map_err(|e| err(&e))
 }
 
 /// Whether `metric` measures wall time (`train/steps_per_s`, `time/<phase>_s`,

@@ -172,6 +172,9 @@ pub struct RunOptions {
     pub checkpoint_interval: Option<Duration>,
     /// Where the agent's tensors live.
     pub device: burn::prelude::Device,
+    /// Start over from step 0: the run's checkpoints and saved metrics are discarded (and
+    /// the log says so). A finished run is never touched.
+    pub from_scratch: bool,
 }
 
 /// Counters of the interaction loop, saved with each checkpoint.
@@ -207,8 +210,9 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
             });
         }
     }
-    let done = || store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done);
+    let done = || store::is_finished(run_dir);
     if done() {
+        settle_finished(run_dir, cfg)?;
         return Ok(RunOutcome::Done);
     }
     let live = Arc::new(Live::new(0));
@@ -231,7 +235,28 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
     }
     store::write_atomic(&resolved_path, cfg.to_toml().as_bytes())
         .map_err(io_err(&resolved_path))?;
-    let outcome = Run::start(cfg, run_dir, opts, live, &lock)?.go();
+    if opts.from_scratch {
+        start_over(run_dir).map_err(io_err(run_dir))?;
+    }
+    let outcome = match Run::start(cfg, run_dir, opts, live, &lock) {
+        Ok(run) => run.go(),
+        // Nothing to resume from: the run fails, saying why, rather than staying "running".
+        Err(e) => {
+            let step = store::read_status(run_dir).map_or(0, |s| s.step);
+            let reason = format!("cannot start or resume: {e}");
+            let status = Status::new(
+                RunState::Failed,
+                step,
+                cfg.total_steps,
+                Some(reason.clone()),
+            );
+            let _ = store::write_status(run_dir, &status);
+            if let Ok(mut log) = RunLog::open(run_dir) {
+                log.line(&reason);
+            }
+            Err(e)
+        }
+    };
     lock.release();
     outcome
 }
@@ -332,8 +357,20 @@ impl<'a> Run<'a> {
             live,
         };
         recover_checkpoint(dir);
+        let prev = dir.join("ckpt.prev");
         if run.ckpt_dir().join("loop.json").exists() {
-            run.resume()?;
+            let cur = run.ckpt_dir();
+            match run.resume(&cur) {
+                Ok(()) => {}
+                Err(e) if prev.join("loop.json").exists() => {
+                    run.log.line(&format!(
+                        "the newest checkpoint cannot be read ({e}); resuming from the one \
+                         before it (ckpt.prev)"
+                    ));
+                    run.resume(&prev)?;
+                }
+                Err(e) => return Err(e),
+            }
             run.log.line(&format!(
                 "resumed from the checkpoint at step {}",
                 run.state.step
@@ -383,9 +420,12 @@ impl<'a> Run<'a> {
         match outcome {
             Ok(other @ (RunOutcome::Busy(_) | RunOutcome::TakenOver)) => Ok(other),
             Ok(RunOutcome::Done) => {
+                // metrics.parquet first: from then on the run counts as finished, and a crash
+                // before the status below is repaired by the next `run-one`.
                 self.metrics.finish(self.dir).map_err(RunError::Metrics)?;
                 self.log.line("done");
                 self.status(RunState::Done, None)?;
+                metrics::remove_parts(self.dir);
                 Ok(RunOutcome::Done)
             }
             Ok(RunOutcome::Preempted) => {
@@ -595,7 +635,7 @@ impl<'a> Run<'a> {
             .flush_part(self.dir, step)
             .map_err(RunError::Metrics)?;
         let new = self.dir.join("ckpt.new");
-        let _ = std::fs::remove_dir_all(&new);
+        store::remove_dir(&new);
         let agent_dir = new.join("agent");
         std::fs::create_dir_all(&agent_dir).map_err(io_err(&agent_dir))?;
         self.agent.save(&agent_dir)?;
@@ -616,19 +656,21 @@ impl<'a> Run<'a> {
             store::write_atomic(&path, text.as_bytes()).map_err(io_err(&path))?;
         }
         let (cur, old) = (self.ckpt_dir(), self.dir.join("ckpt.old"));
-        let _ = std::fs::remove_dir_all(&old);
         if cur.exists() {
-            std::fs::rename(&cur, &old).map_err(io_err(&cur))?;
+            store::rename(&cur, &old).map_err(io_err(&cur))?;
         }
-        std::fs::rename(&new, &cur).map_err(io_err(&new))?;
-        let _ = std::fs::remove_dir_all(&old);
+        store::rename(&new, &cur).map_err(io_err(&new))?;
+        // The generation before stays as ckpt.prev/: a resume falls back to it when ckpt/
+        // cannot be read.
+        keep_previous(self.dir);
         self.last_checkpoint = Instant::now();
         self.log.line(&format!("checkpoint at step {step}"));
         Ok(())
     }
 
-    fn resume(&mut self) -> Result<(), RunError> {
-        let dir = self.ckpt_dir();
+    /// Restores the checkpoint in `dir`: envs, agent, loop counters, and the metric parts
+    /// written up to its step (later ones are dropped: the run makes them again).
+    fn resume(&mut self, dir: &Path) -> Result<(), RunError> {
         let read = |name: &str| -> Result<String, RunError> {
             let p = dir.join(name);
             std::fs::read_to_string(&p).map_err(io_err(&p))
@@ -653,11 +695,64 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Recovers `ckpt/` from `ckpt.old/` when a crash fell between the two renames.
+/// The step of the run's newest checkpoint (`ckpt/loop.json`), if it has one.
+pub fn checkpoint_step(run_dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run_dir.join("ckpt/loop.json")).ok()?;
+    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    state.get("step")?.as_u64()
+}
+
+/// Discards what a run saved (checkpoints, metric parts, status) so that it starts over from
+/// step 0, saying so in its log.
+fn start_over(run_dir: &Path) -> std::io::Result<()> {
+    let step = store::read_status(run_dir).map_or(0, |s| s.step);
+    for name in ["ckpt", "ckpt.prev", "ckpt.old", "ckpt.new", "metrics"] {
+        store::remove_dir(&run_dir.join(name));
+    }
+    let _ = std::fs::remove_file(store::status_path(run_dir));
+    RunLog::open(run_dir)?.line(&format!(
+        "starting over from scratch (--from-scratch): discarded the checkpoints and the \
+         metrics saved up to step {step}"
+    ));
+    Ok(())
+}
+
+/// Completes a finished run whose finish a crash cut short: a `done` status where
+/// `status.json` is missing, unreadable or says otherwise (its step the last step in
+/// `metrics.parquet`), and no leftover part files. Its metrics are never touched.
+fn settle_finished(run_dir: &Path, cfg: &RunConfig) -> Result<(), RunError> {
+    if store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done) {
+        metrics::remove_parts(run_dir);
+        return Ok(());
+    }
+    let path = run_dir.join(store::METRICS_FILE);
+    let rows = read_metrics(&path).map_err(RunError::Metrics)?;
+    let step = rows.iter().map(|r| r.step).max().unwrap_or(0);
+    let status = Status::new(RunState::Done, step, cfg.total_steps, None);
+    store::write_status(run_dir, &status).map_err(io_err(run_dir))?;
+    metrics::remove_parts(run_dir);
+    if let Ok(mut log) = RunLog::open(run_dir) {
+        log.line("finished before a crash or a damaged status.json lost its done status: repaired");
+    }
+    Ok(())
+}
+
+/// Finishes a checkpoint rotation a crash cut short: `ckpt.old/` (the generation before the
+/// newest) becomes `ckpt/` again when the newest never got there, else `ckpt.prev/`.
 pub fn recover_checkpoint(run_dir: &Path) {
     let (cur, old) = (run_dir.join("ckpt"), run_dir.join("ckpt.old"));
     if !cur.exists() && old.exists() {
-        let _ = std::fs::rename(&old, &cur);
+        let _ = store::rename(&old, &cur);
+    }
+    keep_previous(run_dir);
+}
+
+/// Moves `ckpt.old/` to `ckpt.prev/`, replacing the generation there.
+fn keep_previous(run_dir: &Path) {
+    let (old, prev) = (run_dir.join("ckpt.old"), run_dir.join("ckpt.prev"));
+    if old.exists() {
+        store::remove_dir(&prev);
+        let _ = store::rename(&old, &prev);
     }
 }
 

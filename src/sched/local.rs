@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub exe: PathBuf,
     /// Run failed runs again (by default they are listed, not retried).
     pub retry_failed: bool,
+    /// With `retry_failed`: start failed runs over instead of resuming them.
+    pub from_scratch: bool,
     /// Set by SIGINT/SIGTERM: start nothing more, let running children checkpoint.
     pub stop: Arc<AtomicBool>,
 }
@@ -77,14 +79,25 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
         ..Summary::default()
     };
     let mut queue = VecDeque::new();
+    // Failed runs to start over (--retry-failed --from-scratch).
+    let mut restart = std::collections::HashSet::new();
     for run in runs {
         match status_of(&run_dir(&opts.runs_dir, run)) {
             RunStatus::Done => summary.skipped += 1,
             RunStatus::Failed(reason) if !opts.retry_failed => summary.failed.push(Failure {
                 run: run.clone(),
-                reason: format!("{reason} (failed before; --retry-failed reruns it)"),
+                reason: format!(
+                    "{reason} (failed before; --retry-failed resumes it, with --from-scratch \
+                     starts it over)"
+                ),
                 tail: tail(&run_dir(&opts.runs_dir, run), 5),
             }),
+            RunStatus::Failed(_) => {
+                if opts.from_scratch {
+                    restart.insert(run.run_id.clone());
+                }
+                queue.push_back(run);
+            }
             _ => queue.push_back(run),
         }
     }
@@ -138,7 +151,8 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
                 }
                 _ => {}
             }
-            let child = spawn(run, &dir, slots[slot], plan, opts)?;
+            let scratch = restart.contains(&run.run_id);
+            let child = spawn(run, &dir, slots[slot], plan, opts, scratch)?;
             free[slot] = false;
             if ui.plain {
                 ui.say(&format!("start   {}", describe(run)));
@@ -302,6 +316,7 @@ fn spawn(
     slot: Slot,
     plan: &Plan,
     opts: &LocalOptions,
+    from_scratch: bool,
 ) -> Result<Child, SchedError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let out_path = dir.join("output.log");
@@ -322,6 +337,7 @@ fn spawn(
         .arg(&opts.runs_dir)
         .args(["--quiet", "--owner"])
         .arg(format!("mpdp run (pid {})", std::process::id()))
+        .args(from_scratch.then_some("--from-scratch"))
         .env("RAYON_NUM_THREADS", &threads)
         .env("OMP_NUM_THREADS", &threads)
         .envs(device_env(devices.kind, slot))
@@ -429,6 +445,7 @@ mod tests {
             plan_file: root.join("plan.toml"),
             exe,
             retry_failed: false,
+            from_scratch: false,
             stop: Arc::new(AtomicBool::new(false)),
         };
         let summary = run(&plan, &opts).unwrap();

@@ -115,10 +115,10 @@ pub fn run_dir(runs_dir: &Path, run: &PlannedRun) -> PathBuf {
 }
 
 pub fn status_of(run_dir: &Path) -> RunStatus {
-    let status = store::read_status(run_dir);
-    if status.as_ref().is_some_and(|s| s.state == RunState::Done) {
+    if store::is_finished(run_dir) {
         return RunStatus::Done;
     }
+    let status = store::read_status(run_dir);
     if let Some(holder) = live_lock(run_dir) {
         return RunStatus::Running(holder);
     }
@@ -138,7 +138,11 @@ pub fn steps_of(run_dir: &Path, status: &RunStatus, total: u64) -> u64 {
     match status {
         RunStatus::Done => total,
         RunStatus::Running(l) => l.step,
-        _ => store::read_status(run_dir).map_or(0, |s| s.step),
+        // A run that stopped (or died) has made at least the steps of its checkpoint; its
+        // status may be older (written when it last started).
+        _ => store::read_status(run_dir)
+            .map_or(0, |s| s.step)
+            .max(crate::runner::checkpoint_step(run_dir).unwrap_or(0)),
     }
 }
 
@@ -343,5 +347,24 @@ pub fn fmt_duration(secs: f64) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: an interrupted run showed the step of its last start (0 for a first run)
+    /// however far its checkpoints had got.
+    #[test]
+    fn an_interrupted_run_counts_the_steps_of_its_checkpoint() {
+        let dir = std::env::temp_dir().join(format!("mpdp-steps-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("ckpt")).unwrap();
+        let status = store::Status::new(RunState::Running, 0, 1000, None);
+        store::write_status(&dir, &status).unwrap();
+        assert_eq!(steps_of(&dir, &RunStatus::Interrupted, 1000), 0);
+        std::fs::write(dir.join("ckpt/loop.json"), r#"{"step":400,"episode":3}"#).unwrap();
+        assert_eq!(steps_of(&dir, &RunStatus::Interrupted, 1000), 400);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,7 +13,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{hostname, unix_now, write_atomic};
+use super::{hostname, unix_now, write_file_atomic};
+
+/// The lock file is written outside the fault-injection count (see `super::fault_point`).
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file_atomic(path, bytes, || {})
+}
 
 /// Seconds between heartbeats (env `MPDP_HEARTBEAT_S`, default 5).
 pub fn heartbeat_every() -> Duration {
@@ -139,7 +144,20 @@ fn pid_alive(pid: u32) -> bool {
     };
     // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
     let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `pid` has exited but not been reaped yet (state `Z` in `/proc/<pid>/stat`): a
+/// killed child whose parent has not waited for it holds no run.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')', as comm may hold spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "Z")
 }
 
 pub fn lock_path(run_dir: &Path) -> PathBuf {
@@ -384,6 +402,25 @@ fn take_over(path: &Path, observed: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a killed child that its parent had not reaped yet (a zombie) counted as
+    /// alive, so its run showed `running` under a dead scheduler for a moment.
+    #[test]
+    fn an_unreaped_child_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let t = std::time::Instant::now();
+        while !is_zombie(pid as i32) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the child never exited"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!pid_alive(pid));
+        child.wait().unwrap();
+        assert!(pid_alive(std::process::id()));
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mpdp-lock-{name}-{}", std::process::id()));

@@ -12,16 +12,59 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// Environment variable for fault injection: `MPDP_FAULT_AFTER_WRITES=N` aborts the process
+/// (no unwinding, no cleanup, as a kill would) at the N-th write step of the run directory
+/// (each file written, each rename, each deletion, counted by [`fault_point`]). Tests use it
+/// to crash a run at every step of checkpointing and finishing.
+pub const FAULT_ENV_VAR: &str = "MPDP_FAULT_AFTER_WRITES";
+
+/// Counts one write step and aborts the process if it is the one `MPDP_FAULT_AFTER_WRITES`
+/// names. Costs an atomic increment when the variable is unset.
+pub fn fault_point() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| std::env::var(FAULT_ENV_VAR).ok()?.parse().ok());
+    let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+    if *at == Some(n) {
+        eprintln!("{FAULT_ENV_VAR}={n}: aborting at write step {n}");
+        std::process::abort();
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file_atomic(path, bytes, fault_point)
+}
+
+/// [`write_atomic`] with `step` called before the file is written and before the rename
+/// (the lock's heartbeats, which are not the run's data, pass a no-op).
+fn write_file_atomic(path: &Path, bytes: &[u8], step: fn()) -> std::io::Result<()> {
     let tmp = tmp_path(path);
+    step();
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
+    step();
     std::fs::rename(&tmp, path)
+}
+
+/// `std::fs::rename`, a counted write step.
+pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    fault_point();
+    std::fs::rename(from, to)
+}
+
+/// Removes a directory and what it holds, if it is there; a counted write step.
+pub fn remove_dir(dir: &Path) {
+    if dir.exists() {
+        fault_point();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// `dir/.name.<pid>-<n>.tmp` for `dir/name`: unique per process and call, so writers in
@@ -34,6 +77,18 @@ pub fn tmp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// A finished run's metrics. The runner writes it (atomically) only once the run has
+/// finished, before its `done` status: a run that has it is finished whatever `status.json`
+/// says, and its rows are never rewritten.
+pub const METRICS_FILE: &str = "metrics.parquet";
+
+/// Whether the run in `run_dir` has finished: its status says so, or its metrics file exists
+/// (a crash or a damaged `status.json` can leave the second without the first).
+pub fn is_finished(run_dir: &Path) -> bool {
+    read_status(run_dir).is_some_and(|s| s.state == RunState::Done)
+        || run_dir.join(METRICS_FILE).is_file()
 }
 
 /// Lifecycle of a run.
