@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use mpdp::agent;
-use mpdp::config::UsageError;
+use mpdp::config::{UsageError, limits};
 use mpdp::env::playback;
 use mpdp::env::{self, Env, ObsVariant, Task};
 use mpdp::runner::{self, EvalConfig, RunConfig, RunOptions, RunOutcome};
@@ -66,23 +66,32 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
     };
     let task: Task = env.parse()?;
     let variant: ObsVariant = args.variant.parse()?;
-    for (name, v) in [
-        ("--steps", steps),
-        ("--eval-every", args.eval_every),
-        ("--log-every", args.log_every),
+    for (name, v, max) in [
+        ("--steps", steps, limits::COUNT),
+        ("--eval-every", args.eval_every, limits::COUNT),
+        ("--log-every", args.log_every, limits::COUNT),
+        ("--num-envs", args.num_envs as u64, limits::ENVS),
+        ("--eval-episodes", args.eval_episodes as u64, limits::ENVS),
     ] {
         if v == 0 {
             return Err(UsageError(format!("{name} must be positive")).into());
         }
+        if v > max as u64 {
+            return Err(UsageError(format!("{name} must be at most {max}, found {v}")).into());
+        }
+    }
+    if args.checkpoint_every > limits::COUNT as u64 {
+        return Err(UsageError(format!(
+            "--checkpoint-every must be at most {} (0: only by wall time)",
+            limits::COUNT
+        ))
+        .into());
     }
     if let Some(r) = args.stop_at_return.filter(|r| !r.is_finite()) {
         return Err(UsageError(format!(
             "--stop-at-return must be a finite return, found {r}"
         ))
         .into());
-    }
-    if args.num_envs == 0 || args.eval_episodes == 0 {
-        return Err(UsageError("--num-envs and --eval-episodes must be positive".into()).into());
     }
     let overrides = mpdp::spec::sets_table(&args.set)?;
     let agent = agent::resolve_params(algo, task, &overrides)?;
@@ -293,6 +302,8 @@ pub fn plots_cmd(args: &SpecArgs, plots_dir: &Path) -> Result<()> {
 
 pub fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
     let plan = spec::load(&args.spec, &args.set)?;
+    // What `run` would refuse, `plan` refuses too.
+    sched::check_device(plan.spec.devices.kind)?;
     let mut out = std::io::stdout().lock();
     if json {
         for run in sched::unique_runs(&plan) {

@@ -56,11 +56,42 @@ impl Invalid {
     }
 }
 
+/// A parser's message made fit to show a user: Rust type names (`expected struct
+/// EvalEntry`) become what they stand for (`expected a table`), and each line is cut to 200
+/// characters (a garbage line in a file must not come back whole).
+pub fn readable(message: &str) -> String {
+    const LINE: usize = 200;
+    let mut out = String::with_capacity(message.len().min(4096));
+    for (i, line) in message.lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut line = line.to_string();
+        for (kind, what) in [("struct ", "a table"), ("enum ", "a name")] {
+            while let Some(at) = line.find(&format!("expected {kind}")) {
+                let start = at + "expected ".len();
+                let end = line[start + kind.len()..]
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .map_or(line.len(), |e| start + kind.len() + e);
+                line.replace_range(start..end, what);
+            }
+        }
+        match line.char_indices().nth(LINE) {
+            Some((cut, _)) => {
+                out.push_str(&line[..cut]);
+                out.push_str(" [...]");
+            }
+            None => out.push_str(&line),
+        }
+    }
+    out
+}
+
 /// Deserialises a config from a table; errors name the key path (`hidden[0]`).
 pub fn from_table<C: DeserializeOwned>(table: toml::Table) -> Result<C, Invalid> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.into_inner().message().to_string();
+        let message = readable(e.into_inner().message());
         Invalid {
             key: (path != ".").then_some(path),
             message,
@@ -113,21 +144,76 @@ pub fn check_common(
             format!("expected a value in (0, 1], found {tau}"),
         ));
     }
-    if hidden.is_empty() || hidden.contains(&0) {
-        return Err(Invalid::new(
-            "hidden",
-            format!("expected one or more positive layer sizes, found {hidden:?}"),
-        ));
-    }
+    layers("hidden", hidden)?;
     positive_counts(counts)
 }
 
-/// Every count is at least 1.
-pub fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
-    match counts.iter().find(|(_, v)| *v == 0) {
-        Some((name, _)) => Err(Invalid::new(name, "expected a positive count, found 0")),
-        None => Ok(()),
+/// Upper bounds on the sizes a spec or a command line may ask for. A run that asks for more
+/// cannot fit in memory (or finish) on any machine this targets, so the value is refused when
+/// the spec is read (exit 2) instead of the run aborting in an allocation. Each is far above
+/// every published setting (MBPO, M2AC, PETS, the MPDP paper).
+pub mod limits {
+    /// Any count (steps, sizes, intervals): a billion.
+    pub const COUNT: usize = 1_000_000_000;
+    /// Rows of one gradient batch (SAC's 256, the ensemble's 256; a million).
+    pub const BATCH: usize = 1 << 20;
+    /// Units of one hidden layer (256 to 400 in the papers).
+    pub const WIDTH: usize = 1 << 14;
+    /// Hidden layers of one network (2 to 4 in the papers).
+    pub const LAYERS: usize = 64;
+    /// Members of a dynamics ensemble (7 in MBPO, 5 in PETS).
+    pub const MEMBERS: usize = 100;
+    /// Steps of a model rollout or a planning horizon (MBPO's k_max 25, MPDP's H_max 15).
+    pub const HORIZON: usize = 1000;
+    /// Start states of one batch of model rollouts (MBPO's 100 000).
+    pub const ROLLOUT_ROWS: usize = 10_000_000;
+    /// Rows a model buffer may hold (MBPO's Humanoid preset: 30 million).
+    pub const MODEL_ROWS: usize = 100_000_000;
+    /// Environments one run steps at once (training or evaluation).
+    pub const ENVS: usize = 1024;
+    /// Bytes of a name that becomes a file or directory name (file systems take 255).
+    pub const NAME: usize = 100;
+}
+
+/// A count in 1..=`max`.
+pub fn count_in(name: &str, v: usize, max: usize) -> Result<(), Invalid> {
+    if (1..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!("expected a count in 1..={max}, found {v}"),
+        ))
     }
+}
+
+/// Hidden layer sizes: one to [`limits::LAYERS`] layers of 1 to [`limits::WIDTH`] units.
+pub fn layers(name: &str, sizes: &[usize]) -> Result<(), Invalid> {
+    let ok = (1..=limits::LAYERS).contains(&sizes.len())
+        && sizes.iter().all(|w| (1..=limits::WIDTH).contains(w));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!(
+                "expected 1 to {} layer sizes, each in 1..={}, found {sizes:?}",
+                limits::LAYERS,
+                limits::WIDTH
+            ),
+        ))
+    }
+}
+
+/// Every count is at least 1 (and at most [`limits::COUNT`]).
+pub fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
+    for &(name, v) in counts {
+        if v == 0 {
+            return Err(Invalid::new(name, "expected a positive count, found 0"));
+        }
+        count_in(name, v, limits::COUNT)?;
+    }
+    Ok(())
 }
 
 /// A finite number.
@@ -175,5 +261,28 @@ pub fn unit_interval(name: &str, v: f64) -> Result<(), Invalid> {
             name,
             format!("expected a value in [0, 1], found {v}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: messages showed Rust type names ("expected struct EvalEntry") and echoed a
+    /// 5 MB garbage line back whole.
+    #[test]
+    fn messages_name_no_types_and_stay_short() {
+        assert_eq!(
+            readable("invalid type: integer `3`, expected struct EvalEntry"),
+            "invalid type: integer `3`, expected a table"
+        );
+        assert_eq!(
+            readable("expected enum FigureKind or struct X"),
+            "expected a name or struct X"
+        );
+        let long = format!("TOML parse error\n{}\nend", "x".repeat(5_000_000));
+        let short = readable(&long);
+        assert!(short.len() < 300, "{}", short.len());
+        assert!(short.starts_with("TOML parse error\nxxx") && short.ends_with("[...]\nend"));
     }
 }

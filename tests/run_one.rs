@@ -501,6 +501,17 @@ fn bad_run_arguments_are_user_errors() {
         (vec!["--stop-at-return", "NaN"], "--stop-at-return"),
         (vec!["--checkpoint-minutes", "-1"], "--checkpoint-minutes"),
         (vec!["--checkpoint-minutes", "inf"], "--checkpoint-minutes"),
+        // Sizes no run could hold are refused before anything runs.
+        (
+            vec!["--num-envs", "5000"],
+            "--num-envs must be at most 1024",
+        ),
+        (
+            vec!["--eval-episodes", "100000"],
+            "--eval-episodes must be at most 1024",
+        ),
+        (vec!["--set", "batch_size=100000000"], "batch_size"),
+        (vec!["--set", "hidden=[100000000]"], "hidden"),
     ] {
         let out = mpdp(&args(&runs.0, 100, &extra));
         let stderr = String::from_utf8_lossy(&out.stderr);

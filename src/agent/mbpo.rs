@@ -23,7 +23,9 @@ use super::sac::{SacConfig, SacLearner};
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{Agent, AgentError, StatMeans, Stats, Transition};
 use crate::ckpt::CkptError;
-use crate::config::{Invalid, Validate, non_negative, positive_counts, unit_interval};
+use crate::config::{
+    Invalid, Validate, count_in, limits, non_negative, positive_counts, unit_interval,
+};
 use crate::env::Task;
 use crate::model::fit;
 use crate::model::rollout::{self, Mask, ModelStep, RolloutSpec};
@@ -133,13 +135,42 @@ impl Validate for MbpoConfig {
             ("epoch_length", self.epoch_length),
             ("retain_epochs", self.retain_epochs),
         ])?;
+        count_in(
+            "rollout_batch_size",
+            self.rollout_batch_size,
+            limits::ROLLOUT_ROWS,
+        )?;
         let [a, b, kmin, kmax] = self.rollout_schedule;
-        if kmin == 0 || kmax < kmin || b < a {
+        if kmin == 0 || kmax < kmin || b < a || kmax > limits::HORIZON {
             return Err(Invalid::new(
                 "rollout_schedule",
                 format!(
-                    "expected [a, b, k_min, k_max] with a <= b and 1 <= k_min <= k_max, found {:?}",
+                    "expected [a, b, k_min, k_max] with a <= b and 1 <= k_min <= k_max <= {}, \
+                     found {:?}",
+                    limits::HORIZON,
                     self.rollout_schedule
+                ),
+            ));
+        }
+        // The model buffer at the longest rollouts: retain_epochs · k_max · rows · fits per
+        // epoch, each factor bounded above, their product too.
+        let rows = [
+            kmax,
+            self.rollout_batch_size,
+            self.epoch_length / self.model_train_freq,
+        ]
+        .iter()
+        .try_fold(self.retain_epochs, |n, &f| n.checked_mul(f.max(1)));
+        if rows.is_none_or(|n| n > limits::MODEL_ROWS) {
+            return Err(Invalid::new(
+                "retain_epochs",
+                format!(
+                    "the model buffer would hold retain_epochs · k_max · rollout_batch_size · \
+                     (epoch_length / model_train_freq) = {} · {kmax} · {} · {} rows, above {}",
+                    self.retain_epochs,
+                    self.rollout_batch_size,
+                    (self.epoch_length / self.model_train_freq).max(1),
+                    limits::MODEL_ROWS
                 ),
             ));
         }

@@ -25,7 +25,9 @@ use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, env_actions}
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{Agent, AgentError, StatMeans, Stats, Transition};
 use crate::ckpt;
-use crate::config::{Invalid, Validate, non_negative, positive, positive_counts, unit_interval};
+use crate::config::{
+    Invalid, Validate, count_in, limits, non_negative, positive, positive_counts, unit_interval,
+};
 use crate::env::Task;
 use crate::model::step::{FrozenModel, UMembers};
 use crate::model::uncertainty::Reduction;
@@ -159,6 +161,7 @@ impl Validate for MpdpConfig {
             ("horizon", self.horizon),
             ("u_window", self.u_window),
         ])?;
+        count_in("horizon", self.horizon, limits::HORIZON)?;
         non_negative("beta", self.beta)?;
         if let Threshold::Fixed(v) = self.u_threshold {
             non_negative("u_threshold", v)?;

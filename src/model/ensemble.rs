@@ -19,7 +19,7 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt::{self, CkptError};
-use crate::config::{Invalid, finite, non_negative, positive_counts};
+use crate::config::{Invalid, count_in, finite, layers, limits, non_negative, positive_counts};
 use crate::nn::{EnsembleLinear, swish, to_vec};
 
 /// Ensemble settings; defaults are MBPO's (`mbpo/models/constructor.py`, `bnn.py`).
@@ -81,6 +81,7 @@ impl EnsembleConfig {
         if self.members < 2 {
             return Err(Invalid::new("members", "expected at least 2"));
         }
+        count_in("members", self.members, limits::MEMBERS)?;
         if self.elites == 0 || self.elites > self.members {
             return Err(Invalid::new(
                 "elites",
@@ -90,12 +91,7 @@ impl EnsembleConfig {
                 ),
             ));
         }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(Invalid::new(
-                "hidden",
-                "expected one or more positive widths",
-            ));
-        }
+        layers("hidden", &self.hidden)?;
         if self.weight_decay.is_empty() {
             return Err(Invalid::new("weight_decay", "expected one or more values"));
         }
@@ -114,9 +110,7 @@ impl EnsembleConfig {
         if !(0.0..1.0).contains(&self.holdout_ratio) {
             return Err(Invalid::new("holdout_ratio", "expected a value in [0, 1)"));
         }
-        if self.batch_size == 0 {
-            return Err(Invalid::new("batch_size", "expected a positive count"));
-        }
+        count_in("batch_size", self.batch_size, limits::BATCH)?;
         if self.min_logvar >= self.max_logvar {
             return Err(Invalid::new(
                 "min_logvar",

@@ -10,6 +10,7 @@ use super::{
     DeviceKind, FigureEntry, FigureKind, ReportEntry, Source, SpecError, SpecFile, insert_dotted,
 };
 use crate::agent::{self, AgentError};
+use crate::config::limits;
 use crate::env::{ObsVariant, Task};
 use crate::runner::{EvalConfig, RunConfig};
 
@@ -138,6 +139,7 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
         report: check_report(&file, source)?,
     };
     let axes = sweep_axes(&file, source)?;
+    check_figure_params(&spec.figures, &axes, source)?;
     let mut runs = Vec::new();
     for name in file.agents.keys() {
         let mine: Vec<&Axis> = axes
@@ -363,10 +365,14 @@ fn check_common(file: &SpecFile, src: &Source) -> Result<Common, SpecError> {
                 format!("expected \"v5\" or \"mbpo\", found {:?}", entry.variant),
             )
         })?;
-        if entry.steps == 0 {
+        if entry.steps == 0 || entry.steps > limits::COUNT as u64 {
             return Err(src.invalid(
                 &format!("envs.{key}.steps"),
-                "expected a positive number of environment steps, found 0",
+                format!(
+                    "expected a number of environment steps in 1..={}, found {}",
+                    limits::COUNT,
+                    entry.steps
+                ),
             ));
         }
         envs.push(EnvPlan {
@@ -377,15 +383,22 @@ fn check_common(file: &SpecFile, src: &Source) -> Result<Common, SpecError> {
         });
     }
     envs.sort_by_key(|e| Task::ALL.iter().position(|t| *t == e.task));
-    for (key, value) in [
-        ("eval.every", file.eval.every),
-        ("eval.episodes", file.eval.episodes as u64),
-        ("run.num_envs", file.run.num_envs as u64),
-        ("run.checkpoint_every", file.run.checkpoint_every),
-        ("run.log_every", file.run.log_every),
+    for (key, value, max) in [
+        ("eval.every", file.eval.every, limits::COUNT),
+        ("eval.episodes", file.eval.episodes as u64, limits::ENVS),
+        ("run.num_envs", file.run.num_envs as u64, limits::ENVS),
+        (
+            "run.checkpoint_every",
+            file.run.checkpoint_every,
+            limits::COUNT,
+        ),
+        ("run.log_every", file.run.log_every, limits::COUNT),
     ] {
         if value == 0 {
             return Err(src.invalid(key, "expected a positive number, found 0"));
+        }
+        if value > max as u64 {
+            return Err(src.invalid(key, format!("expected at most {max}, found {value}")));
         }
     }
     Ok(Common {
@@ -407,8 +420,19 @@ fn task_names() -> String {
     Task::ALL.map(|t| t.name()).join(", ")
 }
 
-/// Names become directory names and labels: letters, digits, `-`, `_`, `.`; no leading dot.
+/// Names become directory names and labels: letters, digits, `-`, `_`, `.`; no leading dot;
+/// at most [`limits::NAME`] bytes.
 fn check_name(src: &Source, key: &str, name: &str) -> Result<(), SpecError> {
+    if name.len() > limits::NAME {
+        return Err(src.invalid(
+            key,
+            format!(
+                "expected a name of at most {} characters, found one of {}",
+                limits::NAME,
+                name.len()
+            ),
+        ));
+    }
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name
@@ -548,6 +572,13 @@ fn resolve_agent(
 
 fn check_devices(file: &SpecFile, src: &Source) -> Result<Devices, SpecError> {
     let d = &file.devices;
+    let mut listed = BTreeSet::new();
+    if let Some(dup) = d.gpus.iter().find(|g| !listed.insert(**g)) {
+        return Err(src.invalid(
+            "devices.gpus",
+            format!("GPU {dup} is listed twice (runs_per_device sets runs per GPU)"),
+        ));
+    }
     let threads = d.threads_per_run.unwrap_or(1);
     if threads == 0 {
         return Err(src.invalid("devices.threads_per_run", "expected at least 1, found 0"));
@@ -640,8 +671,15 @@ fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, Spec
 
 fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError> {
     let r = &file.report;
-    if r.final_evals == 0 {
-        return Err(src.invalid("report.final_evals", "expected at least 1, found 0"));
+    if r.final_evals == 0 || r.final_evals > limits::COUNT {
+        return Err(src.invalid(
+            "report.final_evals",
+            format!(
+                "expected a count in 1..={}, found {}",
+                limits::COUNT,
+                r.final_evals
+            ),
+        ));
     }
     if r.bootstrap < 100 {
         return Err(src.invalid(
@@ -711,9 +749,23 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
                 ));
             }
         };
+        // Numbers compare by value: 1 and 1.0 are the same point.
+        let spelled = |v: &toml::Value| match v {
+            toml::Value::Integer(i) => (*i as f64).to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => other.to_string(),
+        };
         let mut shown = BTreeSet::new();
-        if let Some(dup) = values.iter().find(|v| !shown.insert(v.to_string())) {
+        if let Some(dup) = values.iter().find(|v| !shown.insert(spelled(v))) {
             return Err(src.invalid(&at, format!("{dup} is listed twice")));
+        }
+        // The checkpoint interval is no part of a run: its sweep points would be one run.
+        if key == "run.checkpoint_every" && values.len() > 1 {
+            return Err(src.invalid(
+                &at,
+                "the checkpoint interval changes no result and no run id, so its sweep points \
+                 would all be the same runs; set it once in [run]",
+            ));
         }
         axes.push(Axis { key, values, agent });
     }
@@ -736,6 +788,38 @@ fn grid<'a>(axes: &[&'a Axis]) -> Vec<Vec<(&'a Axis, &'a toml::Value)>> {
             .collect();
     }
     points
+}
+
+/// A `final_vs_param` figure's `param` must be swept: the key of a sweep axis as variant
+/// names spell it (`beta` for `agents.MPDP.beta`, `eval.every` for itself).
+fn check_figure_params(
+    figures: &[FigureEntry],
+    axes: &[Axis],
+    src: &Source,
+) -> Result<(), SpecError> {
+    let swept: Vec<String> = axes
+        .iter()
+        .map(|a| match &a.agent {
+            Some(agent) => a.key[format!("agents.{agent}.").len()..].to_string(),
+            None => a.key.clone(),
+        })
+        .collect();
+    for (i, fig) in figures.iter().enumerate() {
+        if let (FigureKind::FinalVsParam, Some(param)) = (fig.kind, &fig.param)
+            && !swept.contains(param)
+        {
+            let known = if swept.is_empty() {
+                "the spec sweeps nothing".to_string()
+            } else {
+                format!("swept: {}", swept.join(", "))
+            };
+            return Err(src.invalid(
+                &format!("figures.{i}.param"),
+                format!("{param:?} is not a swept parameter ({known})"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `beta=0.2,u_threshold=1` (agent keys without their `agents.NAME.` prefix).

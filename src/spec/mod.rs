@@ -276,15 +276,34 @@ impl Source {
     /// Reads `path` (TOML syntax checked here, with line and column) and layers `sets`
     /// (`a.b.c=value`; a value that isn't TOML is a string) over it.
     pub fn load(path: &Path, sets: &[String]) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let bad = e.utf8_error().valid_up_to();
+            let before = &e.as_bytes()[..bad];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = bad
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            SpecError::Syntax {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {line}, column {column}: not UTF-8 text (byte 0x{:02x}); a spec is a \
+                     UTF-8 TOML file",
+                    e.as_bytes()[bad]
+                ),
+            }
         })?;
         let table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| SpecError::Syntax {
                 path: path.to_path_buf(),
-                message: e.to_string().trim_end().to_string(),
+                message: crate::config::readable(e.to_string().trim_end()),
             })?;
         let overrides = sets_table(sets)?;
         let figment = Figment::new()
@@ -333,7 +352,7 @@ impl Source {
                 .map(|m| m.name.to_string())
                 .unwrap_or_else(|| self.path.display().to_string()),
             key: e.path.join("."),
-            message: e.kind.to_string(),
+            message: crate::config::readable(&e.kind.to_string()),
         }
     }
 
@@ -352,7 +371,7 @@ impl Source {
         SpecError::Invalid {
             origin: origin.unwrap_or_else(|| self.path.display().to_string()),
             key: key.to_string(),
-            message: message.into(),
+            message: crate::config::readable(&message.into()),
         }
     }
 }
