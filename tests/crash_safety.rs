@@ -252,3 +252,20 @@ fn unreadable_checkpoints_fail_the_run_with_a_reason() {
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
     assert!(log.contains("starting over from scratch"), "{log}");
 }
+
+/// A panic inside a run (a bug, here injected into its second checkpoint) fails the run with
+/// the panic's message in its status, instead of leaving it "running" with no word.
+#[test]
+fn a_panic_fails_the_run_with_its_message() {
+    let runs = Dir::new("panic");
+    let mut c = command(&runs.0);
+    let out = c.env(store::FAULT_ENV_VAR, "panic:20").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let status = store::read_status(&run_dir(&runs.0)).unwrap();
+    assert_eq!(status.state, RunState::Failed);
+    let reason = status.reason.unwrap();
+    assert!(
+        reason.contains("internal error") && reason.contains("write step 20"),
+        "{reason}"
+    );
+}

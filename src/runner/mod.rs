@@ -138,6 +138,8 @@ pub enum RunError {
     Metrics(String),
     #[error("another process took the run over")]
     TakenOver,
+    #[error("{0}")]
+    Panicked(String),
 }
 
 impl crate::config::IsUsage for RunError {
@@ -239,7 +241,29 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
         start_over(run_dir).map_err(io_err(run_dir))?;
     }
     let outcome = match Run::start(cfg, run_dir, opts, live, &lock) {
-        Ok(run) => run.go(),
+        // A panic (a bug, whatever the input) fails the run with its message rather than
+        // leaving it "running" with no word.
+        Ok(run) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.go()))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                let reason = format!("internal error (a bug, please report it): {what}");
+                let step = store::read_status(run_dir).map_or(0, |s| s.step);
+                let status = Status::new(
+                    RunState::Failed,
+                    step,
+                    cfg.total_steps,
+                    Some(reason.clone()),
+                );
+                let _ = store::write_status(run_dir, &status);
+                if let Ok(mut log) = RunLog::open(run_dir) {
+                    log.line(&reason);
+                }
+                Err(RunError::Panicked(reason))
+            }),
         // Nothing to resume from: the run fails, saying why, rather than staying "running".
         Err(e) => {
             let step = store::read_status(run_dir).map_or(0, |s| s.step);

@@ -580,11 +580,18 @@ fn check_devices(file: &SpecFile, src: &Source) -> Result<Devices, SpecError> {
         ));
     }
     let threads = d.threads_per_run.unwrap_or(1);
-    if threads == 0 {
-        return Err(src.invalid("devices.threads_per_run", "expected at least 1, found 0"));
-    }
-    if d.runs_per_device == Some(0) {
-        return Err(src.invalid("devices.runs_per_device", "expected at least 1, found 0"));
+    let counts = [
+        ("devices.threads_per_run", threads),
+        ("devices.runs_per_device", d.runs_per_device.unwrap_or(1)),
+        ("devices.gpus", d.gpus.len().max(1)),
+    ];
+    for (key, n) in counts {
+        if !(1..=limits::ENVS).contains(&n) {
+            return Err(src.invalid(
+                key,
+                format!("expected 1..={} (per machine), found {n}", limits::ENVS),
+            ));
+        }
     }
     let slots = match d.kind {
         DeviceKind::Cpu => {
@@ -679,6 +686,12 @@ fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError>
                 limits::COUNT,
                 r.final_evals
             ),
+        ));
+    }
+    if r.bootstrap > 1_000_000 {
+        return Err(src.invalid(
+            "report.bootstrap",
+            format!("expected at most 1000000 resamples, found {}", r.bootstrap),
         ));
     }
     if r.bootstrap < 100 {

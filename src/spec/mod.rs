@@ -346,11 +346,12 @@ impl Source {
             .next()
             .expect("an error holds at least one error");
         SpecError::Invalid {
-            origin: e
-                .metadata
-                .as_ref()
-                .map(|m| m.name.to_string())
-                .unwrap_or_else(|| self.path.display().to_string()),
+            origin: crate::config::readable(
+                &e.metadata
+                    .as_ref()
+                    .map(|m| m.name.to_string())
+                    .unwrap_or_else(|| self.path.display().to_string()),
+            ),
             key: e.path.join("."),
             message: crate::config::readable(&e.kind.to_string()),
         }
@@ -369,8 +370,10 @@ impl Source {
             }
         }
         SpecError::Invalid {
-            origin: origin.unwrap_or_else(|| self.path.display().to_string()),
-            key: key.to_string(),
+            origin: crate::config::readable(
+                &origin.unwrap_or_else(|| self.path.display().to_string()),
+            ),
+            key: crate::config::readable(key),
             message: crate::config::readable(&message.into()),
         }
     }

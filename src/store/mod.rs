@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 /// Environment variable for fault injection: `MPDP_FAULT_AFTER_WRITES=N` aborts the process
 /// (no unwinding, no cleanup, as a kill would) at the N-th write step of the run directory
-/// (each file written, each rename, each deletion, counted by [`fault_point`]). Tests use it
-/// to crash a run at every step of checkpointing and finishing.
+/// (each file written, each rename, each deletion, counted by [`fault_point`]);
+/// `MPDP_FAULT_AFTER_WRITES=panic:N` panics there instead, as a bug would. Tests use it to
+/// crash a run at every step of checkpointing and finishing.
 pub const FAULT_ENV_VAR: &str = "MPDP_FAULT_AFTER_WRITES";
 
 /// Counts one write step and aborts the process if it is the one `MPDP_FAULT_AFTER_WRITES`
@@ -23,13 +24,23 @@ pub const FAULT_ENV_VAR: &str = "MPDP_FAULT_AFTER_WRITES";
 pub fn fault_point() {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    static AT: OnceLock<Option<(bool, u64)>> = OnceLock::new();
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    let at = AT.get_or_init(|| std::env::var(FAULT_ENV_VAR).ok()?.parse().ok());
+    let at = AT.get_or_init(|| {
+        let value = std::env::var(FAULT_ENV_VAR).ok()?;
+        match value.strip_prefix("panic:") {
+            Some(n) => Some((true, n.parse().ok()?)),
+            None => Some((false, value.parse().ok()?)),
+        }
+    });
     let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
-    if *at == Some(n) {
-        eprintln!("{FAULT_ENV_VAR}={n}: aborting at write step {n}");
-        std::process::abort();
+    match *at {
+        Some((true, k)) if k == n => panic!("{FAULT_ENV_VAR}: a panic at write step {n}"),
+        Some((false, k)) if k == n => {
+            eprintln!("{FAULT_ENV_VAR}={n}: aborting at write step {n}");
+            std::process::abort();
+        }
+        _ => {}
     }
 }
 
