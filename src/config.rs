@@ -173,6 +173,48 @@ pub mod limits {
     pub const ENVS: usize = 1024;
     /// Bytes of a name that becomes a file or directory name (file systems take 255).
     pub const NAME: usize = 100;
+    /// Weights between the hidden layers of all the copies of a network an agent keeps (an
+    /// ensemble's members, MPDP's H_max policies): 10^8 floats, 400 MB before optimiser
+    /// states (MBPO's Humanoid ensemble has 3.4 million).
+    pub const PARAMS: usize = 100_000_000;
+    /// Floats of one layer's activations over a batch (rows × members × width): 2^30, 4 GiB
+    /// (MBPO's Humanoid rollouts, 100 000 rows through 7 members of 400 units: 2.8 · 10^8).
+    pub const ACTIVATIONS: usize = 1 << 30;
+}
+
+/// The weights between the hidden layers `sizes` (Σ h_i · h_{i+1}), and the widest layer.
+pub fn hidden_size(sizes: &[usize]) -> (usize, usize) {
+    let weights = sizes.windows(2).map(|w| w[0] * w[1]).sum();
+    (weights, sizes.iter().copied().max().unwrap_or(0))
+}
+
+/// `copies` networks of hidden layers `sizes` over batches of `rows` (times `copies` when
+/// they run side by side, as an ensemble's members do) stay within [`limits::PARAMS`] and
+/// [`limits::ACTIVATIONS`]; `name` is the key blamed.
+pub fn fits(name: &str, sizes: &[usize], copies: usize, rows: usize) -> Result<(), Invalid> {
+    let (weights, widest) = hidden_size(sizes);
+    let params = weights.saturating_mul(copies);
+    if params > limits::PARAMS {
+        return Err(Invalid::new(
+            name,
+            format!(
+                "{copies} network(s) of hidden layers {sizes:?} hold {params} weights, above {}",
+                limits::PARAMS
+            ),
+        ));
+    }
+    let floats = rows.saturating_mul(widest);
+    if floats > limits::ACTIVATIONS {
+        return Err(Invalid::new(
+            name,
+            format!(
+                "a batch of {rows} rows through layers of {widest} units is {floats} floats per \
+                 layer, above {}",
+                limits::ACTIVATIONS
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A count in 1..=`max`.

@@ -14,7 +14,7 @@ use super::registry::{Algorithm, Setting};
 use super::sac::f32s;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt;
-use crate::config::{Invalid, Validate, check_common, count_in, limits, non_negative};
+use crate::config::{Invalid, Validate, check_common, count_in, fits, limits, non_negative};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -80,6 +80,7 @@ impl Validate for DdpgConfig {
         )?;
         count_in("batch_size", self.batch_size, limits::BATCH)?;
         count_in("updates_per_step", self.updates_per_step, limits::HORIZON)?;
+        fits("hidden", &self.hidden, 1, self.batch_size)?;
         non_negative("exploration_noise", self.exploration_noise)
     }
 }

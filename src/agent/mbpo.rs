@@ -24,7 +24,7 @@ use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{Agent, AgentError, StatMeans, Stats, Transition};
 use crate::ckpt::CkptError;
 use crate::config::{
-    Invalid, Validate, count_in, limits, non_negative, positive_counts, unit_interval,
+    Invalid, Validate, count_in, fits, limits, non_negative, positive_counts, unit_interval,
 };
 use crate::env::Task;
 use crate::model::fit;
@@ -174,6 +174,9 @@ impl Validate for MbpoConfig {
                 ),
             ));
         }
+        // Rollouts push every start state through every member at once.
+        let rows = self.rollout_batch_size.saturating_mul(self.model.members);
+        fits("rollout_batch_size", &self.model.hidden, 1, rows)?;
         if let Some(m) = &self.mask {
             non_negative("mask.penalty", m.penalty)?;
         }

@@ -26,7 +26,8 @@ use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{Agent, AgentError, StatMeans, Stats, Transition};
 use crate::ckpt;
 use crate::config::{
-    Invalid, Validate, count_in, limits, non_negative, positive, positive_counts, unit_interval,
+    Invalid, Validate, count_in, fits, limits, non_negative, positive, positive_counts,
+    unit_interval,
 };
 use crate::env::Task;
 use crate::model::step::{FrozenModel, UMembers};
@@ -162,6 +163,12 @@ impl Validate for MpdpConfig {
             ("u_window", self.u_window),
         ])?;
         count_in("horizon", self.horizon, limits::HORIZON)?;
+        fits(
+            "horizon",
+            &self.sac.hidden,
+            self.horizon,
+            self.sac.batch_size,
+        )?;
         non_negative("beta", self.beta)?;
         if let Threshold::Fixed(v) = self.u_threshold {
             non_negative("u_threshold", v)?;

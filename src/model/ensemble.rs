@@ -19,7 +19,9 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::ckpt::{self, CkptError};
-use crate::config::{Invalid, count_in, finite, layers, limits, non_negative, positive_counts};
+use crate::config::{
+    Invalid, count_in, finite, fits, layers, limits, non_negative, positive_counts,
+};
 use crate::nn::{EnsembleLinear, swish, to_vec};
 
 /// Ensemble settings; defaults are MBPO's (`mbpo/models/constructor.py`, `bnn.py`).
@@ -111,6 +113,8 @@ impl EnsembleConfig {
             return Err(Invalid::new("holdout_ratio", "expected a value in [0, 1)"));
         }
         count_in("batch_size", self.batch_size, limits::BATCH)?;
+        let rows = self.batch_size.saturating_mul(self.members);
+        fits("hidden", &self.hidden, self.members, rows)?;
         if self.min_logvar >= self.max_logvar {
             return Err(Invalid::new(
                 "min_logvar",
