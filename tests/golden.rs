@@ -251,3 +251,36 @@ fn mpdp_is_unchanged() {
 fn mpdp_literal_is_unchanged() {
     check("mpdp-literal");
 }
+
+/// The statistics each registry entry declares (what `metric` figures are checked against)
+/// are the ones its golden runs log: none missing from the declaration, none declared that
+/// no run of it logs.
+#[test]
+fn declared_metrics_are_the_logged_ones() {
+    use std::collections::BTreeSet;
+    for algo in mpdp::agent::registry::ALGOS {
+        let mut logged = BTreeSet::new();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with(&format!("{}-", algo.name)) {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines().skip(2) {
+                let metric = line.split(',').nth(1).unwrap();
+                if !mpdp::runner::RUN_METRICS.contains(&metric) {
+                    logged.insert(metric.strip_prefix("train/").unwrap().to_string());
+                }
+            }
+        }
+        // The golden records leave out what measures time.
+        let declared: BTreeSet<String> = algo
+            .metrics
+            .iter()
+            .filter(|m| !measures_time(m))
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(declared, logged, "{}: declared vs logged", algo.name);
+    }
+}

@@ -33,6 +33,9 @@ pub struct Algo {
     pub about: &'static str,
     /// `presets.toml` tables applied in this order over the defaults.
     pub presets: &'static [&'static str],
+    /// The training statistics its agent reports (logged as `train/<name>`); a test holds
+    /// them against the golden runs' metrics.
+    pub metrics: &'static [&'static str],
     /// The config's defaults as a table.
     pub defaults: fn() -> toml::Table,
     /// Parses and validates a merged table; returns it with every key present.
@@ -49,11 +52,13 @@ impl Algo {
         name: &'static str,
         about: &'static str,
         presets: &'static [&'static str],
+        metrics: &'static [&'static str],
     ) -> Algo {
         Algo {
             name,
             about,
             presets,
+            metrics,
             defaults: defaults::<A::Config>,
             check: check::<A::Config>,
             build: build::<A>,
@@ -61,32 +66,94 @@ impl Algo {
     }
 }
 
+/// SAC's update statistics.
+const SAC_STATS: &[&str] = &[
+    "critic_loss",
+    "actor_loss",
+    "alpha_loss",
+    "alpha",
+    "q_mean",
+    "entropy",
+];
+
+/// What MBPO and M2AC log: SAC's update statistics, the model fit and the rollouts.
+const MBPO_STATS: &[&str] = &[
+    "critic_loss",
+    "actor_loss",
+    "alpha_loss",
+    "alpha",
+    "q_mean",
+    "entropy",
+    "model_error",
+    "model_error_5step",
+    "model_holdout_mse",
+    "model_train_nll",
+    "model_epochs",
+    "model_fit_s",
+    "uncertainty_mean",
+    "uncertainty_p50",
+    "uncertainty_p90",
+    "rollout_kept_fraction",
+    "rollout_length",
+    "rollout_mean_length",
+    "model_buffer",
+];
+
 /// Every algorithm, in the order help texts list them.
 pub const ALGOS: &[Algo] = &[
     Algo::of::<sac::Sac>(
         "sac",
         "Soft Actor-Critic (Haarnoja et al. 2018), the model-free baseline",
         &["sac"],
+        SAC_STATS,
     ),
     Algo::of::<ddpg::Ddpg>(
         "ddpg",
         "DDPG (Lillicrap et al. 2016) with Gaussian exploration noise",
         &["ddpg"],
+        &["critic_loss", "actor_loss", "q_mean"],
     ),
     Algo::of::<mbpo::Mbpo>(
         "mbpo",
         "MBPO (Janner et al. 2019): SAC on branched rollouts of a dynamics ensemble",
         &["mbpo"],
+        MBPO_STATS,
     ),
     Algo::of::<mbpo::M2ac>(
         "m2ac",
         "M2AC (Pan et al. 2020): MBPO with rollouts masked by one-vs-rest uncertainty",
         &["mbpo", "m2ac"],
+        MBPO_STATS,
     ),
     Algo::of::<mpdp::Mpdp>(
         "mpdp",
         "MPDP (the paper): policies improved by differentiable planning through the ensemble",
         &["mpdp"],
+        &[
+            "critic_loss",
+            "q_mean",
+            "value_loss",
+            "v_mean",
+            "objective",
+            "grad_norm",
+            "alpha",
+            "alpha_loss",
+            "entropy",
+            "horizon_mean",
+            "cut_uncertain_fraction",
+            "cut_terminal_fraction",
+            "reached_max_fraction",
+            "uncertainty_mean",
+            "uncertainty_p50",
+            "uncertainty_p90",
+            "model_error",
+            "model_error_5step",
+            "model_holdout_mse",
+            "model_train_nll",
+            "model_epochs",
+            "model_fit_s",
+            "u_threshold",
+        ],
     ),
 ];
 

@@ -780,6 +780,21 @@ fn keep_previous(run_dir: &Path) {
     }
 }
 
+/// The metrics every run logs, whatever its algorithm (the agent's own statistics come as
+/// `train/<name>`, see `agent::Algo::metrics`).
+pub const RUN_METRICS: &[&str] = &[
+    "eval/return_mean",
+    "eval/return_std",
+    "eval/length_mean",
+    "train/episode_return",
+    "train/episode_length",
+    "train/steps_per_s",
+    "time/env_s",
+    "time/learn_s",
+    "time/eval_s",
+    "time/checkpoint_s",
+];
+
 /// A seed for stream `stream`, item `item` of a run seeded `seed` (SplitMix64 finaliser).
 pub fn mix(seed: u64, stream: u64, item: u64) -> u64 {
     let mut z = seed

@@ -170,6 +170,7 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
             }
         }
     }
+    check_figure_metrics(&spec.figures, &runs, source)?;
     let mut seen: BTreeMap<&str, &PlannedRun> = BTreeMap::new();
     for run in &runs {
         if let Some(other) = seen.insert(&run.run_id, run) {
@@ -801,6 +802,41 @@ fn grid<'a>(axes: &[&'a Axis]) -> Vec<Vec<(&'a Axis, &'a toml::Value)>> {
             .collect();
     }
     points
+}
+
+/// A `metric` figure's `metric` must be one a run of the figure's agents logs: one every run
+/// logs, or `train/<name>` of a statistic of one of their algorithms.
+fn check_figure_metrics(
+    figures: &[FigureEntry],
+    runs: &[PlannedRun],
+    src: &Source,
+) -> Result<(), SpecError> {
+    for (i, fig) in figures.iter().enumerate() {
+        let (FigureKind::Metric, Some(metric)) = (fig.kind, &fig.metric) else {
+            continue;
+        };
+        let mut known: BTreeSet<String> = crate::runner::RUN_METRICS
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        for run in runs {
+            if fig.agents.is_empty() || fig.agents.contains(&run.agent) {
+                let algo = agent::registry::find(&run.config.algo)
+                    .expect("the algo was checked when the agent was resolved");
+                known.extend(algo.metrics.iter().map(|m| format!("train/{m}")));
+            }
+        }
+        if !known.contains(metric) {
+            return Err(src.invalid(
+                &format!("figures.{i}.metric"),
+                format!(
+                    "{metric:?} is not logged by the figure's agents (they log: {})",
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A `final_vs_param` figure's `param` must be swept: the key of a sweep axis as variant
