@@ -30,7 +30,7 @@ use crate::config::{
     unit_interval,
 };
 use crate::env::Task;
-use crate::model::step::{FrozenModel, UMembers};
+use crate::model::step::{DiffModel, FrozenModel, UMembers};
 use crate::model::uncertainty::Reduction;
 use crate::model::{Ensemble, EnsembleConfig, fit};
 use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
@@ -277,17 +277,28 @@ impl Mpdp {
         let plain = self.device.clone().without_autodiff();
         let first = self.policies.first();
         let act = act_with(first, &obs, rows.len(), false, rng, &plain);
-        let mut u: Vec<f64> = self
-            .frozen
-            .uncertainty(&obs, &act, rows.len(), self.cfg.u_reduction)
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        u.sort_by(f64::total_cmp);
-        let q = crate::stats::percentile(&u, self.cfg.u_quantile);
-        let q = self.cfg.u_min.map_or(q, |lo| q.max(lo));
-        self.cfg.u_max.map_or(q, |hi| q.min(hi))
+        auto_threshold(&self.frozen, &obs, &act, rows.len(), &self.cfg)
     }
+}
+
+/// u_T "auto": the `u_quantile` quantile (linear interpolation, numpy's default) of u over
+/// the `rows` pairs `(obs, act)`, clamped to [`u_min`, `u_max`] where given.
+fn auto_threshold(
+    model: &dyn DiffModel,
+    obs: &[f32],
+    act: &[f32],
+    rows: usize,
+    cfg: &MpdpConfig,
+) -> f64 {
+    let mut u: Vec<f64> = model
+        .uncertainty(obs, act, rows, cfg.u_reduction)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    u.sort_by(f64::total_cmp);
+    let q = crate::stats::percentile(&u, cfg.u_quantile);
+    let q = cfg.u_min.map_or(q, |lo| q.max(lo));
+    cfg.u_max.map_or(q, |hi| q.min(hi))
 }
 
 impl ModelBasedAgent for Mpdp {
@@ -488,5 +499,67 @@ mod tests {
             ..one
         };
         assert!(all.validate().is_ok());
+    }
+
+    /// Two members whose means differ by s_0 on one output, unit variances: Eq. 8's u is
+    /// KL(N_0 ‖ N_1) + KL(N_1 ‖ N_0) = s_0², so states with s_0 = √i give u = i exactly.
+    struct Gap;
+
+    impl DiffModel for Gap {
+        fn predict(&self, obs: Tensor<2>, _act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+            let [rows, o] = obs.dims();
+            let half = obs.clone().slice([0..rows, 0..1]).mul_scalar(0.5);
+            let pad = Tensor::<2>::zeros([rows, o], &obs.device());
+            let member = |t: Tensor<2>| Tensor::cat(vec![t, pad.clone()], 1);
+            let mean = Tensor::stack::<3>(vec![member(half.clone()), member(half.neg())], 0);
+            let logvar = Tensor::<3>::zeros([2, rows, 1 + o], &obs.device());
+            (mean, logvar)
+        }
+
+        fn members(&self) -> usize {
+            2
+        }
+
+        fn obs_dim(&self) -> usize {
+            2
+        }
+
+        fn device(&self) -> Device {
+            nn::device()
+        }
+    }
+
+    /// u_T "auto" with known answers: the 0.9 quantile of u = 1 … 100 is 90.1 (numpy's
+    /// linear interpolation), a tenth of that per member and output with the mean reduction
+    /// (K · (1 + |S|) = 6), and the clamps bound it from both sides.
+    #[test]
+    fn the_auto_threshold_is_the_quantile_of_u_clamped() {
+        let rows = 100;
+        // Shuffled, so that sorting is part of what is checked.
+        let obs: Vec<f32> = (1..=rows)
+            .map(|i| ((i * 37) % rows + 1) as f32)
+            .flat_map(|u| [u.sqrt(), 0.0])
+            .collect();
+        let act = vec![0.0f32; rows];
+        let cfg = |reduction, lo, hi| MpdpConfig {
+            u_reduction: reduction,
+            u_quantile: 0.9,
+            u_min: lo,
+            u_max: hi,
+            ..MpdpConfig::default()
+        };
+        let at = |c: MpdpConfig| auto_threshold(&Gap, &obs, &act, rows, &c);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-3 * b;
+        let sum = at(cfg(Reduction::Sum, None, None));
+        assert!(close(sum, 90.1), "{sum}");
+        let mean = at(cfg(Reduction::Mean, None, None));
+        assert!(close(mean, 90.1 / 6.0), "{mean}");
+        assert_eq!(at(cfg(Reduction::Sum, None, Some(50.0))), 50.0);
+        assert_eq!(at(cfg(Reduction::Sum, Some(95.0), None)), 95.0);
+        let median = at(MpdpConfig {
+            u_quantile: 0.5,
+            ..cfg(Reduction::Sum, None, None)
+        });
+        assert!(close(median, 50.5), "{median}");
     }
 }

@@ -28,6 +28,16 @@ pub trait DiffModel {
     fn obs_dim(&self) -> usize;
     /// Where its tensors live.
     fn device(&self) -> Device;
+
+    /// u(s, a) of `rows` pairs given on the host (row-major), on the host.
+    fn uncertainty(&self, obs: &[f32], act: &[f32], rows: usize, reduction: Reduction) -> Vec<f32> {
+        let device = self.device();
+        let a = act.len() / rows.max(1);
+        let obs = tensor2(obs.to_vec(), rows, self.obs_dim(), &device);
+        let act = tensor2(act.to_vec(), rows, a, &device);
+        let (mean, logvar) = self.predict(obs, act);
+        to_vec(reduction.apply(mean, logvar).inner())
+    }
 }
 
 /// Which members' disagreement u measures (docs/algorithms.md, "MPDP: settings the paper
@@ -82,22 +92,6 @@ impl FrozenModel {
             predicting: model.elites.len(),
             obs_dim,
         }
-    }
-
-    /// u(s, a) of `rows` real pairs, on the host.
-    pub fn uncertainty(
-        &self,
-        obs: &[f32],
-        act: &[f32],
-        rows: usize,
-        reduction: Reduction,
-    ) -> Vec<f32> {
-        let device = self.mean.device();
-        let a = act.len() / rows.max(1);
-        let obs = tensor2(obs.to_vec(), rows, self.obs_dim, &device);
-        let act = tensor2(act.to_vec(), rows, a, &device);
-        let (mean, logvar) = self.predict(obs, act);
-        to_vec(reduction.apply(mean, logvar).inner())
     }
 }
 

@@ -119,8 +119,17 @@ pub fn plan<R: Rng>(
     let mut live = rows;
     let mut discount = 1.0f64;
     let mut total: Option<Tensor<1>> = None;
+    // Rows with weight 0 are selected out, not multiplied by 0: a stopped row's terms may be
+    // infinite (∞ · 0 is NaN), and then neither J nor its gradient may see them.
     let mut add = |term: Tensor<2>, weights: Vec<f32>| {
         let n = weights.len();
+        let off: Vec<bool> = weights.iter().map(|&w| w == 0.0).collect();
+        let term = if off.contains(&true) {
+            let off = Tensor::<2, Bool>::from_data(TensorData::new(off, [n, 1]), &device);
+            term.mask_fill(off, 0.0)
+        } else {
+            term
+        };
         let sum = (term * tensor2(weights, n, 1, &device)).sum();
         total = Some(match total.take() {
             Some(j) => j + sum,
@@ -173,7 +182,8 @@ pub fn plan<R: Rng>(
         let u_host = to_vec(u.clone().inner());
         let cut: Vec<bool> = u_host
             .iter()
-            .map(|&v| f64::from(v) >= spec.u_threshold)
+            // A NaN u is no reason to trust the model: it cuts like u ≥ u_T.
+            .map(|&v| v.is_nan() || f64::from(v) >= spec.u_threshold)
             .collect();
         stats.uncertainty.extend_from_slice(&u_host);
 
@@ -545,6 +555,8 @@ mod tests {
         c: Vec<f32>,
         d: Vec<f32>,
         spread: f32,
+        /// Member 1's log-variance exceeds member 0's (LOGVAR) by this on every output.
+        logvar_gap: f32,
         obs: usize,
         act: usize,
     }
@@ -561,6 +573,7 @@ mod tests {
                 c: draw(obs, 0.5),
                 d: draw(act, 0.5),
                 spread: 0.0,
+                logvar_gap: 0.0,
                 obs,
                 act,
             }
@@ -568,14 +581,37 @@ mod tests {
 
         const LOGVAR: f64 = -2.0;
 
-        /// u(s, ·) on the host.
-        fn uncertainty(&self, s: &[f64]) -> f64 {
-            let gap = 2.0 * f64::from(self.spread) * s[0];
-            2.0 * gap * gap / (2.0 * Self::LOGVAR.exp())
+        /// `member`'s log-variance (the same on every output).
+        fn logvar(&self, member: usize) -> f64 {
+            Self::LOGVAR
+                + if member == 1 {
+                    f64::from(self.logvar_gap)
+                } else {
+                    0.0
+                }
         }
 
-        /// One step of `member` on the host, in f64: (r, s').
-        fn step(&self, s: &[f64], a: &[f64], member: usize) -> (f64, Vec<f64>) {
+        /// u(s, ·) on the host: Σ_i KL(N_i ‖ N_−i) of the two members over the 1 + obs
+        /// outputs; their means differ by 2·spread·s_0 on Δs_0 alone.
+        fn uncertainty(&self, s: &[f64]) -> f64 {
+            let gap = 2.0 * f64::from(self.spread) * s[0];
+            let (v0, v1) = (self.logvar(0).exp(), self.logvar(1).exp());
+            let kl = |va: f64, vb: f64, m: f64| 0.5 * ((vb / va).ln() + (va + m * m) / vb - 1.0);
+            let per_output = kl(v0, v1, 0.0) + kl(v1, v0, 0.0);
+            (1 + self.obs) as f64 * per_output + kl(v0, v1, gap) + kl(v1, v0, gap) - per_output
+        }
+
+        /// One step of `member` on the host, in f64: (r, s'). With `noise` (one standard
+        /// normal per output, reward first) the draw is mean + exp(½·logvar)·noise.
+        fn step(
+            &self,
+            s: &[f64],
+            a: &[f64],
+            member: usize,
+            noise: Option<&[f64]>,
+        ) -> (f64, Vec<f64>) {
+            let std = (0.5 * self.logvar(member)).exp();
+            let z = |k: usize| noise.map_or(0.0, |n| std * n[k]);
             let (o, n) = (self.obs, self.act);
             let sign = if member == 0 { 1.0 } else { -1.0 };
             let shift = |k: usize| {
@@ -586,7 +622,8 @@ mod tests {
                 }
             };
             let r = (0..o).map(|i| s[i] * f64::from(self.c[i])).sum::<f64>()
-                + (0..n).map(|j| a[j] * f64::from(self.d[j])).sum::<f64>();
+                + (0..n).map(|j| a[j] * f64::from(self.d[j])).sum::<f64>()
+                + z(0);
             let next = (0..o)
                 .map(|k| {
                     s[k] + (0..o)
@@ -596,6 +633,7 @@ mod tests {
                             .map(|j| a[j] * f64::from(self.b[j * o + k]))
                             .sum::<f64>()
                         + shift(k)
+                        + z(1 + k)
                 })
                 .collect();
             (r, next)
@@ -616,8 +654,9 @@ mod tests {
             let shift = obs.matmul(m(&unit, o, 1 + o));
             let mean = Tensor::cat(vec![r, delta], 1);
             let mean = Tensor::stack::<3>(vec![mean.clone() + shift.clone(), mean - shift], 0);
-            let logvar = Tensor::<3>::zeros([2, rows, 1 + o], &device).add_scalar(Self::LOGVAR);
-            (mean, logvar)
+            let logvar =
+                |m: usize| Tensor::<2>::zeros([rows, 1 + o], &device).add_scalar(self.logvar(m));
+            (mean, Tensor::stack::<3>(vec![logvar(0), logvar(1)], 0))
         }
 
         fn members(&self) -> usize {
@@ -633,10 +672,212 @@ mod tests {
         }
     }
 
-    /// J of `policies` computed independently on the host: the linear model stepped in f64
-    /// row by row, rows ending where u ≥ u_T (valued as `spec.update` says) or where
-    /// the task's termination function fires, with the planner's draws replayed (policy
-    /// noise, then the member, for each live row). `value` is V for the literal variant.
+    /// The directional derivative of J along π_`step`'s parameters: autodiff against central
+    /// finite differences of the host computation (whose draws are replayed, so J is a
+    /// deterministic function of the parameters, model noise included).
+    fn gradient_matches(
+        s: &Setup,
+        model: &Linear,
+        spec: &PlanSpec,
+        value: Option<&crate::nn::Mlp>,
+        step: usize,
+        seed: u64,
+    ) {
+        let alpha = 0.1;
+        let frozen = Frozen {
+            model,
+            critic: &s.critic,
+            value,
+        };
+        let p = plan(
+            &s.policies,
+            &frozen,
+            spec,
+            alpha,
+            s.start.clone(),
+            &mut seeded(seed),
+        );
+        let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
+        let pi = &s.policies.steps[step];
+        let analytic = dot(&flat_grads(pi, &grads), &direction(pi, 41 + step as u64));
+        // Small enough that no row's cut moves (J jumps where one does; at 1e-2 the
+        // estimate is 5% off, at 1e-4 it agrees to 1e-4).
+        let eps = 1e-4;
+        let at = |scale: f64| {
+            let mut ps = s.policies.clone();
+            ps.steps[step] = shifted(ps.steps[step].clone(), scale, 41 + step as u64);
+            linear_objective(s, model, &ps, spec, value, alpha, seed)
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!(
+            analytic.abs() > 1e-3,
+            "π_{step}: a gradient to compare: {analytic}"
+        );
+        assert!(
+            (analytic - numeric).abs() < 1e-2 * analytic.abs(),
+            "{:?} π_{step}: autodiff {analytic} vs finite differences {numeric}",
+            spec.update
+        );
+    }
+
+    /// A threshold that cuts about half the start states of `s` at step 0.
+    fn median_threshold(s: &Setup, model: &Linear) -> f64 {
+        let start = to_vec(s.start.clone().inner());
+        let o = model.obs;
+        let mut u: Vec<f64> = start
+            .chunks(o)
+            .map(|x| model.uncertainty(&x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()))
+            .collect();
+        u.sort_by(f64::total_cmp);
+        let n = u.len();
+        0.5 * (u[n / 2 - 1] + u[n / 2])
+    }
+
+    /// With model noise on (every other host check runs on the means) and members whose
+    /// variances differ: J equals the host replay in both variants, with rows cut by u at
+    /// several steps and ended by termination, and its gradient into π_0 and π_1 matches
+    /// finite differences. Noise scaled by exp(logvar) instead of exp(½·logvar), or a
+    /// variance taken from another member than the mean, fails here.
+    #[test]
+    fn model_noise_is_the_predicting_members_and_gradients_hold_at_cuts() {
+        let s = setup(3, 2, 4, 32, 8);
+        let device = s.start.device();
+        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(5), &device).no_grad();
+        let model = Linear {
+            spread: 0.2,
+            logvar_gap: 1.5,
+            ..Linear::new(3, 2, 9)
+        };
+        let threshold = median_threshold(&s, &model);
+        for update in [Update::Consistent, Update::Literal] {
+            let spec = spec(Task::HalfCheetah, 0.5, threshold, update);
+            assert!(spec.sample);
+            let frozen = Frozen {
+                model: &model,
+                critic: &s.critic,
+                value: Some(&value),
+            };
+            let p = plan(
+                &s.policies,
+                &frozen,
+                &spec,
+                0.1,
+                s.start.clone(),
+                &mut seeded(14),
+            );
+            let got = f64::from(scalar(p.objective.inner()));
+            let want = linear_objective(&s, &model, &s.policies, &spec, Some(&value), 0.1, 14);
+            assert!(
+                (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                "{update:?}: {got} vs {want}"
+            );
+            // Cuts beyond step 0: more rows cut than start states above the threshold.
+            let at_start = to_vec(s.start.clone().inner())
+                .chunks(3)
+                .filter(|x| model.uncertainty(&[f64::from(x[0])]) >= threshold)
+                .count();
+            let st = &p.stats;
+            assert!(st.cut_uncertain > at_start, "{at_start} at step 0: {st:?}");
+            assert!(st.reached_max > 0, "{st:?}");
+            for step in [0, 1] {
+                gradient_matches(&s, &model, &spec, Some(&value), step, 14);
+            }
+        }
+    }
+
+    /// The literal update's corner cases, by value: a row that is cut and terminal at the
+    /// same step gets γ^{t+1}·V(s_{t+1}) (the cut comes first), and a row that terminates at
+    /// the last step gets its reward and no bootstrap.
+    #[test]
+    fn the_literal_update_values_cut_terminal_rows_and_last_step_terminations() {
+        let s = setup(3, 2, 3, 64, 16);
+        let device = s.start.device();
+        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(6), &device).no_grad();
+        let model = Linear {
+            spread: 0.15,
+            ..Linear::new(3, 2, 19)
+        };
+        let threshold = median_threshold(&s, &model);
+        let spec = PlanSpec {
+            sample: false,
+            ..spec(Task::InvertedPendulum, 0.3, threshold, Update::Literal)
+        };
+        let frozen = Frozen {
+            model: &model,
+            critic: &s.critic,
+            value: Some(&value),
+        };
+        let p = plan(
+            &s.policies,
+            &frozen,
+            &spec,
+            0.1,
+            s.start.clone(),
+            &mut seeded(15),
+        );
+        let got = f64::from(scalar(p.objective.inner()));
+        let (want, seen) =
+            linear_objective_seen(&s, &model, &s.policies, &spec, Some(&value), 0.1, 15);
+        assert!(
+            seen.cut_and_terminal > 0 && seen.terminal_at_last > 0,
+            "{seen:?}"
+        );
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+
+    /// A cut row whose running terms are infinite (here u overflows) adds nothing to J: it
+    /// is masked out, not multiplied by 0 (∞ · 0 would make J NaN), and the gradient stays
+    /// finite. A NaN u cuts its row too.
+    #[test]
+    fn an_infinite_value_in_a_cut_row_leaves_j_finite() {
+        let s = setup(3, 2, 3, 16, 8);
+        // u's rest variance cancels to its floor, and 4·spread²·s_0² / 1e-12 overflows.
+        let model = Linear {
+            spread: 1e16,
+            ..Linear::new(3, 2, 9)
+        };
+        let spec = PlanSpec {
+            sample: false,
+            ..spec(Task::HalfCheetah, 0.5, 1e30, Update::Consistent)
+        };
+        let frozen = Frozen {
+            model: &model,
+            critic: &s.critic,
+            value: None,
+        };
+        let p = plan(
+            &s.policies,
+            &frozen,
+            &spec,
+            0.1,
+            s.start.clone(),
+            &mut seeded(3),
+        );
+        assert!(
+            p.stats.uncertainty.iter().any(|u| u.is_infinite()),
+            "{:?}",
+            p.stats
+        );
+        assert_eq!(p.stats.cut_uncertain, 16);
+        let j = p.objective.clone();
+        assert!(scalar(j.inner()).is_finite());
+        let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
+        let g = flat_grads(&s.policies.steps[0], &grads);
+        assert!(g.iter().all(|x| x.is_finite()));
+    }
+
+    /// What the host computation saw: rows cut and terminal at the same step, and rows
+    /// that ended at the last step by termination.
+    #[derive(Debug, Default)]
+    struct Seen {
+        cut_and_terminal: usize,
+        terminal_at_last: usize,
+    }
+
+    /// [`linear_objective_seen`] without what it saw.
     fn linear_objective(
         s: &Setup,
         model: &Linear,
@@ -646,6 +887,24 @@ mod tests {
         alpha: f64,
         seed: u64,
     ) -> f64 {
+        linear_objective_seen(s, model, policies, spec, value, alpha, seed).0
+    }
+
+    /// J of `policies` computed independently on the host: the linear model stepped in f64
+    /// row by row, rows ending where u ≥ u_T (valued as `spec.update` says) or where
+    /// the task's termination function fires, with the planner's draws replayed (policy
+    /// noise, then the member of each live row, then, with `spec.sample`, the model noise
+    /// of each). `value` is V for the literal variant.
+    fn linear_objective_seen(
+        s: &Setup,
+        model: &Linear,
+        policies: &PolicyStack,
+        spec: &PlanSpec,
+        value: Option<&crate::nn::Mlp>,
+        alpha: f64,
+        seed: u64,
+    ) -> (f64, Seen) {
+        let mut seen = Seen::default();
         let (task, gamma, beta) = (spec.task, spec.gamma, spec.beta);
         let literal = spec.update == Update::Literal;
         // V of host states, batched.
@@ -694,6 +953,13 @@ mod tests {
                 break;
             }
             let members: Vec<usize> = (0..m).map(|_| rng.random_range(0..2usize)).collect();
+            let d = 1 + o;
+            let noise: Option<Vec<f64>> = spec.sample.then(|| {
+                normal_noise(&mut rng, m * d)
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect()
+            });
             let act: Vec<f64> = to_vec(sample.action)
                 .iter()
                 .map(|&x| f64::from(x))
@@ -702,9 +968,13 @@ mod tests {
             // Rows whose value is γ^{t+1} V(s_{t+1}) (literal: cut, or past the last step).
             let mut bootstrap = Vec::new();
             for (i, (r, x)) in live.iter().enumerate() {
-                let (rew, next) = model.step(x, &act[i * n..(i + 1) * n], members[i]);
+                let z = noise.as_ref().map(|z| &z[i * d..(i + 1) * d]);
+                let (rew, next) = model.step(x, &act[i * n..(i + 1) * n], members[i], z);
                 let u = model.uncertainty(x);
+                let next32: Vec<f32> = next.iter().map(|&v| v as f32).collect();
+                let terminal = task.is_terminal(&next32);
                 if u >= spec.u_threshold {
+                    seen.cut_and_terminal += usize::from(terminal);
                     if literal {
                         bootstrap.push((*r, next));
                     } else {
@@ -713,8 +983,8 @@ mod tests {
                     continue;
                 }
                 j[*r] += g * (rew - alpha * f64::from(lp[i]) - beta * u);
-                let next32: Vec<f32> = next.iter().map(|&v| v as f32).collect();
-                if task.is_terminal(&next32) {
+                if terminal {
+                    seen.terminal_at_last += usize::from(last);
                     continue;
                 }
                 if last {
@@ -734,7 +1004,7 @@ mod tests {
                 break;
             }
         }
-        j.iter().sum::<f64>() / rows as f64
+        (j.iter().sum::<f64>() / rows as f64, seen)
     }
 
     /// Through a hand-built linear model, the planner's J equals an independent host
