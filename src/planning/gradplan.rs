@@ -672,18 +672,16 @@ mod tests {
         }
     }
 
-    /// The directional derivative of J along π_`step`'s parameters: autodiff against central
-    /// finite differences of the host computation (whose draws are replayed, so J is a
-    /// deterministic function of the parameters, model noise included).
-    fn gradient_matches(
+    /// The planner's J through `model` against the host replay of the same draws (`seed`);
+    /// returns the plan and what the replay saw.
+    fn matches_host(
         s: &Setup,
         model: &Linear,
         spec: &PlanSpec,
         value: Option<&crate::nn::Mlp>,
-        step: usize,
+        alpha: f64,
         seed: u64,
-    ) {
-        let alpha = 0.1;
+    ) -> (Plan, Seen) {
         let frozen = Frozen {
             model,
             critic: &s.critic,
@@ -697,6 +695,30 @@ mod tests {
             s.start.clone(),
             &mut seeded(seed),
         );
+        let got = f64::from(scalar(p.objective.clone().inner()));
+        let (want, seen) = linear_objective_seen(s, model, &s.policies, spec, value, alpha, seed);
+        assert!(
+            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+            "{:?} on {}: {got} vs {want}",
+            spec.update,
+            spec.task
+        );
+        (p, seen)
+    }
+
+    /// The directional derivative of J along π_`step`'s parameters: autodiff against central
+    /// finite differences of the host computation (whose draws are replayed, so J is a
+    /// deterministic function of the parameters, model noise included).
+    fn gradient_matches(
+        s: &Setup,
+        model: &Linear,
+        spec: &PlanSpec,
+        value: Option<&crate::nn::Mlp>,
+        step: usize,
+        seed: u64,
+    ) {
+        let alpha = 0.1;
+        let (p, _) = matches_host(s, model, spec, value, alpha, seed);
         let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
         let pi = &s.policies.steps[step];
         let analytic = dot(&flat_grads(pi, &grads), &direction(pi, 41 + step as u64));
@@ -752,25 +774,7 @@ mod tests {
         for update in [Update::Consistent, Update::Literal] {
             let spec = spec(Task::HalfCheetah, 0.5, threshold, update);
             assert!(spec.sample);
-            let frozen = Frozen {
-                model: &model,
-                critic: &s.critic,
-                value: Some(&value),
-            };
-            let p = plan(
-                &s.policies,
-                &frozen,
-                &spec,
-                0.1,
-                s.start.clone(),
-                &mut seeded(14),
-            );
-            let got = f64::from(scalar(p.objective.inner()));
-            let want = linear_objective(&s, &model, &s.policies, &spec, Some(&value), 0.1, 14);
-            assert!(
-                (got - want).abs() < 1e-4 * want.abs().max(1.0),
-                "{update:?}: {got} vs {want}"
-            );
+            let (p, _) = matches_host(&s, &model, &spec, Some(&value), 0.1, 14);
             // Cuts beyond step 0: more rows cut than start states above the threshold.
             let at_start = to_vec(s.start.clone().inner())
                 .chunks(3)
@@ -802,29 +806,10 @@ mod tests {
             sample: false,
             ..spec(Task::InvertedPendulum, 0.3, threshold, Update::Literal)
         };
-        let frozen = Frozen {
-            model: &model,
-            critic: &s.critic,
-            value: Some(&value),
-        };
-        let p = plan(
-            &s.policies,
-            &frozen,
-            &spec,
-            0.1,
-            s.start.clone(),
-            &mut seeded(15),
-        );
-        let got = f64::from(scalar(p.objective.inner()));
-        let (want, seen) =
-            linear_objective_seen(&s, &model, &s.policies, &spec, Some(&value), 0.1, 15);
+        let (_, seen) = matches_host(&s, &model, &spec, Some(&value), 0.1, 15);
         assert!(
             seen.cut_and_terminal > 0 && seen.terminal_at_last > 0,
             "{seen:?}"
-        );
-        assert!(
-            (got - want).abs() < 1e-4 * want.abs().max(1.0),
-            "{got} vs {want}"
         );
     }
 
@@ -1092,25 +1077,7 @@ mod tests {
                 sample: false,
                 ..spec(Task::HalfCheetah, 0.5, threshold, update)
             };
-            let frozen = Frozen {
-                model: &model,
-                critic: &s.critic,
-                value: Some(&value),
-            };
-            let p = plan(
-                &s.policies,
-                &frozen,
-                &spec,
-                0.1,
-                s.start.clone(),
-                &mut seeded(12),
-            );
-            let got = f64::from(scalar(p.objective.inner()));
-            let want = linear_objective(&s, &model, &s.policies, &spec, Some(&value), 0.1, 12);
-            assert!(
-                (got - want).abs() < 1e-4 * want.abs().max(1.0),
-                "{update:?}: {got} vs {want}"
-            );
+            let (p, _) = matches_host(&s, &model, &spec, Some(&value), 0.1, 12);
             let st = &p.stats;
             assert!(
                 st.cut_uncertain > 16 && st.cut_uncertain < 32,

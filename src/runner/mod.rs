@@ -251,33 +251,12 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".into());
                 let reason = format!("internal error (a bug, please report it): {what}");
-                let step = store::read_status(run_dir).map_or(0, |s| s.step);
-                let status = Status::new(
-                    RunState::Failed,
-                    step,
-                    cfg.total_steps,
-                    Some(reason.clone()),
-                );
-                let _ = store::write_status(run_dir, &status);
-                if let Ok(mut log) = RunLog::open(run_dir) {
-                    log.line(&reason);
-                }
+                mark_failed(run_dir, cfg, &reason);
                 Err(RunError::Panicked(reason))
             }),
         // Nothing to resume from: the run fails, saying why, rather than staying "running".
         Err(e) => {
-            let step = store::read_status(run_dir).map_or(0, |s| s.step);
-            let reason = format!("cannot start or resume: {e}");
-            let status = Status::new(
-                RunState::Failed,
-                step,
-                cfg.total_steps,
-                Some(reason.clone()),
-            );
-            let _ = store::write_status(run_dir, &status);
-            if let Ok(mut log) = RunLog::open(run_dir) {
-                log.line(&reason);
-            }
+            mark_failed(run_dir, cfg, &format!("cannot start or resume: {e}"));
             Err(e)
         }
     };
@@ -716,6 +695,22 @@ impl<'a> Run<'a> {
             .map_err(RunError::Metrics)?;
         self.state = state;
         Ok(())
+    }
+}
+
+/// Marks the run failed with `reason`, in its status (at the step it last reported) and its
+/// log, on a path where the run itself could not say so.
+fn mark_failed(run_dir: &Path, cfg: &RunConfig, reason: &str) {
+    let step = store::read_status(run_dir).map_or(0, |s| s.step);
+    let status = Status::new(
+        RunState::Failed,
+        step,
+        cfg.total_steps,
+        Some(reason.to_string()),
+    );
+    let _ = store::write_status(run_dir, &status);
+    if let Ok(mut log) = RunLog::open(run_dir) {
+        log.line(reason);
     }
 }
 
