@@ -80,6 +80,23 @@ impl<'de> Deserialize<'de> for Threshold {
     }
 }
 
+/// How MPDP's later policies start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyInit {
+    /// Random weights of their own, drawn like π_0's.
+    #[default]
+    Fresh,
+    /// π_0's initial weights.
+    Copy,
+}
+
+impl PolicyInit {
+    pub fn is_fresh(&self) -> bool {
+        *self == PolicyInit::Fresh
+    }
+}
+
 /// MPDP's settings. The paper gives β and the structure; the rest are the project's
 /// choices (docs/algorithms.md, "MPDP: settings the paper leaves open": SAC's networks and rates, MBPO's ensemble, schedule and G); per-task values
 /// (H_max, G, target entropy) are presets.
@@ -106,6 +123,11 @@ pub struct MpdpConfig {
     /// before the option keep their ids.
     #[serde(skip_serializing_if = "UMembers::is_elites")]
     pub u_members: UMembers,
+    /// How π_1 … π_{H−1} start: "fresh" random weights (default), or a "copy" of π_0's
+    /// (then the later policies do not value π_0 under near-random continuations early on).
+    /// Left out of the resolved config at its default, so that earlier runs keep their ids.
+    #[serde(skip_serializing_if = "PolicyInit::is_fresh")]
+    pub policy_init: PolicyInit,
     /// u_T: a number, or "auto" (the `u_quantile` quantile of u on real states).
     pub u_threshold: Threshold,
     /// Quantile of u(s, a ~ π_0) over the newest `u_window` real states that "auto" uses.
@@ -137,6 +159,7 @@ impl Default for MpdpConfig {
             beta: 0.5,
             u_reduction: Reduction::Mean,
             u_members: UMembers::Elites,
+            policy_init: PolicyInit::Fresh,
             u_threshold: Threshold::Auto,
             u_quantile: 0.9,
             u_window: 1000,
@@ -241,8 +264,12 @@ impl Mpdp {
         let mut core = OffPolicy::new(obs_dim, act_dim, sac.schedule(), s.seed, extra);
         let rng = core.rng();
         let (hidden, log_std) = (&sac.hidden, sac.log_std_range());
-        let policies =
+        // Every policy's weights are drawn either way, so the draws after them do not move.
+        let mut policies =
             PolicyStack::new(cfg.horizon, obs_dim, act_dim, hidden, log_std, rng, device);
+        if cfg.policy_init == PolicyInit::Copy {
+            policies.copy_first();
+        }
         let critics = Critics::new(obs_dim, act_dim, sac, rng, device);
         let value = StateValue::new(obs_dim, sac, rng, device);
         let d = (obs_dim + act_dim, 1 + obs_dim);
@@ -561,5 +588,72 @@ mod tests {
             ..cfg(Reduction::Sum, None, None)
         });
         assert!(close(median, 50.5), "{median}");
+    }
+
+    /// `policy_init = "copy"`: π_1 … π_{H−1} act exactly as π_0 at the start, through
+    /// parameters of their own (a step on one leaves the others); "fresh" policies differ.
+    #[test]
+    fn copied_policies_start_as_pi_0_with_parameters_of_their_own() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        use rand::SeedableRng;
+        let device = nn::device();
+        let setting = Setting {
+            task: Task::Hopper,
+            obs_dim: 11,
+            act_dim: 3,
+            seed: 1,
+            device: &device,
+        };
+        let cfg = |init| MpdpConfig {
+            horizon: 3,
+            policy_init: init,
+            sac: SacConfig {
+                hidden: vec![16, 16],
+                ..MpdpConfig::default().sac
+            },
+            ..MpdpConfig::default()
+        };
+        let obs = tensor2(
+            crate::nn::normal_noise(&mut rand::rngs::Xoshiro256PlusPlus::seed_from_u64(2), 22),
+            2,
+            11,
+            &device,
+        );
+        let acts = |agent: &Mpdp| -> Vec<Vec<f32>> {
+            agent
+                .policies
+                .steps
+                .iter()
+                .map(|p| crate::nn::to_vec(p.valid().mean_action(obs.clone().inner())))
+                .collect()
+        };
+        struct Ids(Vec<burn::module::ParamId>);
+        impl ModuleVisitor for Ids {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                self.0.push(p.id);
+            }
+        }
+        let ids = |m: &crate::nn::GaussianPolicy| {
+            let mut v = Ids(Vec::new());
+            m.visit(&mut v);
+            v.0
+        };
+        let copy = Mpdp::new(cfg(PolicyInit::Copy), &setting);
+        let a = acts(&copy);
+        assert_eq!(a[0], a[1]);
+        assert_eq!(a[0], a[2]);
+        let (i0, i1) = (ids(&copy.policies.steps[0]), ids(&copy.policies.steps[1]));
+        assert!(
+            i0.iter().all(|id| !i1.contains(id)),
+            "π_1 shares parameters with π_0"
+        );
+        let fresh = Mpdp::new(cfg(PolicyInit::Fresh), &setting);
+        let f = acts(&fresh);
+        assert_ne!(f[0], f[1]);
+        // π_0 itself is the same either way: the copies draw no weights of their own.
+        assert_eq!(f[0], a[0]);
+        // The default stays out of the resolved config (run ids of earlier runs hold).
+        let table = crate::config::to_table(MpdpConfig::default()).unwrap();
+        assert!(!table.contains_key("policy_init"));
     }
 }

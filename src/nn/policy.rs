@@ -114,6 +114,25 @@ impl PolicyStack {
     pub fn first(&self) -> &GaussianPolicy {
         &self.steps[0]
     }
+
+    /// Makes every π_t (t ≥ 1) a copy of π_0's weights, as parameters of its own (fresh
+    /// parameter ids: each keeps its own gradients and optimiser state).
+    pub fn copy_first(&mut self) {
+        struct Fresh;
+        impl burn::module::ModuleMapper for Fresh {
+            fn map_float<const D: usize>(
+                &mut self,
+                p: burn::module::Param<Tensor<D>>,
+            ) -> burn::module::Param<Tensor<D>> {
+                let require_grad = p.val().is_require_grad();
+                burn::module::Param::from_tensor(p.val().detach()).set_require_grad(require_grad)
+            }
+        }
+        let first = self.steps[0].clone();
+        for step in self.steps.iter_mut().skip(1) {
+            *step = first.clone().map(&mut Fresh);
+        }
+    }
 }
 
 /// Deterministic policy a = tanh(f(s)) (DDPG's actor).
