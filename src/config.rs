@@ -126,12 +126,14 @@ pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
 }
 
 /// Range checks shared by the off-policy agents' configs: positive finite rates, γ in [0, 1],
-/// τ in (0, 1], at least one positive hidden layer size, positive counts.
+/// τ in (0, 1], hidden layers that fit with `batch_size` rows (at most [`limits::BATCH`]),
+/// `updates_per_step` up to [`limits::HORIZON`], positive counts.
 pub fn check_common(
     rates: &[(&str, f64)],
     gamma: f64,
     tau: f64,
     hidden: &[usize],
+    (batch_size, updates_per_step): (usize, usize),
     counts: &[(&str, usize)],
 ) -> Result<(), Invalid> {
     for &(name, v) in rates.iter().chain(&[("tau", tau)]) {
@@ -145,6 +147,9 @@ pub fn check_common(
         ));
     }
     layers("hidden", hidden)?;
+    count_in("batch_size", batch_size, limits::BATCH)?;
+    count_in("updates_per_step", updates_per_step, limits::HORIZON)?;
+    fits("hidden", hidden, 1, batch_size)?;
     positive_counts(counts)
 }
 
@@ -182,17 +187,13 @@ pub mod limits {
     pub const ACTIVATIONS: usize = 1 << 30;
 }
 
-/// The weights between the hidden layers `sizes` (Σ h_i · h_{i+1}), and the widest layer.
-pub fn hidden_size(sizes: &[usize]) -> (usize, usize) {
-    let weights = sizes.windows(2).map(|w| w[0] * w[1]).sum();
-    (weights, sizes.iter().copied().max().unwrap_or(0))
-}
-
 /// `copies` networks of hidden layers `sizes` over batches of `rows` (times `copies` when
 /// they run side by side, as an ensemble's members do) stay within [`limits::PARAMS`] and
 /// [`limits::ACTIVATIONS`]; `name` is the key blamed.
 pub fn fits(name: &str, sizes: &[usize], copies: usize, rows: usize) -> Result<(), Invalid> {
-    let (weights, widest) = hidden_size(sizes);
+    // The weights between hidden layers (Σ h_i · h_{i+1}) and the widest layer.
+    let weights: usize = sizes.windows(2).map(|w| w[0].saturating_mul(w[1])).sum();
+    let widest = sizes.iter().copied().max().unwrap_or(0);
     let params = weights.saturating_mul(copies);
     if params > limits::PARAMS {
         return Err(Invalid::new(
@@ -219,7 +220,10 @@ pub fn fits(name: &str, sizes: &[usize], copies: usize, rows: usize) -> Result<(
 
 /// A count in 1..=`max`.
 pub fn count_in(name: &str, v: usize, max: usize) -> Result<(), Invalid> {
-    if (1..=max).contains(&v) {
+    if v == 0 {
+        return Err(Invalid::new(name, "expected a positive count, found 0"));
+    }
+    if v <= max {
         Ok(())
     } else {
         Err(Invalid::new(
@@ -250,9 +254,6 @@ pub fn layers(name: &str, sizes: &[usize]) -> Result<(), Invalid> {
 /// Every count is at least 1 (and at most [`limits::COUNT`]).
 pub fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
     for &(name, v) in counts {
-        if v == 0 {
-            return Err(Invalid::new(name, "expected a positive count, found 0"));
-        }
         count_in(name, v, limits::COUNT)?;
     }
     Ok(())

@@ -14,7 +14,7 @@ use super::registry::{Algorithm, Setting};
 use super::sac::f32s;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt;
-use crate::config::{Invalid, Validate, check_common, count_in, fits, limits, non_negative};
+use crate::config::{Invalid, Validate, check_common, non_negative};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -71,16 +71,12 @@ impl Validate for DdpgConfig {
             self.gamma,
             self.tau,
             &self.hidden,
+            (self.batch_size, self.updates_per_step),
             &[
-                ("batch_size", self.batch_size),
                 ("buffer_size", self.buffer_size),
-                ("updates_per_step", self.updates_per_step),
                 ("policy_frequency", self.policy_frequency),
             ],
         )?;
-        count_in("batch_size", self.batch_size, limits::BATCH)?;
-        count_in("updates_per_step", self.updates_per_step, limits::HORIZON)?;
-        fits("hidden", &self.hidden, 1, self.batch_size)?;
         non_negative("exploration_noise", self.exploration_noise)
     }
 }

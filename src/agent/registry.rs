@@ -33,9 +33,9 @@ pub struct Algo {
     pub about: &'static str,
     /// `presets.toml` tables applied in this order over the defaults.
     pub presets: &'static [&'static str],
-    /// The training statistics its agent reports (logged as `train/<name>`); a test holds
-    /// them against the golden runs' metrics.
-    pub metrics: &'static [&'static str],
+    /// The training statistics its agent reports (logged as `train/<name>`), in groups; a
+    /// test holds them against the golden runs' metrics.
+    pub metrics: &'static [&'static [&'static str]],
     /// The config's defaults as a table.
     pub defaults: fn() -> toml::Table,
     /// Parses and validates a merged table; returns it with every key present.
@@ -52,7 +52,7 @@ impl Algo {
         name: &'static str,
         about: &'static str,
         presets: &'static [&'static str],
-        metrics: &'static [&'static str],
+        metrics: &'static [&'static [&'static str]],
     ) -> Algo {
         Algo {
             name,
@@ -66,24 +66,12 @@ impl Algo {
     }
 }
 
-/// SAC's update statistics.
-const SAC_STATS: &[&str] = &[
-    "critic_loss",
-    "actor_loss",
-    "alpha_loss",
-    "alpha",
-    "q_mean",
-    "entropy",
-];
+/// The critic's and the temperature's statistics (SAC's learner; MPDP's too).
+const CRITIC_STATS: &[&str] = &["critic_loss", "q_mean", "alpha_loss", "alpha", "entropy"];
 
-/// What MBPO and M2AC log: SAC's update statistics, the model fit and the rollouts.
-const MBPO_STATS: &[&str] = &[
-    "critic_loss",
-    "actor_loss",
-    "alpha_loss",
-    "alpha",
-    "q_mean",
-    "entropy",
+/// What every model fit logs: the error on unseen transitions, the fit, and the OvR
+/// uncertainty of the predictions used (MBPO's rollouts, MPDP's planning).
+const MODEL_STATS: &[&str] = &[
     "model_error",
     "model_error_5step",
     "model_holdout_mse",
@@ -93,10 +81,27 @@ const MBPO_STATS: &[&str] = &[
     "uncertainty_mean",
     "uncertainty_p50",
     "uncertainty_p90",
+];
+
+/// MBPO's and M2AC's rollouts.
+const ROLLOUT_STATS: &[&str] = &[
     "rollout_kept_fraction",
     "rollout_length",
     "rollout_mean_length",
     "model_buffer",
+];
+
+/// MPDP's planning update.
+const PLAN_STATS: &[&str] = &[
+    "value_loss",
+    "v_mean",
+    "objective",
+    "grad_norm",
+    "horizon_mean",
+    "cut_uncertain_fraction",
+    "cut_terminal_fraction",
+    "reached_max_fraction",
+    "u_threshold",
 ];
 
 /// Every algorithm, in the order help texts list them.
@@ -105,57 +110,40 @@ pub const ALGOS: &[Algo] = &[
         "sac",
         "Soft Actor-Critic (Haarnoja et al. 2018), the model-free baseline",
         &["sac"],
-        SAC_STATS,
+        &[CRITIC_STATS, &["actor_loss"]],
     ),
     Algo::of::<ddpg::Ddpg>(
         "ddpg",
         "DDPG (Lillicrap et al. 2016) with Gaussian exploration noise",
         &["ddpg"],
-        &["critic_loss", "actor_loss", "q_mean"],
+        &[&["critic_loss", "actor_loss", "q_mean"]],
     ),
     Algo::of::<mbpo::Mbpo>(
         "mbpo",
         "MBPO (Janner et al. 2019): SAC on branched rollouts of a dynamics ensemble",
         &["mbpo"],
-        MBPO_STATS,
+        &[CRITIC_STATS, &["actor_loss"], MODEL_STATS, ROLLOUT_STATS],
     ),
     Algo::of::<mbpo::M2ac>(
         "m2ac",
         "M2AC (Pan et al. 2020): MBPO with rollouts masked by one-vs-rest uncertainty",
         &["mbpo", "m2ac"],
-        MBPO_STATS,
+        &[CRITIC_STATS, &["actor_loss"], MODEL_STATS, ROLLOUT_STATS],
     ),
     Algo::of::<mpdp::Mpdp>(
         "mpdp",
         "MPDP (the paper): policies improved by differentiable planning through the ensemble",
         &["mpdp"],
-        &[
-            "critic_loss",
-            "q_mean",
-            "value_loss",
-            "v_mean",
-            "objective",
-            "grad_norm",
-            "alpha",
-            "alpha_loss",
-            "entropy",
-            "horizon_mean",
-            "cut_uncertain_fraction",
-            "cut_terminal_fraction",
-            "reached_max_fraction",
-            "uncertainty_mean",
-            "uncertainty_p50",
-            "uncertainty_p90",
-            "model_error",
-            "model_error_5step",
-            "model_holdout_mse",
-            "model_train_nll",
-            "model_epochs",
-            "model_fit_s",
-            "u_threshold",
-        ],
+        &[CRITIC_STATS, MODEL_STATS, PLAN_STATS],
     ),
 ];
+
+impl Algo {
+    /// Every training statistic its agent reports.
+    pub fn stats(&self) -> impl Iterator<Item = &'static str> {
+        self.metrics.iter().flat_map(|group| group.iter().copied())
+    }
+}
 
 /// The entry named `name`.
 pub fn find(name: &str) -> Result<&'static Algo, AgentError> {

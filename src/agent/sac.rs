@@ -18,7 +18,7 @@ use super::registry::{Algorithm, Setting};
 use super::schedule::ModelBased;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt::{self, CkptError};
-use crate::config::{Invalid, Validate, check_common, count_in, finite, fits, limits};
+use crate::config::{Invalid, Validate, check_common, finite};
 use crate::nn::{
     self, GaussianPolicy, Mlp, Temperature, TwinQ, actor_loss, all_finite, normal_noise, scalar,
     soft_update, tensor2,
@@ -124,15 +124,9 @@ impl Validate for SacConfig {
             self.gamma,
             self.tau,
             &self.hidden,
-            &[
-                ("batch_size", self.batch_size),
-                ("buffer_size", self.buffer_size),
-                ("updates_per_step", self.updates_per_step),
-            ],
+            (self.batch_size, self.updates_per_step),
+            &[("buffer_size", self.buffer_size)],
         )?;
-        count_in("batch_size", self.batch_size, limits::BATCH)?;
-        count_in("updates_per_step", self.updates_per_step, limits::HORIZON)?;
-        fits("hidden", &self.hidden, 1, self.batch_size)?;
         finite("log_std_min", self.log_std_min)?;
         finite("log_std_max", self.log_std_max)?;
         if let Some(h) = self.target_entropy {

@@ -1005,25 +1005,7 @@ mod tests {
                 sample: false,
                 ..spec(task, 0.5, f64::INFINITY, Update::Consistent)
             };
-            let frozen = Frozen {
-                model: &model,
-                critic: &s.critic,
-                value: None,
-            };
-            let p = plan(
-                &s.policies,
-                &frozen,
-                &spec,
-                alpha,
-                s.start.clone(),
-                &mut seeded(11),
-            );
-            let got = f64::from(scalar(p.objective.clone().inner()));
-            let want = linear_objective(&s, &model, &s.policies, &spec, None, alpha, 11);
-            assert!(
-                (got - want).abs() < 1e-4 * want.abs().max(1.0),
-                "{task}: {got} vs {want}"
-            );
+            let (p, _) = matches_host(&s, &model, &spec, None, alpha, 11);
             assert!(p.stats.uncertainty.iter().all(|u| u.abs() < 1e-5));
             if task == Task::HalfCheetah {
                 assert_eq!(p.stats.horizon_mean(), 4.0);
@@ -1034,21 +1016,7 @@ mod tests {
             }
 
             // Directional derivative along a random direction of π_1's parameters.
-            let grads = GradientsParams::from_grads(p.objective.backward(), &s.policies);
-            let pi1 = &s.policies.steps[1];
-            let analytic = dot(&flat_grads(pi1, &grads), &direction(pi1, 21));
-            let eps = 1e-2;
-            let at = |scale: f64| {
-                let mut ps = s.policies.clone();
-                ps.steps[1] = shifted(ps.steps[1].clone(), scale, 21);
-                linear_objective(&s, &model, &ps, &spec, None, alpha, 11)
-            };
-            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-            assert!(analytic.abs() > 1e-3, "a gradient to compare: {analytic}");
-            assert!(
-                (analytic - numeric).abs() < 2e-2 * analytic.abs(),
-                "{task}: autodiff {analytic} vs finite differences {numeric}"
-            );
+            gradient_matches(&s, &model, &spec, None, 1, 11);
         }
     }
 
@@ -1065,13 +1033,7 @@ mod tests {
             ..Linear::new(3, 2, 9)
         };
         // The median u of the start states: about half the rows are cut at once.
-        let start = to_vec(s.start.clone().inner());
-        let mut u0: Vec<f64> = start
-            .chunks(3)
-            .map(|x| model.uncertainty(&[f64::from(x[0])]))
-            .collect();
-        u0.sort_by(f64::total_cmp);
-        let threshold = 0.5 * (u0[15] + u0[16]);
+        let threshold = median_threshold(&s, &model);
         for update in [Update::Consistent, Update::Literal] {
             let spec = PlanSpec {
                 sample: false,

@@ -115,17 +115,17 @@ pub fn run_dir(runs_dir: &Path, run: &PlannedRun) -> PathBuf {
 }
 
 pub fn status_of(run_dir: &Path) -> RunStatus {
-    if store::is_finished(run_dir) {
+    let status = store::read_status(run_dir);
+    if store::finished_with(run_dir, status.as_ref()) {
         return RunStatus::Done;
     }
-    let status = store::read_status(run_dir);
     if let Some(holder) = live_lock(run_dir) {
         return RunStatus::Running(holder);
     }
     match status {
         None => RunStatus::Todo,
         Some(s) => match s.state {
-            RunState::Done => RunStatus::Done,
+            RunState::Done => unreachable!("a done status is finished"),
             RunState::Failed => RunStatus::Failed(s.reason.unwrap_or_default()),
             RunState::Preempted => RunStatus::Preempted,
             RunState::Running => RunStatus::Interrupted,

@@ -113,6 +113,16 @@ struct Axis {
     agent: Option<String>,
 }
 
+impl Axis {
+    /// The key as variant names spell it: an agent's key without `agents.NAME.`.
+    fn short_key(&self) -> &str {
+        match &self.agent {
+            Some(agent) => self.key[format!("agents.{agent}.").len()..].as_ref(),
+            None => &self.key,
+        }
+    }
+}
+
 /// Validates `source` and expands it into every run.
 pub fn expand(source: &Source) -> Result<Plan, SpecError> {
     let file = source.extract()?;
@@ -150,7 +160,7 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
             let (variant, src) = if point.is_empty() {
                 (String::new(), source.clone())
             } else {
-                let variant = variant_name(name, &point);
+                let variant = variant_name(&point);
                 let mut layer = toml::Table::new();
                 for (axis, value) in &point {
                     insert_dotted(&mut layer, &axis.key, (*value).clone())
@@ -823,7 +833,7 @@ fn check_figure_metrics(
             if fig.agents.is_empty() || fig.agents.contains(&run.agent) {
                 let algo = agent::registry::find(&run.config.algo)
                     .expect("the algo was checked when the agent was resolved");
-                known.extend(algo.metrics.iter().map(|m| format!("train/{m}")));
+                known.extend(algo.stats().map(|m| format!("train/{m}")));
             }
         }
         if !known.contains(metric) {
@@ -846,16 +856,10 @@ fn check_figure_params(
     axes: &[Axis],
     src: &Source,
 ) -> Result<(), SpecError> {
-    let swept: Vec<String> = axes
-        .iter()
-        .map(|a| match &a.agent {
-            Some(agent) => a.key[format!("agents.{agent}.").len()..].to_string(),
-            None => a.key.clone(),
-        })
-        .collect();
+    let swept: Vec<&str> = axes.iter().map(Axis::short_key).collect();
     for (i, fig) in figures.iter().enumerate() {
         if let (FigureKind::FinalVsParam, Some(param)) = (fig.kind, &fig.param)
-            && !swept.contains(param)
+            && !swept.contains(&param.as_str())
         {
             let known = if swept.is_empty() {
                 "the spec sweeps nothing".to_string()
@@ -872,12 +876,11 @@ fn check_figure_params(
 }
 
 /// `beta=0.2,u_threshold=1` (agent keys without their `agents.NAME.` prefix).
-fn variant_name(agent: &str, point: &[(&Axis, &toml::Value)]) -> String {
-    let prefix = format!("agents.{agent}.");
+fn variant_name(point: &[(&Axis, &toml::Value)]) -> String {
     point
         .iter()
         .map(|(axis, value)| {
-            let key = axis.key.strip_prefix(&prefix).unwrap_or(&axis.key);
+            let key = axis.short_key();
             let value = match value {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),

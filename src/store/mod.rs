@@ -98,8 +98,12 @@ pub const METRICS_FILE: &str = "metrics.parquet";
 /// Whether the run in `run_dir` has finished: its status says so, or its metrics file exists
 /// (a crash or a damaged `status.json` can leave the second without the first).
 pub fn is_finished(run_dir: &Path) -> bool {
-    read_status(run_dir).is_some_and(|s| s.state == RunState::Done)
-        || run_dir.join(METRICS_FILE).is_file()
+    finished_with(run_dir, read_status(run_dir).as_ref())
+}
+
+/// [`is_finished`] for a caller that has read the status already.
+pub fn finished_with(run_dir: &Path, status: Option<&Status>) -> bool {
+    status.is_some_and(|s| s.state == RunState::Done) || run_dir.join(METRICS_FILE).is_file()
 }
 
 /// Lifecycle of a run.
