@@ -23,6 +23,35 @@ pub fn iqm(xs: &[f64]) -> f64 {
     mean(&v[cut..v.len() - cut])
 }
 
+/// What stands for the planning step in the name of a statistic logged once per step
+/// (`live_t{t}` declares `live_t0`, `live_t1`, ...).
+pub const STEP: &str = "{t}";
+
+/// The name of the per-step statistic `prefix` at step `t` (`per_step("live_t", 3)` is
+/// `live_t3`), interned: statistics are named by `&'static str`, and each distinct name is
+/// made once per process.
+pub fn per_step(prefix: &'static str, t: usize) -> &'static str {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static NAMES: Mutex<BTreeMap<(&'static str, usize), &'static str>> =
+        Mutex::new(BTreeMap::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    names
+        .entry((prefix, t))
+        .or_insert_with(|| Box::leak(format!("{prefix}{t}").into_boxed_str()))
+}
+
+/// The declared name a logged statistic answers to: `live_t3` to `live_t{t}` (a name ending
+/// in `_t` and digits), any other name to itself.
+pub fn declared_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if stem.len() < name.len() && stem.ends_with("_t") {
+        format!("{stem}{STEP}").into()
+    } else {
+        name.into()
+    }
+}
+
 /// Percentile `q` in [0, 1] of sorted values, with linear interpolation (numpy's default).
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
@@ -73,6 +102,18 @@ pub fn bootstrap_ci(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn per_step_names_are_interned_and_map_back_to_their_declaration() {
+        let a = per_step("live_t", 12);
+        assert_eq!(a, "live_t12");
+        assert!(std::ptr::eq(a, per_step("live_t", 12)));
+        assert_eq!(declared_name(a), "live_t{t}");
+        assert_eq!(declared_name("grad_norm_t0"), "grad_norm_t{t}");
+        for fixed in ["model_error_5step", "grad_norm", "live_t", "alpha2"] {
+            assert_eq!(declared_name(fixed), fixed);
+        }
+    }
     use super::*;
 
     #[test]

@@ -270,7 +270,8 @@ fn declared_metrics_are_the_logged_ones() {
             for line in std::fs::read_to_string(&path).unwrap().lines().skip(2) {
                 let metric = line.split(',').nth(1).unwrap();
                 if !mpdp::runner::RUN_METRICS.contains(&metric) {
-                    logged.insert(metric.strip_prefix("train/").unwrap().to_string());
+                    let name = metric.strip_prefix("train/").unwrap();
+                    logged.insert(mpdp::stats::declared_name(name).into_owned());
                 }
             }
         }

@@ -35,6 +35,7 @@ use crate::model::uncertainty::Reduction;
 use crate::model::{Ensemble, EnsembleConfig, fit};
 use crate::nn::{self, PolicyStack, all_finite, scalar, tensor2};
 use crate::planning::gradplan::{self, Frozen, PlanSpec, Update};
+use crate::stats::per_step;
 
 /// u_T: a fixed threshold, or `"auto"`: recalibrated after every model fit.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,6 +148,18 @@ pub struct MpdpConfig {
     pub grad_clip: f64,
     /// Sample model predictions (true) or use the member's mean.
     pub model_noise: bool,
+    /// Measure the β·u term's share of the policy gradient (`penalty_grad_share`) on every
+    /// n-th update (20; 0: never). Each measurement plans the batch a second time, so it
+    /// costs about one update; training is the same either way. Left out of the resolved
+    /// config at its default, so that earlier runs keep their ids.
+    #[serde(skip_serializing_if = "is_default_share_every")]
+    pub penalty_share_every: usize,
+}
+
+const PENALTY_SHARE_EVERY: usize = 20;
+
+fn is_default_share_every(n: &usize) -> bool {
+    *n == PENALTY_SHARE_EVERY
 }
 
 impl Default for MpdpConfig {
@@ -168,6 +181,7 @@ impl Default for MpdpConfig {
             update: Update::Consistent,
             grad_clip: 10.0,
             model_noise: true,
+            penalty_share_every: PENALTY_SHARE_EVERY,
         }
     }
 }
@@ -186,6 +200,13 @@ impl Validate for MpdpConfig {
             ("u_window", self.u_window),
         ])?;
         count_in("horizon", self.horizon, limits::HORIZON)?;
+        if self.penalty_share_every > 0 {
+            count_in(
+                "penalty_share_every",
+                self.penalty_share_every,
+                limits::COUNT,
+            )?;
+        }
         fits(
             "horizon",
             &self.sac.hidden,
@@ -219,10 +240,14 @@ impl Validate for MpdpConfig {
     }
 }
 
-/// The current u_T, saved with the checkpoint beside the shared counters.
+/// The current u_T and the count of policy updates, saved with the checkpoint beside the
+/// shared counters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Extra {
     u_threshold: f64,
+    /// Absent from checkpoints written before it was counted.
+    #[serde(default)]
+    updates: u64,
 }
 
 /// The MPDP agent (`algo = "mpdp"`).
@@ -259,6 +284,7 @@ impl Mpdp {
                 // Set by the first fit, before any update.
                 Threshold::Auto => f64::MAX,
             },
+            updates: 0,
         };
         let sac = &cfg.sac;
         let mut core = OffPolicy::new(obs_dim, act_dim, sac.schedule(), s.seed, extra);
@@ -363,7 +389,11 @@ impl ModelBasedAgent for Mpdp {
     /// Algorithm 2, lines 4–7, on one batch of real transitions.
     fn update(&mut self, stats: &mut StatMeans) -> Result<(), AgentError> {
         let cfg = &self.cfg;
-        let u_threshold = self.core.extra().u_threshold;
+        let extra = self.core.extra_mut();
+        let u_threshold = extra.u_threshold;
+        let every = cfg.penalty_share_every as u64;
+        let measure_share = every > 0 && cfg.beta != 0.0 && extra.updates % every == 0;
+        extra.updates += 1;
         let (batch, rng) = self.core.sample();
         let (n, o, a) = (batch.size, self.obs_dim, batch.act.len() / batch.size);
         let alpha = self.entropy.alpha();
@@ -403,10 +433,38 @@ impl ModelBasedAgent for Mpdp {
             critic: &critic,
             value: value.as_ref(),
         };
+        // J is linear in β: the gradient at β = 0 on the same draws (a copy of the RNG)
+        // leaves the β·u term's own, g_u = g − g_0.
+        let probe = measure_share.then(|| {
+            let no_penalty = PlanSpec { beta: 0.0, ..spec };
+            let plan = gradplan::plan(
+                &self.policies,
+                &frozen,
+                &no_penalty,
+                alpha,
+                start.clone(),
+                &mut rng.clone(),
+            );
+            GradientsParams::from_grads(plan.objective.neg().backward(), &self.policies)
+        });
         let plan = gradplan::plan(&self.policies, &frozen, &spec, alpha, start, rng);
         let objective = scalar(plan.objective.clone().inner());
         let loss = plan.objective.neg();
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.policies);
+        let steps = &self.policies.steps;
+        let step_norms = nn::grad_norms(&grads, steps);
+        if let Some(g0) = probe {
+            // ⟨g_u, g⟩ / ‖g‖² with g_u = g − g_0: the part of the step (clipped or not)
+            // that the penalty contributes along its direction.
+            let g_sq: f64 = step_norms.iter().map(|n| n * n).sum();
+            let cross: f64 = nn::grad_inner_each(&g0, &grads, steps).iter().sum();
+            let share = if g_sq > 0.0 {
+                (g_sq - cross) / g_sq
+            } else {
+                0.0
+            };
+            stats.add("MPDP", "penalty_grad_share", share)?;
+        }
         let grad_norm = nn::clip_grad_norm(&mut grads, &self.policies, cfg.grad_clip);
         self.policies = self
             .policy_opt
@@ -432,6 +490,10 @@ impl ModelBasedAgent for Mpdp {
             ("reached_max_fraction", p.reached_max as f64 / rows),
         ] {
             stats.add("MPDP", name, v)?;
+        }
+        for (t, (&live, norm)) in p.live.iter().zip(step_norms).enumerate() {
+            stats.add("MPDP", per_step("grad_norm_t", t), norm)?;
+            stats.add("MPDP", per_step("live_t", t), live as f64 / rows)?;
         }
         if !p.uncertainty.is_empty() {
             stats.add("MPDP", "uncertainty_mean", u_mean)?;

@@ -102,6 +102,10 @@ const PLAN_STATS: &[&str] = &[
     "cut_terminal_fraction",
     "reached_max_fraction",
     "u_threshold",
+    "penalty_grad_share",
+    // Per planning step t (docs/algorithms.md, "MPDP: diagnostics").
+    "live_t{t}",
+    "grad_norm_t{t}",
 ];
 
 /// Every algorithm, in the order help texts list them.
@@ -140,8 +144,17 @@ pub const ALGOS: &[Algo] = &[
 
 impl Algo {
     /// Every training statistic its agent reports.
+    /// Every training statistic its agent reports; a name with
+    /// [`STEP`](crate::stats::STEP) stands for one statistic per planning step.
     pub fn stats(&self) -> impl Iterator<Item = &'static str> {
         self.metrics.iter().flat_map(|group| group.iter().copied())
+    }
+
+    /// Whether its agent reports the training statistic `name` (`live_t3` through
+    /// `live_t{t}`).
+    pub fn logs(&self, name: &str) -> bool {
+        let declared = crate::stats::declared_name(name);
+        self.stats().any(|s| s == declared)
     }
 }
 

@@ -157,6 +157,70 @@ pub fn clip_grad_norm<M: burn::module::Module>(
     norm
 }
 
+/// Σ over `module`'s parameters of ⟨a, b⟩ (their gradients in `a` and `b`), left on the
+/// device; None when neither holds a gradient of `module`.
+fn grad_inner<M: burn::module::Module>(
+    a: &burn::optim::GradientsParams,
+    b: &burn::optim::GradientsParams,
+    module: &M,
+) -> Option<Tensor<1>> {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    struct Inner<'a>(&'a GradientsParams, &'a GradientsParams, Option<Tensor<1>>);
+    impl ModuleVisitor for Inner<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let (Some(x), Some(y)) = (self.0.get::<D>(p.id), self.1.get::<D>(p.id)) {
+                let s = (x * y).sum();
+                self.2 = Some(match self.2.take() {
+                    Some(acc) => acc + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut v = Inner(a, b, None);
+    module.visit(&mut v);
+    v.2
+}
+
+/// ⟨a, b⟩ over the parameters of each of `modules` (gradients in `a` and `b`), read back
+/// at once; 0 for a module without gradients.
+pub fn grad_inner_each<M: burn::module::Module>(
+    a: &burn::optim::GradientsParams,
+    b: &burn::optim::GradientsParams,
+    modules: &[M],
+) -> Vec<f64> {
+    let parts: Vec<Option<Tensor<1>>> = modules.iter().map(|m| grad_inner(a, b, m)).collect();
+    let present: Vec<Tensor<1>> = parts.iter().flatten().cloned().collect();
+    let mut values = if present.is_empty() {
+        Vec::new()
+    } else {
+        to_vec(Tensor::cat(present, 0))
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    }
+    .into_iter();
+    parts
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .map_or(0.0, |_| values.next().expect("one value per part"))
+        })
+        .collect()
+}
+
+/// The L2 norm of the gradient of each of `modules`, read back at once.
+pub fn grad_norms<M: burn::module::Module>(
+    grads: &burn::optim::GradientsParams,
+    modules: &[M],
+) -> Vec<f64> {
+    grad_inner_each(grads, grads, modules)
+        .into_iter()
+        .map(|sq| sq.max(0.0).sqrt())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,9 @@ pub struct PlanStats {
     pub reached_max: usize,
     /// u of every (s_t, a_t) evaluated on a live row, step by step.
     pub uncertainty: Vec<f32>,
+    /// Rows live at step t (that draw a_t from π_t), for every t < H_max; 0 after the last
+    /// row stopped.
+    pub live: Vec<usize>,
 }
 
 impl PlanStats {
@@ -138,11 +141,13 @@ pub fn plan<R: Rng>(
     };
     let mut stats = PlanStats {
         rows,
+        live: vec![0; horizon],
         ..PlanStats::default()
     };
     let mut log_prob_first = 0.0;
 
     for (t, pi) in policies.steps.iter().enumerate() {
+        stats.live[t] = live;
         let a_dim = pi.act_dim();
         let eps = tensor2(normal_noise(rng, live * a_dim), live, a_dim, &device);
         let sample = pi.sample(s.clone(), eps);
@@ -1146,5 +1151,61 @@ mod tests {
             (analytic - (d0 - beta * du)).abs() < 3e-2 * analytic.abs().max(1e-2),
             "{analytic} vs {d0} − β·{du}"
         );
+    }
+
+    /// The diagnostics: rows live at each step add up to the horizon total and only fall;
+    /// the per-policy gradient norms and inner products that give the penalty's share agree
+    /// with the same sums over the flattened gradients on the host.
+    #[test]
+    fn live_rows_and_per_policy_gradients_add_up() {
+        let s = setup(11, 3, 5, 64, 8);
+        let sp = spec(Task::Hopper, 0.5, f64::INFINITY, Update::Consistent);
+        let probe = objective(&s, &s.policies, &sp, 0.1, 4);
+        let u = median_threshold_of(&probe.stats.uncertainty);
+        let sp = PlanSpec {
+            u_threshold: u,
+            ..sp
+        };
+        let p = objective(&s, &s.policies, &sp, 0.1, 4);
+        let live = p.stats.live.clone();
+        assert_eq!(live.len(), 5);
+        assert_eq!(live[0], 64);
+        assert!(live.windows(2).all(|w| w[1] <= w[0]), "{live:?}");
+        assert!(live[4] < 64, "the median threshold cuts rows: {live:?}");
+        assert_eq!(live.iter().sum::<usize>(), p.stats.horizon_total);
+
+        let grads = GradientsParams::from_grads(p.objective.neg().backward(), &s.policies);
+        let p0 = objective(&s, &s.policies, &PlanSpec { beta: 0.0, ..sp }, 0.1, 4);
+        let grads0 = GradientsParams::from_grads(p0.objective.neg().backward(), &s.policies);
+        let norms = crate::nn::grad_norms(&grads, &s.policies.steps);
+        let inner = crate::nn::grad_inner_each(&grads0, &grads, &s.policies.steps);
+        for (t, pi) in s.policies.steps.iter().enumerate() {
+            let (g, g0) = (flat_grads(pi, &grads), flat_grads(pi, &grads0));
+            let want = dot(&g, &g).sqrt();
+            assert!(
+                (norms[t] - want).abs() <= 1e-5 * want.max(1e-6),
+                "π_{t}: {} vs {want}",
+                norms[t]
+            );
+            let want = dot(&g0, &g);
+            assert!(
+                (inner[t] - want).abs() <= 1e-5 * want.abs().max(1e-6),
+                "π_{t}"
+            );
+        }
+        // The penalty's part g − g_0 is not zero, nor the whole step.
+        let g_sq: f64 = norms.iter().map(|n| n * n).sum();
+        let share = (g_sq - inner.iter().sum::<f64>()) / g_sq;
+        assert!(
+            share.abs() > 1e-4 && (share - 1.0).abs() > 1e-4,
+            "share {share}"
+        );
+    }
+
+    /// The median of `u`.
+    fn median_threshold_of(u: &[f32]) -> f64 {
+        let mut v: Vec<f64> = u.iter().map(|&x| f64::from(x)).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     }
 }

@@ -829,19 +829,32 @@ fn check_figure_metrics(
             .iter()
             .map(|m| m.to_string())
             .collect();
+        let mut logged = known.contains(metric);
         for run in runs {
             if fig.agents.is_empty() || fig.agents.contains(&run.agent) {
                 let algo = agent::registry::find(&run.config.algo)
                     .expect("the algo was checked when the agent was resolved");
                 known.extend(algo.stats().map(|m| format!("train/{m}")));
+                logged |= metric
+                    .strip_prefix("train/")
+                    .is_some_and(|name| algo.logs(name));
             }
         }
-        if !known.contains(metric) {
+        if !logged {
             return Err(src.invalid(
                 &format!("figures.{i}.metric"),
                 format!(
-                    "{metric:?} is not logged by the figure's agents (they log: {})",
-                    known.into_iter().collect::<Vec<_>>().join(", ")
+                    "{metric:?} is not logged by the figure's agents (they log: {}{})",
+                    known
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if known.iter().any(|m| m.contains(crate::stats::STEP)) {
+                        "; {t} is a planning step: 0, 1, ..."
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
