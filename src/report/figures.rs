@@ -91,14 +91,18 @@ pub fn register_font() -> Result<(), ReportError> {
     .map_err(ReportError::Font)
 }
 
+#[derive(Clone)]
 struct Curve {
     label: String,
     colour: RGBColor,
+    /// Style index: picks the dash pattern and marker ([`Mark`]), the same for a label in
+    /// every figure of a spec.
+    mark: usize,
     /// (x, mean, std)
     points: Vec<(f64, f64, f64)>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Panel {
     title: String,
     curves: Vec<Curve>,
@@ -115,31 +119,8 @@ struct Figure {
     /// Format x values as env steps (k/M).
     steps: bool,
     panels: Vec<Panel>,
-}
-
-/// `1500` → `1.5k`, `2000000` → `2M`.
-pub fn fmt_steps(x: f64) -> String {
-    let trim = |v: f64| {
-        let s = format!("{v:.1}");
-        s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
-    };
-    if x.abs() >= 1e6 {
-        format!("{}M", trim(x / 1e6))
-    } else if x.abs() >= 1e3 {
-        format!("{}k", trim(x / 1e3))
-    } else {
-        trim(x)
-    }
-}
-
-/// Axis values: whole numbers from 10 up, otherwise up to 3 significant decimals.
-pub fn fmt_value(y: f64) -> String {
-    if y.abs() >= 10.0 {
-        format!("{y:.0}")
-    } else {
-        let s = format!("{y:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
+    /// Pixels of one panel's width (`report.panel_width`).
+    panel_width: u32,
 }
 
 /// The files a figure entry writes: `<stem>.svg` and `<stem>.png`.
@@ -298,6 +279,7 @@ fn curves(
         },
         steps: true,
         panels: Vec::new(),
+        panel_width: results.spec.report.panel_width,
     };
     for env in env_filter(entry, results) {
         let mut by_group: BTreeMap<&str, Vec<&SummaryRow>> = BTreeMap::new();
@@ -313,11 +295,13 @@ fn curves(
         let curves = results
             .labels()
             .iter()
-            .filter_map(|label| {
+            .enumerate()
+            .filter_map(|(mark, label)| {
                 let rows = by_group.get(label.as_str())?;
                 Some(Curve {
                     label: label.clone(),
                     colour: colours[label],
+                    mark,
                     points: rows
                         .iter()
                         .map(|r| (r.step as f64, r.mean, r.std))
@@ -412,6 +396,7 @@ fn final_vs_param(
         y_desc: "final return".into(),
         steps: false,
         panels: Vec::new(),
+        panel_width: results.spec.report.panel_width,
     };
     for env in env_filter(entry, results) {
         let here = finals
@@ -442,6 +427,7 @@ fn final_vs_param(
                 Curve {
                     label,
                     colour,
+                    mark: i,
                     points,
                 }
             })
@@ -464,21 +450,56 @@ fn grid_shape(n: usize) -> (usize, usize) {
     (n.div_ceil(cols), cols)
 }
 
+/// The layout of a figure in pixels: the house layout (panels of [`PANEL`]) scaled so that a
+/// panel is `report.panel_width` pixels wide; fonts, lines and markers scale with it.
+#[derive(Debug, Clone, Copy)]
+struct Scale(f64);
+
+impl Scale {
+    fn of(fig: &Figure) -> Scale {
+        Scale(f64::from(fig.panel_width) / f64::from(PANEL.0))
+    }
+
+    fn px(self, v: u32) -> u32 {
+        (f64::from(v) * self.0).round().max(1.0) as u32
+    }
+
+    fn font(self, size: u32) -> FontDesc<'static> {
+        (FONT, f64::from(size) * self.0).into_font()
+    }
+}
+
+/// One legend line: a series (drawn with its colour, dash and marker) or a reference level.
+struct LegendEntry {
+    label: String,
+    colour: RGBColor,
+    /// The series' style index ([`Mark`]); None for a dashed reference level.
+    mark: Option<usize>,
+}
+
 /// Legend entries: every curve label once, then every reference level once.
-fn legend(fig: &Figure) -> Vec<(String, RGBColor, bool)> {
+fn legend(fig: &Figure) -> Vec<LegendEntry> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for p in &fig.panels {
         for c in &p.curves {
             if seen.insert(c.label.clone()) {
-                out.push((c.label.clone(), c.colour, false));
+                out.push(LegendEntry {
+                    label: c.label.clone(),
+                    colour: c.colour,
+                    mark: Some(c.mark),
+                });
             }
         }
     }
     for p in &fig.panels {
         for (label, _, colour) in &p.refs {
             if seen.insert(label.clone()) {
-                out.push((label.clone(), *colour, true));
+                out.push(LegendEntry {
+                    label: label.clone(),
+                    colour: *colour,
+                    mark: None,
+                });
             }
         }
     }
@@ -486,14 +507,14 @@ fn legend(fig: &Figure) -> Vec<(String, RGBColor, bool)> {
 }
 
 fn legend_width(label: &str) -> u32 {
-    44 + 8 * label.chars().count() as u32 + 24
+    52 + 9 * label.chars().count() as u32 + 24
 }
 
-fn legend_rows(entries: &[(String, RGBColor, bool)], width: u32) -> u32 {
+fn legend_rows(entries: &[LegendEntry], width: u32) -> u32 {
     let mut rows = 1;
     let mut x = 16;
-    for (label, _, _) in entries {
-        let w = legend_width(label);
+    for e in entries {
+        let w = legend_width(&e.label);
         if x + w > width && x > 16 {
             rows += 1;
             x = 16;
@@ -503,11 +524,119 @@ fn legend_rows(entries: &[(String, RGBColor, bool)], width: u32) -> u32 {
     rows
 }
 
-fn size(fig: &Figure) -> (u32, u32) {
+/// The figure's size in house-layout units (before [`Scale`]).
+fn layout_size(fig: &Figure) -> (u32, u32) {
     let (rows, cols) = grid_shape(fig.panels.len());
     let width = PANEL.0 * cols as u32;
     let legend_h = LEGEND_ROW_H * legend_rows(&legend(fig), width) + 12;
     (width, TITLE_H + PANEL.1 * rows as u32 + legend_h)
+}
+
+fn size(fig: &Figure) -> (u32, u32) {
+    let scale = Scale::of(fig);
+    let (w, h) = layout_size(fig);
+    (scale.px(w), scale.px(h))
+}
+
+/// How the series with style index `mark` is told apart beyond its colour: a dash pattern
+/// and a marker shape (so that a series drawn under another, or printed in grey, still shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Circle,
+    Triangle,
+    Square,
+    Cross,
+}
+
+impl Mark {
+    fn of(mark: usize) -> Mark {
+        [Mark::Circle, Mark::Triangle, Mark::Square, Mark::Cross][mark % 4]
+    }
+
+    /// (dash, gap) in layout units; None: solid.
+    fn dash(mark: usize) -> Option<(u32, u32)> {
+        [None, Some((10, 6)), Some((3, 4)), Some((18, 5))][mark % 4]
+    }
+}
+
+/// Round tick values for `[lo, hi]`: the multiples in it of the step m × 10^e (m 1, 2 or 5)
+/// whose count comes nearest `target` (the larger step on a tie), computed from integers so
+/// that 0.6 is 0.6; and the step's exponent e.
+pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> (Vec<f64>, i32) {
+    if !(lo.is_finite() && hi.is_finite()) || hi <= lo {
+        return (vec![lo], 0);
+    }
+    let value = |k: i64, m: i64, e: i32| {
+        let n = (k * m) as f64;
+        if e >= 0 {
+            n * 10f64.powi(e)
+        } else {
+            n / 10f64.powi(-e)
+        }
+    };
+    let e0 = ((hi - lo) / target.max(1) as f64).log10().floor() as i32;
+    let mut best: Option<(usize, i64, i32, i64, i64)> = None;
+    for e in e0 - 1..=e0 + 1 {
+        for m in [1, 2, 5] {
+            let step = value(1, m, e);
+            let (first, last) = ((lo / step).ceil() as i64, (hi / step).floor() as i64);
+            let count = (last - first + 1).max(0) as usize;
+            let miss = count.abs_diff(target);
+            // Candidates come in increasing step order: `<=` keeps the larger on a tie.
+            if best.is_none_or(|b| miss <= b.0) {
+                best = Some((miss, m, e, first, last));
+            }
+        }
+    }
+    let (_, m, e, first, last) = best.expect("nine candidates");
+    ((first..=last).map(|k| value(k, m, e)).collect(), e)
+}
+
+/// How an axis writes its ticks: in thousands (k) or millions (M) where the values reach
+/// them (env steps from 1000, other values from 100 000), with the decimals the step needs
+/// (the same on every tick, except that k and M drop trailing zeros).
+#[derive(Debug, Clone, Copy)]
+pub struct TickFormat {
+    unit: f64,
+    suffix: &'static str,
+    decimals: usize,
+}
+
+impl TickFormat {
+    pub fn new(ticks: &[f64], exponent: i32, steps: bool) -> TickFormat {
+        let top = ticks.iter().fold(0.0f64, |a, t| a.max(t.abs()));
+        let (unit, suffix, shift) = match top {
+            t if t >= 1e6 && (steps || t >= 1e7) => (1e6, "M", 6),
+            t if t >= 1e3 && (steps || t >= 1e5) => (1e3, "k", 3),
+            _ => (1.0, "", 0),
+        };
+        TickFormat {
+            unit,
+            suffix,
+            decimals: (shift - exponent).max(0) as usize,
+        }
+    }
+
+    pub fn label(&self, v: f64) -> String {
+        let x = v / self.unit;
+        if x.abs() < 0.5 * 10f64.powi(-(self.decimals as i32)) {
+            return "0".into();
+        }
+        if self.decimals > 6 {
+            return format!("{v:.1e}");
+        }
+        let digits = format!("{x:.*}", self.decimals);
+        if self.suffix.is_empty() {
+            return digits;
+        }
+        // In k and M, 1k rather than 1.0k beside 0.5k.
+        let digits = if digits.contains('.') {
+            digits.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &digits
+        };
+        format!("{digits}{}", self.suffix)
+    }
 }
 
 type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
@@ -515,23 +644,24 @@ type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::Er
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     fig: &Figure,
-    legend: &[(String, RGBColor, bool)],
+    legend: &[LegendEntry],
 ) -> DrawResult<DB> {
+    let scale = Scale::of(fig);
     root.fill(&WHITE)?;
-    let (w, h) = root.dim_in_pixel();
-    let (title, rest) = root.split_vertically(TITLE_H);
+    let (w, _) = root.dim_in_pixel();
+    let title_h = scale.px(TITLE_H);
+    let (title, rest) = root.split_vertically(title_h);
     title.draw_text(
         &fig.title,
-        &TextStyle::from((FONT, 22).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
-        (w as i32 / 2, TITLE_H as i32 / 2),
+        &TextStyle::from(scale.font(24)).pos(Pos::new(HPos::Center, VPos::Center)),
+        (w as i32 / 2, title_h as i32 / 2),
     )?;
     let (rows, cols) = grid_shape(fig.panels.len());
-    let (body, foot) = rest.split_vertically(PANEL.1 * rows as u32);
+    let (body, foot) = rest.split_vertically(scale.px(PANEL.1) * rows as u32);
     for (panel, area) in fig.panels.iter().zip(body.split_evenly((rows, cols))) {
-        draw_panel(&area, panel, fig)?;
+        draw_panel(&area, panel, fig, scale)?;
     }
-    let _ = h;
-    draw_legend(&foot, legend, w)
+    draw_legend(&foot, legend, scale)
 }
 
 fn ranges(panel: &Panel) -> ((f64, f64), (f64, f64)) {
@@ -565,75 +695,106 @@ fn ranges(panel: &Panel) -> ((f64, f64), (f64, f64)) {
     ((x0, x1), (y0, y1))
 }
 
+/// About this many ticks on each axis of a panel.
+const TICKS: usize = 5;
+
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     fig: &Figure,
+    scale: Scale,
 ) -> DrawResult<DB> {
     let ((x0, x1), (y0, y1)) = ranges(panel);
+    let (x_ticks, x_exp) = nice_ticks(x0, x1, TICKS);
+    let (y_ticks, y_exp) = nice_ticks(y0, y1, TICKS);
+    let x_format = TickFormat::new(&x_ticks, x_exp, fig.steps);
+    let y_format = TickFormat::new(&y_ticks, y_exp, false);
     let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, (FONT, 18))
-        .margin(10)
-        .margin_right(20)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, y0..y1)?;
-    let steps = fig.steps;
-    let fmt_x = move |x: &f64| {
-        if steps { fmt_steps(*x) } else { format!("{x}") }
-    };
+        .caption(&panel.title, scale.font(19))
+        .margin(scale.px(10))
+        .margin_right(scale.px(24))
+        .x_label_area_size(scale.px(50))
+        .y_label_area_size(scale.px(72))
+        .build_cartesian_2d(
+            Ticked {
+                range: x0..x1,
+                ticks: x_ticks,
+            },
+            Ticked {
+                range: y0..y1,
+                ticks: y_ticks,
+            },
+        )?;
     chart
         .configure_mesh()
         .x_desc(&fig.x_desc)
         .y_desc(&fig.y_desc)
-        .x_labels(6)
-        .y_labels(6)
-        .x_label_formatter(&fmt_x)
-        .y_label_formatter(&|y| fmt_value(*y))
-        .label_style((FONT, 13))
-        .axis_desc_style((FONT, 14))
+        .x_label_formatter(&|x| x_format.label(*x))
+        .y_label_formatter(&|y| y_format.label(*y))
+        .label_style(scale.font(15))
+        .axis_desc_style(scale.font(16))
         .light_line_style(TRANSPARENT)
         .bold_line_style(BLACK.mix(0.08))
         .draw()?;
+    let marker_size = scale.px(5) as i32;
     for c in &panel.curves {
+        let line: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.1)).collect();
         if panel.points {
-            chart.draw_series(LineSeries::new(
-                c.points.iter().map(|p| (p.0, p.1)),
-                c.colour.stroke_width(1),
-            ))?;
             chart.draw_series(c.points.iter().map(|&(x, m, s)| {
-                ErrorBar::new_vertical(x, m - s, m, m + s, c.colour.stroke_width(2), 12)
+                ErrorBar::new_vertical(
+                    x,
+                    m - s,
+                    m,
+                    m + s,
+                    c.colour.stroke_width(scale.px(2)),
+                    scale.px(12),
+                )
             }))?;
-            chart.draw_series(
-                c.points
-                    .iter()
-                    .map(|&(x, m, _)| Circle::new((x, m), 5, c.colour.filled())),
-            )?;
-            continue;
+        } else {
+            let upper = c.points.iter().map(|p| (p.0, p.1 + p.2));
+            let lower = c.points.iter().rev().map(|p| (p.0, p.1 - p.2));
+            chart.draw_series(std::iter::once(Polygon::new(
+                upper.chain(lower).collect::<Vec<_>>(),
+                c.colour.mix(0.18).filled(),
+            )))?;
         }
-        let upper = c.points.iter().map(|p| (p.0, p.1 + p.2));
-        let lower = c.points.iter().rev().map(|p| (p.0, p.1 - p.2));
-        chart.draw_series(std::iter::once(Polygon::new(
-            upper.chain(lower).collect::<Vec<_>>(),
-            c.colour.mix(0.18).filled(),
-        )))?;
-        chart.draw_series(LineSeries::new(
-            c.points.iter().map(|p| (p.0, p.1)),
-            c.colour.stroke_width(2),
-        ))?;
-        if c.points.len() == 1 {
-            let (x, m, _) = c.points[0];
-            chart.draw_series(std::iter::once(Circle::new((x, m), 4, c.colour.filled())))?;
+        let stroke = c.colour.stroke_width(scale.px(2));
+        match Mark::dash(c.mark) {
+            None => {
+                chart.draw_series(LineSeries::new(line.iter().copied(), stroke))?;
+            }
+            Some((dash, gap)) => {
+                chart.draw_series(DashedLineSeries::new(
+                    line.iter().copied(),
+                    scale.px(dash),
+                    scale.px(gap),
+                    stroke,
+                ))?;
+            }
         }
+        // Every point of a final-vs-parameter series; along a curve about eight, offset
+        // by the series so that markers of overlapping series do not coincide.
+        let stride = if panel.points {
+            1
+        } else {
+            (line.len() / 8).max(1)
+        };
+        let offset = (c.mark * stride / 4) % stride;
+        let at: Vec<(f64, f64)> = line
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % stride == offset || line.len() == 1)
+            .map(|(_, p)| *p)
+            .collect();
+        draw_markers(&mut chart, &at, Mark::of(c.mark), c.colour, marker_size)?;
     }
-    let label_style =
-        TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Right, VPos::Bottom));
+    let label_style = TextStyle::from(scale.font(14)).pos(Pos::new(HPos::Right, VPos::Bottom));
     for (label, value, colour) in &panel.refs {
         chart.draw_series(DashedLineSeries::new(
             [(x0, *value), (x1, *value)],
-            8,
-            5,
-            colour.stroke_width(2),
+            scale.px(8),
+            scale.px(5),
+            colour.stroke_width(scale.px(2)),
         ))?;
         chart.draw_series(std::iter::once(Text::new(
             label.clone(),
@@ -644,34 +805,132 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A linear axis over `range` whose ticks are exactly `ticks` ([`nice_ticks`]); labels come
+/// from the chart's formatter.
+struct Ticked {
+    range: std::ops::Range<f64>,
+    ticks: Vec<f64>,
+}
+
+impl plotters::coord::ranged1d::Ranged for Ticked {
+    type ValueType = f64;
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let (lo, hi) = (self.range.start, self.range.end);
+        let f = (value - lo) / (hi - lo);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<Ticked, Ticked>>;
+
+fn draw_markers<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    at: &[(f64, f64)],
+    mark: Mark,
+    colour: RGBColor,
+    size: i32,
+) -> DrawResult<DB> {
+    let fill = colour.filled();
+    let line = colour.stroke_width((size / 2).max(1) as u32);
+    let points = at.iter().copied();
+    match mark {
+        Mark::Circle => {
+            chart.draw_series(points.map(|p| Circle::new(p, size, fill)))?;
+        }
+        Mark::Triangle => {
+            chart.draw_series(points.map(|p| TriangleMarker::new(p, size + 1, fill)))?;
+        }
+        Mark::Square => {
+            chart.draw_series(points.map(|p| {
+                EmptyElement::at(p) + Rectangle::new([(-size, -size), (size, size)], fill)
+            }))?;
+        }
+        Mark::Cross => {
+            chart.draw_series(points.map(|p| Cross::new(p, size, line)))?;
+        }
+    }
+    Ok(())
+}
+
+/// The same marker in pixel coordinates (the legend).
+fn draw_marker_at<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    p: (i32, i32),
+    mark: Mark,
+    colour: RGBColor,
+    size: i32,
+) -> DrawResult<DB> {
+    let fill = colour.filled();
+    match mark {
+        Mark::Circle => area.draw(&Circle::new(p, size, fill)),
+        Mark::Triangle => area.draw(&TriangleMarker::new(p, size + 1, fill)),
+        Mark::Square => area.draw(&Rectangle::new(
+            [(p.0 - size, p.1 - size), (p.0 + size, p.1 + size)],
+            fill,
+        )),
+        Mark::Cross => area.draw(&Cross::new(
+            p,
+            size,
+            colour.stroke_width((size / 2).max(1) as u32),
+        )),
+    }
+}
+
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    entries: &[(String, RGBColor, bool)],
-    width: u32,
+    entries: &[LegendEntry],
+    scale: Scale,
 ) -> DrawResult<DB> {
-    let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-    let (mut x, mut y) = (16i32, 6 + LEGEND_ROW_H as i32 / 2);
-    for (label, colour, dashed) in entries {
-        let w = legend_width(label) as i32;
-        if x + w > width as i32 && x > 16 {
-            x = 16;
-            y += LEGEND_ROW_H as i32;
+    let style = TextStyle::from(scale.font(16)).pos(Pos::new(HPos::Left, VPos::Center));
+    let (width, _) = area.dim_in_pixel();
+    let px = |v: u32| scale.px(v) as i32;
+    let (mut x, mut y) = (px(16), px(6 + LEGEND_ROW_H / 2));
+    for e in entries {
+        let w = px(legend_width(&e.label));
+        if x + w > width as i32 && x > px(16) {
+            x = px(16);
+            y += px(LEGEND_ROW_H);
         }
-        if *dashed {
-            for k in 0..3 {
-                let a = x + k * 12;
-                area.draw(&PathElement::new(
-                    [(a, y), (a + 7, y)],
-                    colour.stroke_width(3),
-                ))?;
+        let (x_end, stroke) = (x + px(42), e.colour.stroke_width(scale.px(3)));
+        match e.mark.map(|m| (m, Mark::dash(m))) {
+            // A reference level: three short dashes.
+            None => {
+                for k in 0..3 {
+                    let a = x + k * px(15);
+                    area.draw(&PathElement::new([(a, y), (a + px(9), y)], stroke))?;
+                }
             }
-        } else {
-            area.draw(&PathElement::new(
-                [(x, y), (x + 34, y)],
-                colour.stroke_width(4),
-            ))?;
+            Some((mark, dash)) => {
+                match dash {
+                    None => area.draw(&PathElement::new([(x, y), (x_end, y)], stroke))?,
+                    Some((d, g)) => {
+                        let mut a = x;
+                        while a < x_end {
+                            let b = (a + px(d)).min(x_end);
+                            area.draw(&PathElement::new([(a, y), (b, y)], stroke))?;
+                            a = b + px(g);
+                        }
+                    }
+                }
+                let m = Mark::of(mark);
+                draw_marker_at(area, ((x + x_end) / 2, y), m, e.colour, px(5))?;
+            }
         }
-        area.draw_text(label, &style, (x + 44, y))?;
+        area.draw_text(&e.label, &style, (x + px(52), y))?;
         x += w;
     }
     Ok(())
@@ -681,16 +940,65 @@ fn draw_legend<DB: DrawingBackend>(
 mod tests {
     use super::*;
 
+    fn labels(lo: f64, hi: f64, steps: bool) -> Vec<String> {
+        let (ticks, e) = nice_ticks(lo, hi, TICKS);
+        let format = TickFormat::new(&ticks, e, steps);
+        ticks.iter().map(|&t| format.label(t)).collect()
+    }
+
+    /// Regression: plotters' own ticks on a β axis read `0.2300000000000000004` and
+    /// `0.600000000000000001`.
     #[test]
-    fn steps_read_in_k_and_m() {
-        assert_eq!(fmt_steps(0.0), "0");
-        assert_eq!(fmt_steps(250.0), "250");
-        assert_eq!(fmt_steps(1500.0), "1.5k");
-        assert_eq!(fmt_steps(20_000.0), "20k");
-        assert_eq!(fmt_steps(2_000_000.0), "2M");
-        assert_eq!(fmt_value(1000.0), "1000");
-        assert_eq!(fmt_value(0.25), "0.25");
-        assert_eq!(fmt_value(0.0), "0");
+    fn ticks_are_round_and_read_in_k_and_m() {
+        assert_eq!(
+            labels(0.15, 0.75, false),
+            ["0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
+        );
+        assert_eq!(
+            labels(0.0, 20_000.0, true),
+            ["0", "5k", "10k", "15k", "20k"]
+        );
+        assert_eq!(labels(0.0, 3000.0, true), ["0", "1k", "2k", "3k"]);
+        assert_eq!(
+            labels(0.0, 2500.0, true),
+            ["0", "0.5k", "1k", "1.5k", "2k", "2.5k"]
+        );
+        assert_eq!(
+            labels(0.0, 2_000_000.0, true),
+            ["0", "0.5M", "1M", "1.5M", "2M"]
+        );
+        assert_eq!(
+            labels(-120.0, 1130.0, false),
+            ["0", "200", "400", "600", "800", "1000"]
+        );
+        assert_eq!(
+            labels(0.0, 250.0, true),
+            ["0", "50", "100", "150", "200", "250"]
+        );
+        assert_eq!(labels(0.00012, 0.00049, false)[0], "0.0002");
+        assert_eq!(labels(1.2e-8, 4.9e-8, false)[0], "2.0e-8");
+        assert_eq!(
+            labels(-0.03, 0.012, false),
+            ["-0.03", "-0.02", "-0.01", "0", "0.01"]
+        );
+        assert_eq!(labels(0.0, 300_000.0, false), ["0", "100k", "200k", "300k"]);
+        for (lo, hi) in [
+            (0.2, 0.7),
+            (1e-3, 7.3e4),
+            (-5.0, 5.0),
+            (3.0, 3.0001),
+            (0.0, 1e9),
+        ] {
+            let (ticks, _) = nice_ticks(lo, hi, TICKS);
+            assert!((2..=12).contains(&ticks.len()), "{lo}..{hi}: {ticks:?}");
+            assert!(
+                ticks.iter().all(|t| (lo..=hi).contains(t)),
+                "{lo}..{hi}: {ticks:?}"
+            );
+            for l in labels(lo, hi, false) {
+                assert!(l.len() <= 7, "{lo}..{hi}: {l}");
+            }
+        }
         assert_eq!(
             split_param("beta=0.2,u_threshold=1", "beta"),
             Some((0.2, "u_threshold=1".into()))
@@ -757,5 +1065,156 @@ mod tests {
         let others: BTreeSet<_> = [c["MPDP[beta=0.2]"].rgb(), c["custom"].rgb()].into();
         assert_eq!(others.len(), 2);
         assert!(!others.contains(&PALETTE[0].rgb()) && !others.contains(&PALETTE[1].rgb()));
+    }
+
+    /// The text elements of an SVG: (x, y, font size, text).
+    fn svg_texts(svg: &str) -> Vec<(f64, f64, f64, String)> {
+        let attr = |tag: &str, name: &str| -> f64 {
+            let key = format!(" {name}=\"");
+            let at = tag.find(&key).map(|i| i + key.len()).expect(name);
+            tag[at..]
+                .split('"')
+                .next()
+                .unwrap()
+                .trim_end_matches("px")
+                .parse()
+                .unwrap()
+        };
+        svg.split("<text")
+            .skip(1)
+            .map(|piece| {
+                let (tag, rest) = piece.split_once('>').unwrap();
+                let text = rest.split("</text>").next().unwrap().trim().to_string();
+                (attr(tag, "x"), attr(tag, "y"), attr(tag, "font-size"), text)
+            })
+            .collect()
+    }
+
+    fn is_tick(text: &str) -> bool {
+        let body = text.trim_end_matches(['k', 'M']).trim_start_matches('-');
+        !body.is_empty() && body.chars().all(|c| c.is_ascii_digit() || c == '.')
+    }
+
+    fn curve(label: &str, mark: usize, points: Vec<(f64, f64, f64)>) -> Curve {
+        Curve {
+            label: label.into(),
+            colour: PALETTE[mark],
+            mark,
+            points,
+        }
+    }
+
+    /// Every figure kind (curves over env steps: learning curves, horizon, model error,
+    /// metrics; points over a swept value: final vs parameter) with swept values 0.2, 0.5,
+    /// 0.7 and awkward ranges: the tick labels are short, round, and do not overlap.
+    #[test]
+    fn tick_labels_are_short_round_and_apart_in_every_figure_kind() {
+        register_font().unwrap();
+        let steps: Vec<f64> = (0..=40).map(|i| f64::from(i) * 250.0).collect();
+        let along = |f: &dyn Fn(f64) -> f64| -> Vec<(f64, f64, f64)> {
+            steps.iter().map(|&x| (x, f(x), 0.1 * f(x).abs())).collect()
+        };
+        let swept = |base: f64| {
+            vec![
+                (0.2, base, 30.0),
+                (0.5, base + 120.0, 50.0),
+                (0.7, base - 40.0, 20.0),
+            ]
+        };
+        let figure = |points: bool, panels: Vec<Panel>| Figure {
+            title: "t".into(),
+            x_desc: "x".into(),
+            y_desc: "y".into(),
+            steps: !points,
+            panels,
+            panel_width: 560,
+        };
+        let panel = |points: bool, curves: Vec<Curve>| Panel {
+            title: "Hopper".into(),
+            curves,
+            points,
+            refs: vec![("MBPO".into(), 1033.3, REF_GREY)],
+        };
+        let figures = [
+            figure(
+                false,
+                vec![panel(
+                    false,
+                    vec![
+                        curve("SAC", 0, along(&|x| x / 9.7)),
+                        curve("MPDP", 1, along(&|x| x / 9.1 + 3.0)),
+                    ],
+                )],
+            ),
+            figure(
+                false,
+                vec![panel(
+                    false,
+                    vec![curve("MPDP", 1, along(&|x| 1.0 + x / 2.3e3))],
+                )],
+            ),
+            figure(
+                false,
+                vec![panel(
+                    false,
+                    vec![curve("MBPO", 3, along(&|x| 0.0371 + 1e-6 * x))],
+                )],
+            ),
+            figure(
+                true,
+                vec![
+                    panel(true, vec![curve("MPDP", 1, swept(830.0))]),
+                    panel(true, vec![curve("MPDP", 1, swept(0.23))]),
+                ],
+            ),
+        ];
+        for fig in &figures {
+            let mut svg = String::new();
+            {
+                let root = SVGBackend::with_string(&mut svg, size(fig)).into_drawing_area();
+                draw(&root, fig, &legend(fig)).unwrap();
+                root.present().unwrap();
+            }
+            let ticks: Vec<_> = svg_texts(&svg)
+                .into_iter()
+                .filter(|t| is_tick(&t.3))
+                .collect();
+            assert!(
+                ticks.len() >= 6,
+                "{ticks:?} {}",
+                &svg[..svg.len().min(3000)]
+            );
+            for (_, _, _, text) in &ticks {
+                let digits = text.chars().filter(char::is_ascii_digit).count();
+                assert!(
+                    text.len() <= 6 && digits <= 4,
+                    "not short and round: {text}"
+                );
+            }
+            // x labels share a baseline, y labels a right edge: neighbours must not touch.
+            let mut rows: BTreeMap<i64, Vec<(f64, f64, String)>> = BTreeMap::new();
+            let mut cols: BTreeMap<i64, Vec<(f64, f64)>> = BTreeMap::new();
+            for (x, y, size, text) in &ticks {
+                rows.entry(*y as i64)
+                    .or_default()
+                    .push((*x, *size, text.clone()));
+                cols.entry(*x as i64).or_default().push((*y, *size));
+            }
+            for row in rows.values_mut().filter(|r| r.len() > 2) {
+                row.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for w in row.windows(2) {
+                    let width = |t: &(f64, f64, String)| 0.6 * t.1 * t.2.len() as f64;
+                    let room = 0.5 * (width(&w[0]) + width(&w[1]));
+                    assert!(w[1].0 - w[0].0 > room, "x labels overlap: {w:?}");
+                }
+            }
+            for col in cols.values_mut().filter(|c| c.len() > 2) {
+                col.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for w in col.windows(2) {
+                    assert!(w[1].0 - w[0].0 > w[0].1, "y labels overlap: {w:?}");
+                }
+            }
+        }
+        assert_eq!(size(&figure(false, vec![panel(false, vec![]); 6])).0, 1680);
     }
 }

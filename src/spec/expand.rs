@@ -717,6 +717,12 @@ fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError>
             format!("expected a level in (0, 1), found {}", r.confidence),
         ));
     }
+    if !(200..=4000).contains(&r.panel_width) {
+        return Err(src.invalid(
+            "report.panel_width",
+            format!("expected pixels in 200..=4000, found {}", r.panel_width),
+        ));
+    }
     Ok(r.clone())
 }
 

@@ -65,6 +65,9 @@ pub struct ReportEntry {
     pub bootstrap: usize,
     /// Confidence level of the intervals (default 0.95).
     pub confidence: f64,
+    /// Width of one figure panel in pixels (default 560, so that Figure 1's six panels make
+    /// a 1680-pixel-wide PNG); fonts, lines and markers scale with it.
+    pub panel_width: u32,
 }
 
 impl Default for ReportEntry {
@@ -73,6 +76,7 @@ impl Default for ReportEntry {
             final_evals: 3,
             bootstrap: 2000,
             confidence: 0.95,
+            panel_width: 560,
         }
     }
 }
