@@ -75,6 +75,9 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Train one agent on one env and write runs/<experiment>/<run_id>/ (rerun to resume).
     RunOne(RunOneArgs),
+    /// Evaluate a run's saved policy: deterministic episodes from its newest checkpoint
+    /// (a finished run's final policy), by default the run's last evaluation again.
+    Eval(EvalArgs),
     /// Inspect and drive the environments.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -274,4 +277,35 @@ mod tests {
             assert!(help.contains(algo), "run-one --help lacks {algo}:\n{help}");
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The run's directory, runs/<experiment>/<run_id>.
+    pub run_dir: PathBuf,
+    /// A checkpoint directory to evaluate instead of RUN_DIR/ckpt (e.g. RUN_DIR/ckpt.prev).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Episodes (default: the run's eval.episodes).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// Seed the episodes' envs from this instead of repeating the run's last evaluation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Render one episode into this video (.mp4, .webm or .gif) with MuJoCo's offscreen
+    /// renderer, the return and step drawn in a corner (needs `just setup-video`).
+    #[arg(long, value_name = "PATH")]
+    pub video: Option<PathBuf>,
+    /// With --video: which episode, from 0.
+    #[arg(long, default_value_t = 0, requires = "video")]
+    pub video_episode: usize,
+    /// With --video: at most this many frames (the episode's first ones).
+    #[arg(long, requires = "video")]
+    pub video_frames: Option<usize>,
+    /// With --video: frame width and height in pixels.
+    #[arg(long, default_value_t = 480, requires = "video")]
+    pub video_size: u32,
 }

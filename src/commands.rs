@@ -13,7 +13,7 @@ use mpdp::runner::{self, EvalConfig, RunConfig, RunOptions, RunOutcome};
 use mpdp::sched::{self, EXIT_BUSY, EXIT_PREEMPTED};
 use mpdp::spec::{self, Plan};
 
-use crate::cli::{ReplayArgs, RunOneArgs, SpecArgs, SubmitArgs};
+use crate::cli::{EvalArgs, ReplayArgs, RunOneArgs, SpecArgs, SubmitArgs};
 
 /// Sets `stop` on SIGTERM, SIGINT and SIGUSR1 (Slurm's warning before a time limit).
 fn stop_flag() -> Result<Arc<AtomicBool>> {
@@ -493,5 +493,74 @@ pub fn replay_cmd(args: &ReplayArgs) -> Result<()> {
         &mut out,
     )
     .context("replay")?;
+    Ok(())
+}
+
+/// `mpdp eval RUN_DIR`: returns per episode, then their mean ± std (or one JSON object).
+pub fn eval(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
+    let req = runner::EvalRequest {
+        checkpoint: args.checkpoint.clone(),
+        episodes: args.episodes,
+        seed: args.seed,
+        record: args.video.as_ref().map(|_| args.video_episode),
+    };
+    let e = runner::evaluate_run(&args.run_dir, &req, &mpdp::nn::device())?;
+    let rendered = match &args.video {
+        Some(path) => {
+            let video = runner::VideoRequest {
+                path: path.clone(),
+                thumbnail: None,
+                max_frames: args.video_frames,
+                size: args.video_size,
+                python: env::venv_python(),
+                script: env::python_script("render.py"),
+            };
+            Some(runner::render_video(&e, &video)?)
+        }
+        None => None,
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&e)?;
+        if let (Some(r), Some(path)) = (&rendered, &args.video) {
+            v["video"] = serde_json::json!({ "path": path, "rendered": r });
+        }
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    if let (Some(r), Some(path)) = (&rendered, &args.video) {
+        writeln!(
+            out,
+            "video {}: episode {}, {} frames of {}x{} in {:.1} s ({:.1} frames/s)",
+            path.display(),
+            args.video_episode,
+            r.frames,
+            r.width,
+            r.height,
+            r.seconds,
+            r.frames as f64 / r.seconds.max(1e-9)
+        )?;
+    }
+    writeln!(
+        out,
+        "{} {} on {}: checkpoint {} (step {})",
+        e.run_id,
+        e.algo,
+        e.env,
+        e.checkpoint.display(),
+        e.step
+    )?;
+    writeln!(out, "episode  seed                  return   length")?;
+    for (i, ((seed, r), len)) in e.seeds.iter().zip(&e.returns).zip(&e.lengths).enumerate() {
+        writeln!(out, "{i:>7}  {seed:<20}  {r:>9.2}  {len:>7}")?;
+    }
+    let n = e.lengths.len() as f64;
+    writeln!(
+        out,
+        "return {:.2} ± {:.2} over {} episodes (mean length {:.1})",
+        e.return_mean,
+        e.return_std,
+        e.returns.len(),
+        e.lengths.iter().sum::<f64>() / n
+    )?;
     Ok(())
 }

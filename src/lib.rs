@@ -41,6 +41,7 @@ pub fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
         nn::DeviceError,
         agent::AgentError,
         runner::RunError,
+        runner::EvalError,
         spec::SpecError,
         sched::SchedError,
         report::ReportError,

@@ -59,6 +59,7 @@ fn run(cli: Cli) -> Result<u8> {
     if matches!(
         cli.command,
         Command::RunOne(_)
+            | Command::Eval(_)
             | Command::Bench(
                 BenchCommand::Sac(_) | BenchCommand::Ensemble(_) | BenchCommand::Mpdp(_),
             )
@@ -69,6 +70,7 @@ fn run(cli: Cli) -> Result<u8> {
     let out = &mut std::io::stdout().lock();
     match cli.command {
         Command::RunOne(args) => return commands::run_one(&args),
+        Command::Eval(args) => commands::eval(&args, out)?,
         Command::Run {
             spec,
             retry_failed,

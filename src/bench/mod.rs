@@ -31,7 +31,7 @@ impl Reference {
 }
 
 pub fn default_python() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python")
+    crate::env::venv_python()
 }
 
 /// The Python interpreter of the venv `just bench-setup` creates (PyTorch).

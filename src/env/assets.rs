@@ -38,6 +38,31 @@ pub fn assets_dir() -> PathBuf {
     }
 }
 
+/// Run-time override of the Python interpreter of `just setup`'s venv.
+pub const PYTHON_ENV_VAR: &str = "MPDP_PYTHON";
+
+/// The interpreter of the venv `just setup` makes (Gymnasium, MuJoCo's Python bindings,
+/// imageio-ffmpeg): `MPDP_PYTHON`, else `.deps/venv` of the checkout this binary was built in.
+pub fn venv_python() -> PathBuf {
+    match std::env::var_os(PYTHON_ENV_VAR) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".deps/venv/bin/python"),
+    }
+}
+
+/// A script of the checkout's `python/` directory, or, where the checkout is gone (a binary
+/// copied to another machine), `python/<name>` under the working directory.
+pub fn python_script(name: &str) -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(name);
+    if built.is_file() {
+        built
+    } else {
+        Path::new("python").join(name)
+    }
+}
+
 /// Path of `file` in [`assets_dir`], checked to exist.
 pub(crate) fn asset_path(file: &str) -> Result<PathBuf, AssetError> {
     let path = assets_dir().join(file);

@@ -11,7 +11,8 @@ mod mujoco;
 pub mod playback;
 mod termination;
 
-pub use assets::{AssetError, assets_dir, xml_sha256};
+pub(crate) use assets::asset_path;
+pub use assets::{AssetError, assets_dir, python_script, venv_python, xml_sha256};
 pub use mujoco::{EnvSnapshot, MujocoEnv};
 
 use std::fmt;

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod figures;
+pub mod videos;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -90,14 +91,21 @@ pub struct Plotted {
 pub fn plots(plan: &Plan, runs_dir: &Path, plots_dir: &Path) -> Result<Plotted, ReportError> {
     let aggregated = aggregate(plan, runs_dir)?;
     let dir = plots_dir.join(&plan.spec.name);
-    let (figures, warnings) = figures::draw_all(
+    let (figures, mut warnings) = figures::draw_all(
         &aggregated.results,
         &aggregated.summary,
         &aggregated.finals,
         &dir,
     )?;
+    let clips = if plan.spec.report.videos {
+        let (clips, why) = videos::render(&aggregated.results, runs_dir, &dir);
+        warnings.extend(why);
+        clips
+    } else {
+        Vec::new()
+    };
     let report = dir.join("report.md");
-    let text = markdown(&aggregated, &figures, &warnings, plan);
+    let text = markdown(&aggregated, &figures, &clips, &warnings, plan);
     crate::store::write_atomic(&report, text.as_bytes()).map_err(|e| ReportError::Io {
         path: report.clone(),
         source: e,
@@ -230,7 +238,13 @@ fn evals_so_far(evals: &[(u64, f64)]) -> String {
 
 /// `report.md`: figures, final-score table (best mean per env in bold), run counts, compute
 /// time and provenance.
-pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: &Plan) -> String {
+pub fn markdown(
+    agg: &Aggregated,
+    figures: &[Drawn],
+    clips: &[videos::Clip],
+    warnings: &[String],
+    plan: &Plan,
+) -> String {
     let r = &agg.results;
     let spec = &r.spec;
     let mut s = String::new();
@@ -363,6 +377,10 @@ pub fn markdown(agg: &Aggregated, figures: &[Drawn], warnings: &[String], plan: 
     if figures.is_empty() && warnings.is_empty() {
         let _ = writeln!(s, "The spec declares no figures.\n");
     }
+    if !clips.is_empty() {
+        let _ = writeln!(s);
+    }
+    videos::section(&mut s, clips);
 
     if !r.ignored.is_empty() {
         let _ = writeln!(s, "\n## Runs left out\n");

@@ -8,9 +8,14 @@
 //! it `failed` with the reason. Nothing written before is lost either way: metric chunks are
 //! written with every checkpoint.
 
+mod eval;
 mod metrics;
 mod pool;
 
+pub use eval::{
+    EvalError, EvalRequest, Evaluation, Recording, Rendered, VideoRequest, evaluate_run,
+    render_video,
+};
 pub use metrics::{MetricRow, measures_time, read_metrics, read_saved_metrics};
 pub use pool::EnvPool;
 
@@ -423,7 +428,10 @@ impl<'a> Run<'a> {
         match outcome {
             Ok(other @ (RunOutcome::Busy(_) | RunOutcome::TakenOver)) => Ok(other),
             Ok(RunOutcome::Done) => {
-                // metrics.parquet first: from then on the run counts as finished, and a crash
+                // The final policy stays in ckpt/ (`mpdp eval` reads it); a crash after this
+                // resumes at the last step and finishes at once.
+                self.checkpoint()?;
+                // metrics.parquet next: from then on the run counts as finished, and a crash
                 // before the status below is repaired by the next `run-one`.
                 self.metrics.finish(self.dir).map_err(RunError::Metrics)?;
                 self.log.line("done");

@@ -58,7 +58,17 @@ impl EnvPool {
     /// actions, stepping the unfinished envs together. Returns returns and lengths.
     pub fn run_episodes(
         &mut self,
+        policy: impl FnMut(&[f64], usize) -> Vec<f64>,
+    ) -> (Vec<f64>, Vec<f64>) {
+        self.run_episodes_with(policy, |_, _, _| {})
+    }
+
+    /// [`EnvPool::run_episodes`], calling `after_step(i, env, step)` after every step of
+    /// env i.
+    pub fn run_episodes_with(
+        &mut self,
         mut policy: impl FnMut(&[f64], usize) -> Vec<f64>,
+        mut after_step: impl FnMut(usize, &MujocoEnv, &Step),
     ) -> (Vec<f64>, Vec<f64>) {
         let n = self.envs.len();
         let mut returns = vec![0.0; n];
@@ -86,6 +96,7 @@ impl EnvPool {
             for (&i, s) in active.iter().zip(&steps) {
                 returns[i] += s.reward;
                 lengths[i] += 1.0;
+                after_step(i, &self.envs[i], s);
             }
             active = active
                 .into_iter()

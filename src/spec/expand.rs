@@ -723,6 +723,21 @@ fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError>
             format!("expected pixels in 200..=4000, found {}", r.panel_width),
         ));
     }
+    if !(1..=100_000).contains(&r.video_frames) {
+        return Err(src.invalid(
+            "report.video_frames",
+            format!("expected frames in 1..=100000, found {}", r.video_frames),
+        ));
+    }
+    if !(16..=4096).contains(&r.video_size) || r.video_size % 2 == 1 {
+        return Err(src.invalid(
+            "report.video_size",
+            format!(
+                "expected an even number of pixels in 16..=4096, found {}",
+                r.video_size
+            ),
+        ));
+    }
     Ok(r.clone())
 }
 

@@ -68,6 +68,14 @@ pub struct ReportEntry {
     /// Width of one figure panel in pixels (default 560, so that Figure 1's six panels make
     /// a 1680-pixel-wide PNG); fonts, lines and markers scale with it.
     pub panel_width: u32,
+    /// `mpdp plots` also renders, per env and agent, a clip of the final policy of its best
+    /// seed (`plots/<name>/videos/`, linked from report.md with its first frame); default
+    /// false. Needs `just setup-video`.
+    pub videos: bool,
+    /// Frames per clip (default 250: two seconds of Hopper).
+    pub video_frames: usize,
+    /// Width and height of a clip in pixels (default 320).
+    pub video_size: u32,
 }
 
 impl Default for ReportEntry {
@@ -77,6 +85,9 @@ impl Default for ReportEntry {
             bootstrap: 2000,
             confidence: 0.95,
             panel_width: 560,
+            videos: false,
+            video_frames: 250,
+            video_size: 320,
         }
     }
 }

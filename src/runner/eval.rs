@@ -1,0 +1,301 @@
+//! A run's saved policy, evaluated again (`mpdp eval RUN_DIR`): the agent is rebuilt from the
+//! run's resolved config, loads a checkpoint (the newest, `ckpt/`, which a finished run writes
+//! at its last step, or one named), and runs deterministic episodes through its own `exploit`
+//! on fresh envs stepped together.
+//!
+//! By default the episodes are the run's last evaluation again: as many, on the same env
+//! seeds, so a finished run's final `eval/return_mean` is reproduced exactly (on the device it
+//! ran on). `seed` asks for other episodes instead.
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{EnvPool, LoopState, RunConfig, mix};
+use crate::agent::{self, AgentError};
+use crate::env::{Env, EnvError, Task};
+
+/// What to evaluate and how.
+#[derive(Debug, Clone, Default)]
+pub struct EvalRequest {
+    /// The checkpoint directory (holding `agent/` and `loop.json`); default `RUN_DIR/ckpt`.
+    pub checkpoint: Option<PathBuf>,
+    /// Episodes; default the run's `eval.episodes`.
+    pub episodes: Option<usize>,
+    /// Env seeds from this seed instead of the run's last evaluation's.
+    pub seed: Option<u64>,
+    /// Keep the joint positions (qpos) of episode `record` at every step, the initial state
+    /// first (for rendering).
+    pub record: Option<usize>,
+}
+
+/// The outcome: one return and length per episode.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub run_id: String,
+    pub algo: String,
+    pub env: String,
+    /// The checkpoint evaluated and the env step it was written at.
+    pub checkpoint: PathBuf,
+    pub step: u64,
+    /// Each episode's env seed.
+    pub seeds: Vec<u64>,
+    pub returns: Vec<f64>,
+    pub lengths: Vec<f64>,
+    pub return_mean: f64,
+    pub return_std: f64,
+    /// The episode `record` asked for.
+    #[serde(skip)]
+    pub recording: Option<Recording>,
+}
+
+/// One episode as a renderer needs it: the joint positions at every frame (the reset state
+/// first, then after each step) and the return so far at each.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recording {
+    pub qpos: Vec<Vec<f64>>,
+    pub returns: Vec<f64>,
+    /// Seconds of simulated time per step.
+    pub dt: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}: not a run directory (no resolved.toml in it)")]
+    NotARun(PathBuf),
+    #[error("{path}: {message}")]
+    BadConfig { path: PathBuf, message: String },
+    #[error(
+        "{0}: no checkpoint to evaluate (a run writes one every checkpoint_every steps and at its end)"
+    )]
+    NoCheckpoint(PathBuf),
+    #[error("{path}: the checkpoint cannot be read: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("--episodes must be in 1..={max}, found {found}")]
+    Episodes { found: usize, max: usize },
+    #[error("--record {index}: only {episodes} episodes are run")]
+    Record { index: usize, episodes: usize },
+    #[error("rendering {path}: {message}")]
+    Render { path: PathBuf, message: String },
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Every way the run directory or checkpoint named can be wrong is the user's to fix.
+impl crate::config::IsUsage for EvalError {
+    fn is_usage(&self) -> bool {
+        match self {
+            EvalError::Env(_) => false,
+            EvalError::Agent(e) => crate::config::IsUsage::is_usage(e),
+            _ => true,
+        }
+    }
+}
+
+/// Evaluates the policy saved in `run_dir` (see the module's documentation) on `device`.
+pub fn evaluate_run(
+    run_dir: &Path,
+    req: &EvalRequest,
+    device: &burn::prelude::Device,
+) -> Result<Evaluation, EvalError> {
+    let resolved = run_dir.join("resolved.toml");
+    let text =
+        std::fs::read_to_string(&resolved).map_err(|_| EvalError::NotARun(run_dir.into()))?;
+    let bad = |message: String| EvalError::BadConfig {
+        path: resolved.clone(),
+        message,
+    };
+    let cfg: RunConfig = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
+    let task: Task = cfg.task()?;
+    let variant = cfg.obs_variant()?;
+
+    let ckpt = req
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run_dir.join("ckpt"));
+    let loop_path = ckpt.join("loop.json");
+    if !loop_path.exists() || !ckpt.join("agent").is_dir() {
+        return Err(EvalError::NoCheckpoint(ckpt));
+    }
+    let unreadable = |message: String| EvalError::Unreadable {
+        path: ckpt.clone(),
+        message,
+    };
+    let state: LoopState = std::fs::read_to_string(&loop_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|m| unreadable(format!("loop.json: {m}")))?;
+
+    let episodes = req.episodes.unwrap_or(cfg.eval.episodes);
+    let max = crate::config::limits::ENVS;
+    if !(1..=max).contains(&episodes) {
+        return Err(EvalError::Episodes {
+            found: episodes,
+            max,
+        });
+    }
+    if let Some(index) = req.record.filter(|&i| i >= episodes) {
+        return Err(EvalError::Record { index, episodes });
+    }
+    // The run's last evaluation used stream `evals` (evaluation k of a run uses k + 1).
+    let seeds: Vec<u64> = (0..episodes as u64)
+        .map(|k| match req.seed {
+            Some(s) => mix(s, 0, k),
+            None => mix(cfg.seed, state.evals.max(1), k),
+        })
+        .collect();
+
+    let mut pool = EnvPool::new(task, variant, episodes)?;
+    let info = pool.info().clone();
+    let setting = agent::Setting {
+        task,
+        obs_dim: info.obs_dim,
+        act_dim: info.act_dim,
+        seed: cfg.seed,
+        device,
+    };
+    let mut agent = agent::make(&cfg.algo, &cfg.agent, &setting)?;
+    agent
+        .load(&ckpt.join("agent"))
+        .map_err(|e| unreadable(e.to_string()))?;
+    for (env, &seed) in pool.envs_mut().iter_mut().zip(&seeds) {
+        env.reset(Some(seed));
+    }
+    let mut recording = req.record.map(|i| Recording {
+        qpos: vec![pool.envs()[i].qpos().to_vec()],
+        returns: vec![0.0],
+        dt: info.dt,
+    });
+    let (returns, lengths) = pool.run_episodes_with(
+        |obs, rows| agent.exploit(obs, rows),
+        |i, env, step| {
+            if let Some(r) = recording.as_mut().filter(|_| req.record == Some(i)) {
+                r.qpos.push(env.qpos().to_vec());
+                r.returns
+                    .push(r.returns.last().copied().unwrap_or(0.0) + step.reward);
+            }
+        },
+    );
+    let n = returns.len() as f64;
+    let return_mean = returns.iter().sum::<f64>() / n;
+    let return_std = (returns
+        .iter()
+        .map(|r| (r - return_mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    Ok(Evaluation {
+        run_id: cfg.run_id(),
+        algo: cfg.algo.clone(),
+        env: task.name().to_string(),
+        checkpoint: ckpt,
+        step: state.step,
+        seeds,
+        returns,
+        lengths,
+        return_mean,
+        return_std,
+        recording,
+    })
+}
+
+/// Where and how to render the recorded episode.
+#[derive(Debug, Clone)]
+pub struct VideoRequest {
+    /// The video: `.mp4` (H.264), `.webm` (VP9) or `.gif`.
+    pub path: PathBuf,
+    /// Also save the first frame here (PNG).
+    pub thumbnail: Option<PathBuf>,
+    /// At most this many frames (the first ones); all when None.
+    pub max_frames: Option<usize>,
+    /// Frame width and height in pixels.
+    pub size: u32,
+    /// The interpreter of the venv `just setup` makes (MuJoCo, imageio-ffmpeg, Pillow).
+    pub python: PathBuf,
+    /// `python/render.py`.
+    pub script: PathBuf,
+}
+
+/// What the renderer made.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct Rendered {
+    pub frames: usize,
+    pub width: u32,
+    pub height: u32,
+    pub seconds: f64,
+}
+
+/// Renders `e`'s recorded episode with MuJoCo's offscreen renderer (python/render.py: the
+/// task's tracking camera, the return and step drawn in a corner) into `v.path`.
+pub fn render_video(e: &Evaluation, v: &VideoRequest) -> Result<Rendered, EvalError> {
+    let fail = |message: String| EvalError::Render {
+        path: v.path.clone(),
+        message,
+    };
+    let rec = e
+        .recording
+        .as_ref()
+        .ok_or_else(|| fail("no episode was recorded".into()))?;
+    if !(16..=4096).contains(&v.size) || v.size % 2 == 1 {
+        return Err(fail(format!(
+            "the frame size must be an even number of pixels in 16..=4096, found {}",
+            v.size
+        )));
+    }
+    let frames = v
+        .max_frames
+        .map_or(rec.qpos.len(), |n| n.min(rec.qpos.len()));
+    if frames == 0 {
+        return Err(fail("no frames to render (--video-frames 0)".into()));
+    }
+    let task: Task = e
+        .env
+        .parse()
+        .map_err(|_| fail(format!("unknown task {}", e.env)))?;
+    let xml = crate::env::asset_path(task.xml_file()).map_err(|x| fail(x.to_string()))?;
+    let episode = serde_json::json!({
+        "xml": xml,
+        "task": e.env,
+        "fps": 1.0 / rec.dt,
+        "label": format!("{} on {}, trained {} steps", e.algo, e.env, e.step),
+        "qpos": &rec.qpos[..frames],
+        "returns": &rec.returns[..frames],
+    });
+    let mut name = v.path.file_name().unwrap_or_default().to_os_string();
+    name.push(".episode.json");
+    let episode_path = v.path.with_file_name(name);
+    crate::store::write_atomic(&episode_path, episode.to_string().as_bytes())
+        .map_err(|x| fail(format!("{}: {x}", episode_path.display())))?;
+    let mut cmd = std::process::Command::new(&v.python);
+    cmd.arg(&v.script).arg(&episode_path).arg(&v.path).args([
+        "--width",
+        &v.size.to_string(),
+        "--height",
+        &v.size.to_string(),
+    ]);
+    if let Some(t) = &v.thumbnail {
+        cmd.arg("--thumbnail").arg(t);
+    }
+    let out = cmd.output();
+    let _ = std::fs::remove_file(&episode_path);
+    let out = out.map_err(|x| {
+        fail(format!(
+            "{}: {x} (run `just setup`; MPDP_PYTHON names another interpreter)",
+            v.python.display()
+        ))
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(fail(format!(
+            "the renderer failed: {} (MuJoCo renders offscreen through OSMesa: Debian's \
+             libosmesa6, which `just setup-video` installs)",
+            tail.join(" / ")
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .map_err(|x| fail(format!("unexpected renderer output ({x}): {stdout}")))
+}
