@@ -506,3 +506,50 @@ fn runs_with_different_env_files_are_not_pooled() {
         "{err}"
     );
 }
+
+/// A published curve on a figure: the SVG has its dashed series (many short dashes in the
+/// reference's colour) and its band, and report.md names its source under the figure.
+#[test]
+fn a_reference_curve_is_drawn_dashed_and_its_source_is_named() {
+    let dir = Dir::new("reference");
+    let references = format!(
+        "figures=[{{ kind = \"learning_curves\", references = [{{ label = \"SAC (published)\", \
+         file = \"{}\", env = \"Hopper\" }}] }}]",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("experiments/references/sac-hopper-tianshou.csv")
+            .display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(["run", "experiments/smoke.toml", "--set", &references])
+        .args([
+            "--set",
+            "envs.Hopper.steps=20000",
+            "--set",
+            "agents.SAC.learning_starts=19900",
+        ])
+        .arg("--runs-dir")
+        .arg(dir.0.join("runs"))
+        .arg("--plots-dir")
+        .arg(dir.0.join("plots"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(dir.0.join("plots/smoke/learning_curves.svg")).unwrap();
+    // SAC's blue at 0.9 opacity: the reference's dashes over 10k–20k (our own curve is opaque).
+    let dashes = svg
+        .lines()
+        .filter(|l| l.starts_with("<polyline") && l.contains("stroke=\"#0072B2\""))
+        .filter(|l| l.contains("opacity=\"0.9\""))
+        .count();
+    assert!(dashes >= 10, "{dashes} dashes of the reference in:\n{svg}");
+    assert!(svg.contains("SAC (published)"), "no legend entry");
+    let report = std::fs::read_to_string(dir.0.join("plots/smoke/report.md")).unwrap();
+    assert!(
+        report.contains("**SAC (published)**") && report.contains("thu-ml/tianshou"),
+        "{report}"
+    );
+}

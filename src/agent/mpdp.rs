@@ -392,7 +392,7 @@ impl ModelBasedAgent for Mpdp {
         let extra = self.core.extra_mut();
         let u_threshold = extra.u_threshold;
         let every = cfg.penalty_share_every as u64;
-        let measure_share = every > 0 && cfg.beta != 0.0 && extra.updates % every == 0;
+        let measure_share = every > 0 && cfg.beta != 0.0 && extra.updates.is_multiple_of(every);
         extra.updates += 1;
         let (batch, rng) = self.core.sample();
         let (n, o, a) = (batch.size, self.obs_dim, batch.act.len() / batch.size);

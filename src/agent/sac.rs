@@ -40,6 +40,11 @@ pub struct SacConfig {
     pub gamma: f64,
     pub tau: f64,
     pub initial_alpha: f64,
+    /// Tune α towards the target entropy (SAC v2, default), or keep it at `initial_alpha`
+    /// (SAC v1, and Tianshou's MuJoCo benchmark with α = 0.2). Left out of the resolved
+    /// config at its default, so that earlier runs keep their ids.
+    #[serde(skip_serializing_if = "is_true")]
+    pub autotune_alpha: bool,
     /// `None`: −|A|.
     pub target_entropy: Option<f64>,
     pub log_std_min: f64,
@@ -50,6 +55,10 @@ pub struct SacConfig {
     /// Gradient updates per environment step.
     pub updates_per_step: usize,
     pub buffer_size: usize,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for SacConfig {
@@ -63,6 +72,7 @@ impl Default for SacConfig {
             gamma: 0.99,
             tau: 0.005,
             initial_alpha: 1.0,
+            autotune_alpha: true,
             target_entropy: None,
             log_std_min: -5.0,
             log_std_max: 2.0,
@@ -330,6 +340,8 @@ pub struct Entropy {
     opt: ModuleOptimizer,
     lr: f64,
     target: f64,
+    /// α stays at its initial value (`autotune_alpha = false`).
+    fixed: bool,
 }
 
 impl Entropy {
@@ -339,6 +351,7 @@ impl Entropy {
             opt: nn::adam(cfg.adam_epsilon),
             lr: cfg.alpha_lr,
             target: cfg.target_entropy.unwrap_or(-(act_dim as f64)),
+            fixed: !cfg.autotune_alpha,
         }
     }
 
@@ -346,13 +359,13 @@ impl Entropy {
         self.temperature.alpha() as f64
     }
 
-    /// One step given the batch's mean log π; returns the loss.
+    /// One step given the batch's mean log π (none when α is fixed); returns the loss.
     pub fn update(&mut self, log_prob_mean: f32) -> f32 {
-        let loss = self
-            .temperature
-            .log_alpha()
-            .mul_scalar(-(log_prob_mean as f64 + self.target))
-            .sum();
+        let gap = -(log_prob_mean as f64 + self.target);
+        if self.fixed {
+            return scalar(self.temperature.log_alpha().inner().mul_scalar(gap).sum());
+        }
+        let loss = self.temperature.log_alpha().mul_scalar(gap).sum();
         let value = scalar(loss.clone().inner());
         let grads = GradientsParams::from_grads(loss.backward(), &self.temperature);
         self.temperature = self.opt.step(self.lr, self.temperature.clone(), grads);

@@ -10,7 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::ReportError;
 use super::aggregate::{FinalScore, RETURN, Results, SummaryRow};
-use crate::spec::{FigureEntry, FigureKind};
+use crate::spec::{FigureEntry, FigureKind, ReferenceEntry};
 
 /// Metric of Figure 2: MPDP's mean realised horizon per update batch.
 pub const HORIZON: &str = "train/horizon_mean";
@@ -110,6 +110,16 @@ struct Panel {
     points: bool,
     /// Dashed horizontal levels: label, value, colour.
     refs: Vec<(String, f64, RGBColor)>,
+    /// Published curves: dashed, with a light ±std band.
+    ref_curves: Vec<RefCurve>,
+}
+
+#[derive(Clone)]
+struct RefCurve {
+    label: String,
+    colour: RGBColor,
+    /// (step, mean, std if known)
+    points: Vec<(f64, f64, Option<f64>)>,
 }
 
 struct Figure {
@@ -129,6 +139,8 @@ pub struct Drawn {
     pub title: String,
     pub svg: PathBuf,
     pub png: PathBuf,
+    /// Where its published reference curves come from ([`reference_sources`]).
+    pub sources: Vec<String>,
 }
 
 /// Draws every figure of the spec into `dir`. Figures without data are skipped with a
@@ -193,6 +205,7 @@ pub fn draw_all(
             title: fig.title.clone(),
             svg,
             png,
+            sources: reference_sources(entry),
         });
     }
     Ok((drawn, warnings))
@@ -234,16 +247,60 @@ fn env_filter(entry: &FigureEntry, results: &Results) -> Vec<String> {
 
 const REF_GREY: RGBColor = RGBColor(90, 90, 90);
 
+/// The references of `entry` that belong on `env`'s panel.
+fn references_on<'a>(
+    entry: &'a FigureEntry,
+    env: &'a str,
+) -> impl Iterator<Item = &'a ReferenceEntry> + 'a {
+    entry.references.iter().filter(move |r| {
+        r.env
+            .as_ref()
+            .is_none_or(|e| e.parse::<crate::env::Task>().is_ok_and(|t| t.name() == env))
+    })
+}
+
+/// A reference's colour: that of the paper's agent its label starts with ("MBPO (published)"
+/// in MBPO's orange), else grey.
+fn reference_colour(label: &str) -> RGBColor {
+    let first = label.split(|c: char| !c.is_ascii_alphanumeric()).next();
+    first.and_then(known_colour).unwrap_or(REF_GREY)
+}
+
+/// The dashed levels of `entry` on `env`'s panel.
 fn references(entry: &FigureEntry, env: &str) -> Vec<(String, f64, RGBColor)> {
+    references_on(entry, env)
+        .filter_map(|r| Some((r.label.clone(), r.value?, REF_GREY)))
+        .collect()
+}
+
+/// The published curves of `entry` on `env`'s panel.
+fn reference_curves(entry: &FigureEntry, env: &str) -> Vec<RefCurve> {
+    references_on(entry, env)
+        .filter_map(|r| {
+            let curve = r.curve.as_ref()?;
+            Some(RefCurve {
+                label: r.label.clone(),
+                colour: reference_colour(&r.label),
+                points: curve.points.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Where the references of `entry` come from, one line each, for the report.
+pub fn reference_sources(entry: &FigureEntry) -> Vec<String> {
     entry
         .references
         .iter()
-        .filter(|r| {
-            r.env
-                .as_ref()
-                .is_none_or(|e| e.parse::<crate::env::Task>().is_ok_and(|t| t.name() == env))
+        .filter_map(|r| {
+            let c = r.curve.as_ref()?;
+            Some(format!(
+                "**{}** (`{}`): {}",
+                r.label,
+                c.path.display(),
+                c.source.join(" ")
+            ))
         })
-        .map(|r| (r.label.clone(), r.value, REF_GREY))
         .collect()
 }
 
@@ -314,6 +371,7 @@ fn curves(
             curves,
             points: false,
             refs: references(entry, &env),
+            ref_curves: reference_curves(entry, &env),
         });
     }
     if fig.panels.is_empty() {
@@ -437,6 +495,7 @@ fn final_vs_param(
             curves,
             points: true,
             refs,
+            ref_curves: Vec::new(),
         });
     }
     if fig.panels.is_empty() {
@@ -493,11 +552,13 @@ fn legend(fig: &Figure) -> Vec<LegendEntry> {
         }
     }
     for p in &fig.panels {
-        for (label, _, colour) in &p.refs {
+        let levels = p.refs.iter().map(|(label, _, colour)| (label, *colour));
+        let curves = p.ref_curves.iter().map(|c| (&c.label, c.colour));
+        for (label, colour) in levels.chain(curves) {
             if seen.insert(label.clone()) {
                 out.push(LegendEntry {
                     label: label.clone(),
-                    colour: *colour,
+                    colour,
                     mark: None,
                 });
             }
@@ -681,6 +742,25 @@ fn ranges(panel: &Panel) -> ((f64, f64), (f64, f64)) {
     let (mut y0, mut y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
         (a.min(y), b.max(y))
     });
+    // Published curves within the panel's own steps (all of them on a panel of its own).
+    let own = x1.is_finite();
+    for c in &panel.ref_curves {
+        for &(x, m, sd) in &c.points {
+            if !own || x <= x1 {
+                let sd = sd.unwrap_or(0.0);
+                (y0, y1) = (y0.min(m - sd), y1.max(m + sd));
+            }
+        }
+    }
+    if !own {
+        (x0, x1) = panel
+            .ref_curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.0))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            });
+    }
     if panel.points {
         let pad = ((x1 - x0) * 0.1).max(0.05);
         (x0, x1) = (x0 - pad, x1 + pad);
@@ -736,6 +816,26 @@ fn draw_panel<DB: DrawingBackend>(
         .light_line_style(TRANSPARENT)
         .bold_line_style(BLACK.mix(0.08))
         .draw()?;
+    for c in &panel.ref_curves {
+        let shown: Vec<(f64, f64, f64)> = c
+            .points
+            .iter()
+            .filter(|p| p.0 >= x0 && p.0 <= x1)
+            .map(|&(x, m, sd)| (x, m, sd.unwrap_or(0.0)))
+            .collect();
+        let upper = shown.iter().map(|p| (p.0, p.1 + p.2));
+        let lower = shown.iter().rev().map(|p| (p.0, p.1 - p.2));
+        chart.draw_series(std::iter::once(Polygon::new(
+            upper.chain(lower).collect::<Vec<_>>(),
+            c.colour.mix(0.08).filled(),
+        )))?;
+        chart.draw_series(DashedLineSeries::new(
+            shown.iter().map(|p| (p.0, p.1)),
+            scale.px(8),
+            scale.px(5),
+            c.colour.mix(0.9).stroke_width(scale.px(2)),
+        ))?;
+    }
     let marker_size = scale.px(5) as i32;
     for c in &panel.curves {
         let line: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.1)).collect();
@@ -1134,6 +1234,15 @@ mod tests {
             curves,
             points,
             refs: vec![("MBPO".into(), 1033.3, REF_GREY)],
+            ref_curves: vec![RefCurve {
+                label: "SAC (published)".into(),
+                colour: reference_colour("SAC (published)"),
+                points: vec![
+                    (0.0, 47.5, Some(36.1)),
+                    (5000.0, 275.8, None),
+                    (9e9, 1e9, None),
+                ],
+            }],
         };
         let figures = [
             figure(

@@ -370,6 +370,13 @@ pub fn markdown(
             "### {}\n\n![{}]({png})\n\n[SVG]({svg})\n",
             f.title, f.title
         );
+        if !f.sources.is_empty() {
+            let _ = writeln!(s, "References (dashed, with a light ±std band):\n");
+            for src in &f.sources {
+                let _ = writeln!(s, "- {src}");
+            }
+            let _ = writeln!(s);
+        }
     }
     for w in warnings {
         let _ = writeln!(s, "- {w}");

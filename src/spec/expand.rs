@@ -2,7 +2,7 @@
 //! seeds, every run fully resolved, with where each of its values came from.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -638,7 +638,8 @@ fn check_devices(file: &SpecFile, src: &Source) -> Result<Devices, SpecError> {
 }
 
 fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, SpecError> {
-    for (i, fig) in file.figures.iter().enumerate() {
+    let mut figures = file.figures.clone();
+    for (i, fig) in figures.iter_mut().enumerate() {
         let at = format!("figures.{i}");
         if let Some(name) = &fig.name {
             // A file name stem inside the spec's plots directory.
@@ -655,12 +656,31 @@ fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, Spec
                 ))
             }
         };
-        for r in &fig.references {
-            if !r.value.is_finite() {
-                return Err(src.invalid(
-                    &format!("{at}.references"),
-                    format!("expected a finite value, found {}", r.value),
-                ));
+        for (j, r) in fig.references.iter_mut().enumerate() {
+            let key = format!("{at}.references.{j}");
+            match (r.value, &r.file) {
+                (Some(v), None) if !v.is_finite() => {
+                    return Err(src.invalid(
+                        &format!("{key}.value"),
+                        format!("expected a finite value, found {v}"),
+                    ));
+                }
+                (Some(_), None) => {}
+                (None, Some(path)) => {
+                    let dir = src.path.parent().unwrap_or(Path::new("."));
+                    let mut curve = super::reference::read(&dir.join(path))
+                        .map_err(|e| src.invalid(&format!("{key}.file"), e))?;
+                    // The report names it as the spec does.
+                    curve.path = path.clone();
+                    r.curve = Some(curve);
+                }
+                _ => {
+                    return Err(src.invalid(
+                        &key,
+                        "a reference is a level (value = ...) or a curve (file = \"....csv\"): \
+                         give exactly one",
+                    ));
+                }
             }
             if let Some(e) = &r.env {
                 check_env("references", e)?;
@@ -684,7 +704,7 @@ fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, Spec
             _ => {}
         }
     }
-    Ok(file.figures.clone())
+    Ok(figures)
 }
 
 fn check_report(file: &SpecFile, src: &Source) -> Result<ReportEntry, SpecError> {

@@ -8,6 +8,7 @@
 //! config struct's defaults and the per-env presets (see [`crate::agent`]).
 
 mod expand;
+pub mod reference;
 
 pub use expand::{Devices, Plan, PlannedRun, Slot, Spec, expand};
 
@@ -210,7 +211,7 @@ pub struct FigureEntry {
     /// The swept parameter on the x axis (`final_vs_param` figures), e.g. `beta`.
     #[serde(default)]
     pub param: Option<String>,
-    /// Dashed horizontal reference levels.
+    /// References: dashed levels, or published curves (dashed, with a light ±std band).
     #[serde(default)]
     pub references: Vec<ReferenceEntry>,
 }
@@ -225,14 +226,23 @@ pub enum FigureKind {
     Metric,
 }
 
+/// A reference drawn on a figure: a dashed level (`value`) or a published curve (`file`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceEntry {
     pub label: String,
-    pub value: f64,
+    /// A level, the same at every step.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// A curve: a CSV file ([`reference`]), relative to the spec's directory.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// The env panel it belongs to (default: every panel).
     #[serde(default)]
     pub env: Option<String>,
+    /// The curve in `file`, read and checked when the spec is loaded.
+    #[serde(skip)]
+    pub curve: Option<reference::ReferenceCurve>,
 }
 
 #[derive(Debug, thiserror::Error)]
