@@ -662,4 +662,42 @@ mod tests {
             Err("log_std_min".into())
         );
     }
+
+    /// `autotune_alpha = false`: α stays at `initial_alpha` however the entropy is off
+    /// target (and the default tunes it); the key is left out of the resolved config at its
+    /// default, so earlier runs keep their ids.
+    #[test]
+    fn a_fixed_alpha_stays_where_it_starts() {
+        let device = crate::nn::device();
+        let run = |autotune: bool| {
+            let cfg = SacConfig {
+                initial_alpha: 0.2,
+                autotune_alpha: autotune,
+                alpha_lr: 0.1,
+                ..SacConfig::default()
+            };
+            let mut e = Entropy::new(3, &cfg, &device);
+            let losses: Vec<f32> = (0..5).map(|_| e.update(-1.0)).collect();
+            (e.alpha(), losses)
+        };
+        let (fixed, losses) = run(false);
+        assert!((fixed - 0.2).abs() < 1e-6, "{fixed}");
+        // log α · (−(log π + target)) = ln 0.2 · (1 + 3), reported though not stepped.
+        assert!(
+            (f64::from(losses[0]) - 0.2f64.ln() * 4.0).abs() < 1e-4,
+            "{losses:?}"
+        );
+        let (tuned, _) = run(true);
+        assert!(tuned < 0.19, "the default tunes α: {tuned}");
+        let table = toml::Table::try_from(SacConfig::default()).unwrap();
+        assert!(!table.contains_key("autotune_alpha"));
+        let off = SacConfig {
+            autotune_alpha: false,
+            ..SacConfig::default()
+        };
+        assert_eq!(
+            toml::Table::try_from(off).unwrap()["autotune_alpha"].as_bool(),
+            Some(false)
+        );
+    }
 }
