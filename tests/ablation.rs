@@ -2,8 +2,6 @@
 //! with `--set` overrides that shrink budgets and networks runs every planned run and draws
 //! the paper's Figures 2–4 (MPDP's horizon, the model error against β, the final return
 //! against β with MBPO as a level) without skipping any.
-use std::process::Command;
-
 mod common;
 use common::Dir;
 
@@ -19,18 +17,8 @@ const TINY: [&str; 7] = [
 
 fn run_spec(spec: &str, extra: &[&str]) -> (Dir, String) {
     let dir = Dir::new(spec);
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
-    c.args(["run", &format!("experiments/{spec}.toml")]);
-    for set in TINY.iter().chain(extra) {
-        c.args(["--set", set]);
-    }
-    let out = c
-        .arg("--runs-dir")
-        .arg(dir.0.join("runs"))
-        .arg("--plots-dir")
-        .arg(dir.0.join("plots"))
-        .output()
-        .expect("spawn mpdp");
+    let sets: Vec<&str> = TINY.iter().chain(extra).copied().collect();
+    let out = common::run_spec(&dir, &format!("experiments/{spec}.toml"), &sets);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{spec}: {stderr}");
     assert!(!stderr.contains("skipped"), "{spec}: {stderr}");

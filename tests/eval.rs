@@ -65,13 +65,7 @@ fn train(runs: &Path, algo: &str) -> PathBuf {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let exp = runs.join("adhoc");
-    std::fs::read_dir(&exp)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
+    common::only_run(runs)
 }
 
 fn eval(run: &Path, extra: &[&str]) -> Output {

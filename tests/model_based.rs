@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use mpdp::runner::{MetricRow, measures_time, read_metrics};
 use mpdp::store::{self, RunState};
 
+mod common;
+
 fn tmp(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("mpdp-model-based-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -46,16 +48,6 @@ fn command(runs: &Path, algo: &str, sets: &[&str]) -> Command {
     c
 }
 
-fn run_dir(runs: &Path) -> PathBuf {
-    let exp = runs.join("adhoc");
-    std::fs::read_dir(&exp)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-}
-
 /// Runs `algo` in `runs` to the end (or on from its checkpoint) and returns its metrics.
 fn run_to_end(runs: &Path, algo: &str, sets: &[&str]) -> Vec<MetricRow> {
     let out = command(runs, algo, sets).output().unwrap();
@@ -64,7 +56,7 @@ fn run_to_end(runs: &Path, algo: &str, sets: &[&str]) -> Vec<MetricRow> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    read_metrics(&run_dir(runs).join("metrics.parquet")).unwrap()
+    read_metrics(&common::only_run(runs).join("metrics.parquet")).unwrap()
 }
 
 /// MPDP with tiny networks, a model fit every 100 steps and H_max = 4.
@@ -192,7 +184,7 @@ fn the_first_fit_measures_no_model_error_with_several_envs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+    let rows = read_metrics(&common::only_run(&runs).join("metrics.parquet")).unwrap();
     let steps = |m: &str| -> Vec<u64> {
         rows.iter()
             .filter(|r| r.metric == m)
@@ -283,7 +275,7 @@ fn m2ac_masks_its_rollouts_and_logs_the_kept_fraction_and_uncertainty() {
             "{env}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let rows = read_metrics(&run_dir(&runs).join("metrics.parquet")).unwrap();
+        let rows = read_metrics(&common::only_run(&runs).join("metrics.parquet")).unwrap();
         let values = |m: &str| values(&rows, m);
         // H = 4: w_h = 4/10, 3/10, 2/10, 1/10 of the start rows; at most 1.0 of what the
         // surviving rows predicted, and well below it when all rows survive.
@@ -387,7 +379,7 @@ fn mpdp_measures_u_over_all_members_when_asked() {
     let u = values(&rows, "train/uncertainty_mean");
     assert!(!u.is_empty() && u.iter().all(|u| *u > 0.0), "{u:?}");
     assert!(!values(&rows, "train/horizon_mean").is_empty());
-    let resolved = std::fs::read_to_string(run_dir(&runs).join("resolved.toml")).unwrap();
+    let resolved = std::fs::read_to_string(common::only_run(&runs).join("resolved.toml")).unwrap();
     let resolved: toml::Table = resolved.parse().unwrap();
     let agent = &resolved["agent"];
     assert_eq!(agent["u_members"].as_str(), Some("all"));

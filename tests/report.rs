@@ -519,20 +519,15 @@ fn a_reference_curve_is_drawn_dashed_and_its_source_is_named() {
             .join("experiments/references/sac-hopper-tianshou.csv")
             .display()
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args(["run", "experiments/smoke.toml", "--set", &references])
-        .args([
-            "--set",
+    let out = common::run_spec(
+        &dir,
+        "experiments/smoke.toml",
+        &[
+            &references,
             "envs.Hopper.steps=20000",
-            "--set",
             "agents.SAC.learning_starts=19900",
-        ])
-        .arg("--runs-dir")
-        .arg(dir.0.join("runs"))
-        .arg("--plots-dir")
-        .arg(dir.0.join("plots"))
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",

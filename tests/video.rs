@@ -13,37 +13,32 @@ const FRAMES: usize = 30;
 
 /// A SAC run of 200 steps on `env` (100 of them learning): a policy that acts, not a good one.
 fn train(runs: &Path, env: &str) -> PathBuf {
-    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args([
-            "run-one",
-            "--env",
-            env,
-            "--algo",
-            "sac",
-            "--seed",
-            "2",
-            "--steps",
-            "200",
-            "--eval-every",
-            "200",
-            "--eval-episodes",
-            "1",
-            "--quiet",
-            "--set",
-            "hidden=[16, 16]",
-            "--set",
-            "batch_size=16",
-            "--set",
-            "learning_starts=100",
-        ])
-        .arg("--runs-dir")
-        .arg(runs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        Command::new(env!("CARGO_BIN_EXE_mpdp"))
+            .args([
+                "run-one",
+                "--env",
+                env,
+                "--algo",
+                "sac",
+                "--seed",
+                "2",
+                "--steps",
+                "200",
+                "--eval-every",
+                "200",
+                "--eval-episodes",
+                "1",
+                "--quiet",
+                "--set",
+                "hidden=[16, 16]",
+                "--set",
+                "batch_size=16",
+                "--set",
+                "learning_starts=100",
+            ])
+            .arg("--runs-dir")
+            .arg(runs),
     );
     std::fs::read_dir(runs.join("adhoc"))
         .unwrap()
@@ -75,16 +70,11 @@ fn ffmpeg() -> PathBuf {
 
 /// Decodes `video` into RGB frames of `size` × `size`.
 fn decode(ffmpeg: &Path, video: &Path, size: usize) -> Vec<Vec<u8>> {
-    let out = Command::new(ffmpeg)
-        .args(["-loglevel", "error", "-i"])
-        .arg(video)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::succeed(
+        Command::new(ffmpeg)
+            .args(["-loglevel", "error", "-i"])
+            .arg(video)
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]),
     );
     let frame = size * size * 3;
     assert_eq!(out.stdout.len() % frame, 0, "not {size}x{size} RGB frames");
@@ -165,21 +155,15 @@ fn an_episode_of_every_task_renders_to_a_video_that_decodes_and_moves() {
 #[test]
 fn the_report_links_a_clip_of_each_agents_best_seed() {
     let dir = Dir::new("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
-        .args(["run", "experiments/smoke.toml"])
-        .args([
-            "--set",
+    let out = common::run_spec(
+        &dir,
+        "experiments/smoke.toml",
+        &[
             "report.videos=true",
-            "--set",
             "report.video_frames=12",
-        ])
-        .args(["--set", "report.video_size=96"])
-        .arg("--runs-dir")
-        .arg(dir.0.join("runs"))
-        .arg("--plots-dir")
-        .arg(dir.0.join("plots"))
-        .output()
-        .unwrap();
+            "report.video_size=96",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("skipped"), "{stderr}");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::{EnvPool, LoopState, RunConfig, mix};
-use crate::agent::{self, AgentError};
+use crate::agent::AgentError;
 use crate::env::{Env, EnvError, Task};
 
 /// What to evaluate and how.
@@ -148,14 +148,7 @@ pub fn evaluate_run(
 
     let mut pool = EnvPool::new(task, variant, episodes)?;
     let info = pool.info().clone();
-    let setting = agent::Setting {
-        task,
-        obs_dim: info.obs_dim,
-        act_dim: info.act_dim,
-        seed: cfg.seed,
-        device,
-    };
-    let mut agent = agent::make(&cfg.algo, &cfg.agent, &setting)?;
+    let mut agent = super::make_agent(&cfg, &info, device)?;
     agent
         .load(&ckpt.join("agent"))
         .map_err(|e| unreadable(e.to_string()))?;

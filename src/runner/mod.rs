@@ -327,14 +327,7 @@ impl<'a> Run<'a> {
         let train = EnvPool::new(task, variant, cfg.num_envs)?;
         let eval = EnvPool::new(task, variant, cfg.eval.episodes)?;
         let info = train.info().clone();
-        let setting = agent::Setting {
-            task,
-            obs_dim: info.obs_dim,
-            act_dim: info.act_dim,
-            seed: cfg.seed,
-            device: &opts.device,
-        };
-        let agent = agent::make(&cfg.algo, &cfg.agent, &setting)?;
+        let agent = make_agent(cfg, &info, &opts.device)?;
         let provenance = metrics::provenance(cfg, &info, &opts.device);
         let prov_path = dir.join("provenance.json");
         store::write_atomic(&prov_path, provenance.as_bytes()).map_err(io_err(&prov_path))?;
@@ -704,6 +697,22 @@ impl<'a> Run<'a> {
         self.state = state;
         Ok(())
     }
+}
+
+/// The run's agent, untrained, for the env `info` describes, on `device`.
+fn make_agent(
+    cfg: &RunConfig,
+    info: &crate::env::EnvInfo,
+    device: &burn::prelude::Device,
+) -> Result<Box<dyn Agent>, AgentError> {
+    let setting = agent::Setting {
+        task: info.task,
+        obs_dim: info.obs_dim,
+        act_dim: info.act_dim,
+        seed: cfg.seed,
+        device,
+    };
+    agent::make(&cfg.algo, &cfg.agent, &setting)
 }
 
 /// Marks the run failed with `reason`, in its status (at the step it last reported) and its

@@ -1,11 +1,13 @@
 //! Helpers shared by the integration tests.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// A fresh directory under the system temp dir, named after the test binary, the tag and the
 /// process, and removed when dropped.
 pub struct Dir(pub PathBuf);
 
 impl Dir {
+    #[allow(dead_code)]
     pub fn new(tag: &str) -> Dir {
         let d = std::env::temp_dir().join(format!(
             "mpdp-{}-{tag}-{}",
@@ -30,4 +32,44 @@ impl Drop for Dir {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.0).ok();
     }
+}
+
+/// `mpdp run SPEC --set ...` with runs and plots in `dir` (`runs/`, `plots/`).
+#[allow(dead_code)]
+pub fn run_spec(dir: &Dir, spec: &str, sets: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
+    c.args(["run", spec]);
+    for set in sets {
+        c.args(["--set", set]);
+    }
+    c.arg("--runs-dir")
+        .arg(dir.0.join("runs"))
+        .arg("--plots-dir")
+        .arg(dir.0.join("plots"))
+        .output()
+        .expect("spawn mpdp")
+}
+
+/// The one run directory under `runs/adhoc/` (where `run-one` puts it).
+#[allow(dead_code)]
+pub fn only_run(runs: &Path) -> PathBuf {
+    std::fs::read_dir(runs.join("adhoc"))
+        .unwrap()
+        .next()
+        .expect("a run directory")
+        .unwrap()
+        .path()
+}
+
+/// Runs `c` and returns its output, failing the test with its stderr unless it succeeded.
+#[allow(dead_code)]
+pub fn succeed(c: &mut Command) -> Output {
+    let out = c.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        c.get_program(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
