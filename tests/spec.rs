@@ -211,6 +211,70 @@ fn sweeps_multiply_only_their_agent_and_extends_inherits() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An agent's own `steps` and `seeds` replace the spec's for its runs only, are inherited
+/// through `extends`, and `explain` names where they came from.
+#[test]
+fn an_agent_may_have_its_own_budget_and_seeds() {
+    let dir = tmp("budget");
+    let path = write(
+        &dir,
+        "budget.toml",
+        r#"
+schema = 1
+name = "budget"
+seeds = [0, 1, 2]
+
+[envs.Hopper]
+steps = 1000
+
+[envs.InvertedPendulum]
+steps = 500
+
+[agents.SAC]
+algo = "sac"
+
+[agents.MBPO]
+algo = "mbpo"
+steps = 600
+seeds = [4, 5]
+
+[agents.M2AC]
+extends = "MBPO"
+real_ratio = 0.1
+"#,
+    );
+    let plan = spec::load(&path, &[]).unwrap();
+    let runs = |agent: &str| -> Vec<(String, u64, u64)> {
+        plan.runs
+            .iter()
+            .filter(|r| r.agent == agent)
+            .map(|r| (r.env.clone(), r.seed, r.config.total_steps))
+            .collect()
+    };
+    assert_eq!(runs("SAC").len(), 6);
+    assert!(
+        runs("SAC")
+            .iter()
+            .all(|(env, _, steps)| *steps == if env == "Hopper" { 1000 } else { 500 })
+    );
+    for agent in ["MBPO", "M2AC"] {
+        let mine = runs(agent);
+        assert_eq!(mine.len(), 4, "{agent}: {mine:?}");
+        assert!(
+            mine.iter()
+                .all(|(_, seed, steps)| [4, 5].contains(seed) && *steps == 600)
+        );
+    }
+    let mbpo = plan.runs.iter().find(|r| r.agent == "MBPO").unwrap();
+    assert!(
+        mbpo.sources["total_steps"].contains("agents.MBPO.steps"),
+        "{:?}",
+        mbpo.sources
+    );
+    assert!(mbpo.sources["seed"].contains("agents.MBPO.seeds"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn run_ids_ignore_comments_key_order_and_spelling_of_defaults() {
     let dir = tmp("ids");
@@ -380,8 +444,8 @@ fn the_readme_spec_example_is_valid() {
     let dir = tmp("readme");
     let path = write(&dir, "example.toml", &readme[start..end]);
     let plan = spec::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
-    // SAC: 4 sweep points; SAC-fast and DDPG: 1 each; 2 envs; 4 seeds.
-    assert_eq!(plan.runs.len(), 6 * 2 * 4);
+    // SAC: 4 sweep points and SAC-fast, on 2 envs x 4 seeds; DDPG on its own 2 seeds.
+    assert_eq!(plan.runs.len(), 5 * 2 * 4 + 2 * 2);
     std::fs::remove_dir_all(&dir).ok();
 }
 

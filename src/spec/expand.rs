@@ -103,6 +103,10 @@ struct AgentDef {
     algo_key: String,
     params: BTreeMap<String, (toml::Value, String)>,
     per_env: BTreeMap<Task, BTreeMap<String, (toml::Value, String)>>,
+    /// The agent's own budget and seeds (`steps`, `seeds` in its table), over the spec's,
+    /// each with the key that set it.
+    steps: Option<(u64, String)>,
+    seeds: Option<(Vec<u64>, String)>,
 }
 
 /// One grid axis of `[sweep]`.
@@ -173,8 +177,9 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
             let file = src.extract()?;
             let common = check_common(&file, &src)?;
             let def = resolve_agent(name, &file, &src, &mut Vec::new())?;
+            let seeds = def.seeds.as_ref().map_or(&common.seeds, |(s, _)| s);
             for env in &common.envs {
-                for &seed in &common.seeds {
+                for &seed in seeds {
                     runs.push(plan_run(&src, &common, name, &variant, &def, env, seed)?);
                 }
             }
@@ -260,7 +265,7 @@ fn plan_run(
         env: env.task.name().to_string(),
         obs: env.obs.name().to_string(),
         seed,
-        total_steps: env.steps,
+        total_steps: def.steps.as_ref().map_or(env.steps, |(n, _)| *n),
         num_envs: common.num_envs,
         eval: common.eval.clone(),
         checkpoint_every: common.checkpoint_every,
@@ -279,8 +284,17 @@ fn plan_run(
         ("experiment".to_string(), origin("name")),
         ("env".into(), origin(&format!("envs.{e}"))),
         ("obs".into(), origin(&format!("envs.{e}.variant"))),
-        ("seed".into(), origin("seeds")),
-        ("total_steps".into(), origin(&format!("envs.{e}.steps"))),
+        (
+            "seed".into(),
+            origin(def.seeds.as_ref().map_or("seeds", |(_, k)| k)),
+        ),
+        (
+            "total_steps".into(),
+            match &def.steps {
+                Some((_, k)) => origin(k),
+                None => origin(&format!("envs.{e}.steps")),
+            },
+        ),
         ("num_envs".into(), origin("run.num_envs")),
         ("eval.every".into(), origin("eval.every")),
         ("eval.episodes".into(), origin("eval.episodes")),
@@ -512,6 +526,8 @@ fn resolve_agent(
                 algo_key: format!("{key}.algo"),
                 params: BTreeMap::new(),
                 per_env: BTreeMap::new(),
+                steps: None,
+                seeds: None,
             }
         }
         (None, Some(base)) => {
@@ -539,6 +555,41 @@ fn resolve_agent(
     for (k, v) in table {
         match k.as_str() {
             "algo" | "extends" => {}
+            "steps" => {
+                let at = format!("{key}.steps");
+                let steps = v
+                    .as_integer()
+                    .filter(|&n| n > 0 && n as u64 <= limits::COUNT as u64)
+                    .ok_or_else(|| {
+                        src.invalid(
+                            &at,
+                            format!(
+                                "expected a number of environment steps in 1..={}, found {v}",
+                                limits::COUNT
+                            ),
+                        )
+                    })?;
+                def.steps = Some((steps as u64, at));
+            }
+            "seeds" => {
+                let at = format!("{key}.seeds");
+                let bad = || {
+                    src.invalid(
+                        &at,
+                        format!("expected a list of distinct seeds >= 0, e.g. [0, 1], found {v}"),
+                    )
+                };
+                let list = v.as_array().filter(|a| !a.is_empty()).ok_or_else(bad)?;
+                let mut seeds = Vec::with_capacity(list.len());
+                for x in list {
+                    let seed = x.as_integer().filter(|&n| n >= 0).ok_or_else(bad)? as u64;
+                    if seeds.contains(&seed) {
+                        return Err(bad());
+                    }
+                    seeds.push(seed);
+                }
+                def.seeds = Some((seeds, at));
+            }
             "per_env" => {
                 let envs = v.as_table().ok_or_else(|| {
                     src.invalid(
