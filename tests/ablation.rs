@@ -32,7 +32,29 @@ fn assert_figures(dir: &Dir, spec: &str, stems: &[&str]) {
             let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             assert!(len > 1000, "{} missing or empty", p.display());
         }
+        let svg = dir.0.join("plots").join(spec).join(format!("{stem}.svg"));
+        for label in tick_labels(&std::fs::read_to_string(&svg).unwrap()) {
+            let digits = label.chars().filter(char::is_ascii_digit).count();
+            assert!(
+                label.len() <= 6 && digits <= 4,
+                "{}: tick label {label:?} is not short and round",
+                svg.display()
+            );
+        }
     }
+}
+
+/// The texts of an SVG that are numbers (with k or M): the tick labels.
+fn tick_labels(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|piece| {
+            let text = piece.split_once('>')?.1.split("</text>").next()?.trim();
+            let body = text.trim_end_matches(['k', 'M']).trim_start_matches('-');
+            let number = !body.is_empty() && body.chars().all(|c| c.is_ascii_digit() || c == '.');
+            number.then(|| text.to_string())
+        })
+        .collect()
 }
 
 #[test]
