@@ -46,8 +46,7 @@ status SPEC *ARGS: build
 submit SPEC *ARGS: build
     {{bin}} submit {{SPEC}} --executor slurm {{ARGS}}
 
-# What `mpdp eval --video` and `report.videos` need beyond `just setup`: OSMesa, MuJoCo's
-# offscreen renderer without a GPU or display (Debian's libosmesa6; needs root).
+# OSMesa for `mpdp eval --video` and `report.videos` (Debian's libosmesa6; needs root).
 setup-video:
     @if ldconfig -p | grep libOSMesa.so >/dev/null; then echo "setup-video: libOSMesa is installed"; \
      else { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends libosmesa6; } || { echo "setup-video: install Debian's libosmesa6 (apt-get install libosmesa6, as root)" >&2; exit 1; }; fi
