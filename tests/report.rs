@@ -295,7 +295,7 @@ fn summary_matches_an_independent_computation_and_every_figure_is_drawn() {
     }
 
     let plots = d.0.join("plots/report");
-    for stem in ["learning_curves", "metric", "final_vs_param"] {
+    for stem in ["learning_curves", "train_critic_loss", "final_vs_param"] {
         assert_svg(&plots.join(format!("{stem}.svg")));
         assert_png(&plots.join(format!("{stem}.png")));
     }

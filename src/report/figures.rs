@@ -161,10 +161,23 @@ pub fn draw_all(
     let mut warnings = Vec::new();
     let mut stems = BTreeSet::new();
     for (i, entry) in results.spec.figures.iter().enumerate() {
+        // A metric figure is named after its metric (train/live_t5 → train_live_t5).
         let base = entry
             .name
             .clone()
-            .unwrap_or_else(|| kind_name(entry.kind).to_string());
+            .unwrap_or_else(|| match (&entry.kind, &entry.metric) {
+                (FigureKind::Metric, Some(m)) => m
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect(),
+                _ => kind_name(entry.kind).to_string(),
+            });
         let stem = if stems.insert(base.clone()) {
             base
         } else {
