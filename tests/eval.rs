@@ -138,6 +138,14 @@ fn missing_and_unreadable_checkpoints_are_clear_errors() {
         &eval(&run, &["--episodes", "0"]),
         "--episodes must be in 1..=",
     );
+    refused(
+        &eval(&run, &["--video", "clip.avi"]),
+        "rendering clip.avi: expected a .mp4, .webm or .gif file",
+    );
+    refused(
+        &eval(&run, &["--video", "clip.mp4", "--video-size", "7"]),
+        "the frame size must be an even number of pixels in 16..=4096, found 7",
+    );
     // A damaged policy file: cut to a few bytes.
     let agent = run.join("ckpt/agent");
     let policy = std::fs::read_dir(&agent)

@@ -236,6 +236,14 @@ pub fn render_video(e: &Evaluation, v: &VideoRequest) -> Result<Rendered, EvalEr
             v.size
         )));
     }
+    let ext = v
+        .path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    if !["mp4", "webm", "gif"].contains(&ext.to_ascii_lowercase().as_str()) {
+        return Err(fail("expected a .mp4, .webm or .gif file".into()));
+    }
     let frames = v
         .max_frames
         .map_or(rec.qpos.len(), |n| n.min(rec.qpos.len()));
@@ -282,9 +290,17 @@ pub fn render_video(e: &Evaluation, v: &VideoRequest) -> Result<Rendered, EvalEr
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let gl = ["OSMesa", "GL", "gl_context", "MUJOCO_GL"]
+            .iter()
+            .any(|k| stderr.contains(k));
+        let hint = if gl {
+            " (MuJoCo renders offscreen through OSMesa: Debian's libosmesa6, which \
+             `just setup-video` installs)"
+        } else {
+            ""
+        };
         return Err(fail(format!(
-            "the renderer failed: {} (MuJoCo renders offscreen through OSMesa: Debian's \
-             libosmesa6, which `just setup-video` installs)",
+            "the renderer failed: {}{hint}",
             tail.join(" / ")
         )));
     }
