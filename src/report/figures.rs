@@ -485,6 +485,18 @@ fn final_vs_param(
             })
             .collect();
         refs.extend(references(entry, &env));
+        // A series that keeps a second swept parameter takes a colour that no level on the
+        // panel and no other agent of the spec wears.
+        let taken: BTreeSet<_> = refs
+            .iter()
+            .map(|r| r.2.rgb())
+            .chain(colours.values().map(|c| c.rgb()))
+            .collect();
+        let mut spare = PALETTE
+            .iter()
+            .filter(|c| !taken.contains(&c.rgb()))
+            .chain(PALETTE.iter())
+            .cycle();
         let curves = swept
             .into_iter()
             .enumerate()
@@ -493,7 +505,8 @@ fn final_vs_param(
                     let colour = known_colour(&agent).or_else(|| colours.get(&agent).copied());
                     (agent, colour.unwrap_or(PALETTE[0]))
                 } else {
-                    (format!("{agent}[{rest}]"), PALETTE[i % PALETTE.len()])
+                    let colour = *spare.next().expect("the palette is not empty");
+                    (format!("{agent}[{rest}]"), colour)
                 };
                 Curve {
                     label,
