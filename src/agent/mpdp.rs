@@ -452,12 +452,13 @@ impl ModelBasedAgent for Mpdp {
         let loss = plan.objective.neg();
         let mut grads = GradientsParams::from_grads(loss.backward(), &self.policies);
         let steps = &self.policies.steps;
-        let step_norms = nn::grad_norms(&grads, steps);
+        let squares = nn::GradSums::of(&grads, &grads, steps);
+        let grad_norm = squares.norm();
         if let Some(g0) = probe {
             // ⟨g_u, g⟩ / ‖g‖² with g_u = g − g_0: the part of the step (clipped or not)
             // that the penalty contributes along its direction.
-            let g_sq: f64 = step_norms.iter().map(|n| n * n).sum();
-            let cross: f64 = nn::grad_inner_each(&g0, &grads, steps).iter().sum();
+            let g_sq = squares.total();
+            let cross = nn::GradSums::of(&g0, &grads, steps).total();
             let share = if g_sq > 0.0 {
                 (g_sq - cross) / g_sq
             } else {
@@ -465,7 +466,7 @@ impl ModelBasedAgent for Mpdp {
             };
             stats.add("MPDP", "penalty_grad_share", share)?;
         }
-        let grad_norm = nn::clip_grad_norm(&mut grads, &self.policies, cfg.grad_clip);
+        nn::clip_grad_norm(&mut grads, &self.policies, grad_norm, cfg.grad_clip);
         self.policies = self
             .policy_opt
             .step(cfg.sac.actor_lr, self.policies.clone(), grads);
@@ -491,7 +492,7 @@ impl ModelBasedAgent for Mpdp {
         ] {
             stats.add("MPDP", name, v)?;
         }
-        for (t, (&live, norm)) in p.live.iter().zip(step_norms).enumerate() {
+        for (t, (&live, norm)) in p.live.iter().zip(squares.norms()).enumerate() {
             stats.add("MPDP", per_step("grad_norm_t", t), norm)?;
             stats.add("MPDP", per_step("live_t", t), live as f64 / rows)?;
         }

@@ -123,23 +123,16 @@ pub fn normal_noise<R: rand::Rng>(rng: &mut R, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Scales the gradients of `module`'s parameters so that their global L2 norm is at most
-/// `max_norm` (PyTorch's `clip_grad_norm_`); returns the norm before clipping.
+/// Scales the gradients of `module`'s parameters, whose global L2 norm is `norm`
+/// ([`GradSums::norm`]), so that it is at most `max_norm` (PyTorch's `clip_grad_norm_`).
 pub fn clip_grad_norm<M: burn::module::Module>(
     grads: &mut burn::optim::GradientsParams,
     module: &M,
+    norm: f64,
     max_norm: f64,
-) -> f64 {
+) {
     use burn::module::{ModuleVisitor, Param};
     use burn::optim::GradientsParams;
-    struct Norm<'a>(&'a GradientsParams, f64);
-    impl ModuleVisitor for Norm<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let Some(g) = self.0.get::<D>(p.id) {
-                self.1 += scalar((g.clone() * g).sum()) as f64;
-            }
-        }
-    }
     struct Scale<'a>(&'a mut GradientsParams, f64);
     impl ModuleVisitor for Scale<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
@@ -148,77 +141,73 @@ pub fn clip_grad_norm<M: burn::module::Module>(
             }
         }
     }
-    let mut n = Norm(grads, 0.0);
-    module.visit(&mut n);
-    let norm = n.1.sqrt();
     if norm > max_norm {
         module.visit(&mut Scale(grads, max_norm / (norm + 1e-6)));
     }
-    norm
 }
 
-/// Σ over `module`'s parameters of ⟨a, b⟩ (their gradients in `a` and `b`), left on the
-/// device; None when neither holds a gradient of `module`.
-fn grad_inner<M: burn::module::Module>(
-    a: &burn::optim::GradientsParams,
-    b: &burn::optim::GradientsParams,
-    module: &M,
-) -> Option<Tensor<1>> {
-    use burn::module::{ModuleVisitor, Param};
-    use burn::optim::GradientsParams;
-    struct Inner<'a>(&'a GradientsParams, &'a GradientsParams, Option<Tensor<1>>);
-    impl ModuleVisitor for Inner<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let (Some(x), Some(y)) = (self.0.get::<D>(p.id), self.1.get::<D>(p.id)) {
-                let s = (x * y).sum();
-                self.2 = Some(match self.2.take() {
-                    Some(acc) => acc + s,
-                    None => s,
-                });
+/// ⟨a, b⟩ of every parameter of a list of modules (their gradients in `a` and `b`; a
+/// parameter missing from either is left out), read back from the device at once.
+pub struct GradSums(Vec<Vec<f64>>);
+
+impl GradSums {
+    pub fn of<M: burn::module::Module>(
+        a: &burn::optim::GradientsParams,
+        b: &burn::optim::GradientsParams,
+        modules: &[M],
+    ) -> GradSums {
+        use burn::module::{ModuleVisitor, Param};
+        use burn::optim::GradientsParams;
+        struct Inner<'a>(&'a GradientsParams, &'a GradientsParams, Vec<Tensor<1>>);
+        impl ModuleVisitor for Inner<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if let (Some(x), Some(y)) = (self.0.get::<D>(p.id), self.1.get::<D>(p.id)) {
+                    self.2.push((x * y).sum());
+                }
             }
         }
-    }
-    let mut v = Inner(a, b, None);
-    module.visit(&mut v);
-    v.2
-}
-
-/// ⟨a, b⟩ over the parameters of each of `modules` (gradients in `a` and `b`), read back
-/// at once; 0 for a module without gradients.
-pub fn grad_inner_each<M: burn::module::Module>(
-    a: &burn::optim::GradientsParams,
-    b: &burn::optim::GradientsParams,
-    modules: &[M],
-) -> Vec<f64> {
-    let parts: Vec<Option<Tensor<1>>> = modules.iter().map(|m| grad_inner(a, b, m)).collect();
-    let present: Vec<Tensor<1>> = parts.iter().flatten().cloned().collect();
-    let mut values = if present.is_empty() {
-        Vec::new()
-    } else {
-        to_vec(Tensor::cat(present, 0))
-            .into_iter()
-            .map(f64::from)
-            .collect()
-    }
-    .into_iter();
-    parts
-        .iter()
-        .map(|p| {
-            p.as_ref()
-                .map_or(0.0, |_| values.next().expect("one value per part"))
-        })
-        .collect()
-}
-
-/// The L2 norm of the gradient of each of `modules`, read back at once.
-pub fn grad_norms<M: burn::module::Module>(
-    grads: &burn::optim::GradientsParams,
-    modules: &[M],
-) -> Vec<f64> {
-    grad_inner_each(grads, grads, modules)
+        let mut counts = Vec::with_capacity(modules.len());
+        let mut sums = Vec::new();
+        for m in modules {
+            let mut v = Inner(a, b, Vec::new());
+            m.visit(&mut v);
+            counts.push(v.2.len());
+            sums.append(&mut v.2);
+        }
+        let mut values = if sums.is_empty() {
+            Vec::new()
+        } else {
+            to_vec(Tensor::cat(sums, 0))
+        }
         .into_iter()
-        .map(|sq| sq.max(0.0).sqrt())
-        .collect()
+        .map(f64::from);
+        GradSums(
+            counts
+                .iter()
+                .map(|&n| values.by_ref().take(n).collect())
+                .collect(),
+        )
+    }
+
+    /// The sum over each module's parameters.
+    pub fn per_module(&self) -> Vec<f64> {
+        self.0.iter().map(|m| m.iter().sum()).collect()
+    }
+
+    /// The sum over every parameter, in visiting order.
+    pub fn total(&self) -> f64 {
+        self.0.iter().flatten().sum()
+    }
+
+    /// With a = b, each module's gradient norm (NaN where a gradient is not finite).
+    pub fn norms(&self) -> Vec<f64> {
+        self.per_module().into_iter().map(f64::sqrt).collect()
+    }
+
+    /// With a = b, the global gradient norm over all the modules.
+    pub fn norm(&self) -> f64 {
+        self.total().sqrt()
+    }
 }
 
 #[cfg(test)]

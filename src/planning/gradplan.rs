@@ -78,8 +78,6 @@ pub struct Plan {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlanStats {
     pub rows: usize,
-    /// Σ over rows of the number of actions planned (stop step + 1).
-    pub horizon_total: usize,
     /// Rows stopped by u ≥ u_T, by termination, and by reaching H_max.
     pub cut_uncertain: usize,
     pub cut_terminal: usize,
@@ -92,8 +90,10 @@ pub struct PlanStats {
 }
 
 impl PlanStats {
+    /// The mean number of actions planned per row (stop step + 1): every live row plans
+    /// one action at each step.
     pub fn horizon_mean(&self) -> f64 {
-        self.horizon_total as f64 / self.rows.max(1) as f64
+        self.live.iter().sum::<usize>() as f64 / self.rows.max(1) as f64
     }
 }
 
@@ -177,7 +177,6 @@ pub fn plan<R: Rng>(
         };
         if last && !literal {
             stats.reached_max += live;
-            stats.horizon_total += live * (t + 1);
             add(q_value(&|_| true), weights(&|_| true, 1.0));
             break;
         }
@@ -243,9 +242,7 @@ pub fn plan<R: Rng>(
                 stats.reached_max += 1;
             } else {
                 going.push(r as i64);
-                continue;
             }
-            stats.horizon_total += t + 1;
         }
         if going.is_empty() {
             break;
@@ -760,6 +757,29 @@ mod tests {
         0.5 * (u[n / 2 - 1] + u[n / 2])
     }
 
+    /// Policies and critic over 3-dimensional states (`horizon`, `rows`, `seed` as in
+    /// [`setup`]), a value network, the linear `model`, and the median u of the start
+    /// states as u_T (about half the rows cut at step 0).
+    struct CutCase {
+        s: Setup,
+        value: crate::nn::Mlp,
+        model: Linear,
+        threshold: f64,
+    }
+
+    fn cut_case(horizon: usize, rows: usize, seed: u64, value_seed: u64, model: Linear) -> CutCase {
+        let s = setup(3, 2, horizon, rows, seed);
+        let device = s.start.device();
+        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(value_seed), &device).no_grad();
+        let threshold = median_threshold(&s, &model);
+        CutCase {
+            s,
+            value,
+            model,
+            threshold,
+        }
+    }
+
     /// With model noise on (every other host check runs on the means) and members whose
     /// variances differ: J equals the host replay in both variants, with rows cut by u at
     /// several steps and ended by termination, and its gradient into π_0 and π_1 matches
@@ -767,15 +787,22 @@ mod tests {
     /// variance taken from another member than the mean, fails here.
     #[test]
     fn model_noise_is_the_predicting_members_and_gradients_hold_at_cuts() {
-        let s = setup(3, 2, 4, 32, 8);
-        let device = s.start.device();
-        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(5), &device).no_grad();
-        let model = Linear {
-            spread: 0.2,
-            logvar_gap: 1.5,
-            ..Linear::new(3, 2, 9)
-        };
-        let threshold = median_threshold(&s, &model);
+        let CutCase {
+            s,
+            value,
+            model,
+            threshold,
+        } = cut_case(
+            4,
+            32,
+            8,
+            5,
+            Linear {
+                spread: 0.2,
+                logvar_gap: 1.5,
+                ..Linear::new(3, 2, 9)
+            },
+        );
         for update in [Update::Consistent, Update::Literal] {
             let spec = spec(Task::HalfCheetah, 0.5, threshold, update);
             assert!(spec.sample);
@@ -799,14 +826,21 @@ mod tests {
     /// the last step gets its reward and no bootstrap.
     #[test]
     fn the_literal_update_values_cut_terminal_rows_and_last_step_terminations() {
-        let s = setup(3, 2, 3, 64, 16);
-        let device = s.start.device();
-        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(6), &device).no_grad();
-        let model = Linear {
-            spread: 0.15,
-            ..Linear::new(3, 2, 19)
-        };
-        let threshold = median_threshold(&s, &model);
+        let CutCase {
+            s,
+            value,
+            model,
+            threshold,
+        } = cut_case(
+            3,
+            64,
+            16,
+            6,
+            Linear {
+                spread: 0.15,
+                ..Linear::new(3, 2, 19)
+            },
+        );
         let spec = PlanSpec {
             sample: false,
             ..spec(Task::InvertedPendulum, 0.3, threshold, Update::Literal)
@@ -865,6 +899,8 @@ mod tests {
     struct Seen {
         cut_and_terminal: usize,
         terminal_at_last: usize,
+        /// Rows live at each step (0 after the last one stopped).
+        live: Vec<usize>,
     }
 
     /// [`linear_objective_seen`] without what it saw.
@@ -924,6 +960,7 @@ mod tests {
         let h = policies.steps.len();
         for (t, pi) in policies.steps.iter().enumerate() {
             let m = live.len();
+            seen.live.push(m);
             let eps = tensor2(normal_noise(&mut rng, m * n), m, n, &device);
             let st: Vec<f32> = live
                 .iter()
@@ -994,6 +1031,7 @@ mod tests {
                 break;
             }
         }
+        seen.live.resize(h, 0);
         (j.iter().sum::<f64>() / rows as f64, seen)
     }
 
@@ -1030,22 +1068,30 @@ mod tests {
     /// γ V of the next state), and β·u enters for the rows that go on.
     #[test]
     fn rows_cut_at_different_steps_are_valued_as_the_update_says() {
-        let s = setup(3, 2, 4, 32, 8);
-        let device = s.start.device();
-        let value = crate::nn::Mlp::new(&[3, 8, 1], &mut seeded(5), &device).no_grad();
-        let model = Linear {
-            spread: 0.2,
-            ..Linear::new(3, 2, 9)
-        };
         // The median u of the start states: about half the rows are cut at once.
-        let threshold = median_threshold(&s, &model);
+        let CutCase {
+            s,
+            value,
+            model,
+            threshold,
+        } = cut_case(
+            4,
+            32,
+            8,
+            5,
+            Linear {
+                spread: 0.2,
+                ..Linear::new(3, 2, 9)
+            },
+        );
         for update in [Update::Consistent, Update::Literal] {
             let spec = PlanSpec {
                 sample: false,
                 ..spec(Task::HalfCheetah, 0.5, threshold, update)
             };
-            let (p, _) = matches_host(&s, &model, &spec, Some(&value), 0.1, 12);
+            let (p, seen) = matches_host(&s, &model, &spec, Some(&value), 0.1, 12);
             let st = &p.stats;
+            assert_eq!(st.live, seen.live, "{update:?}: rows live at each step");
             assert!(
                 st.cut_uncertain > 16 && st.cut_uncertain < 32,
                 "half at step 0, more later: {st:?}"
@@ -1153,9 +1199,10 @@ mod tests {
         );
     }
 
-    /// The diagnostics: rows live at each step add up to the horizon total and only fall;
-    /// the per-policy gradient norms and inner products that give the penalty's share agree
-    /// with the same sums over the flattened gradients on the host.
+    /// The diagnostics: rows live at each step only fall, from the whole batch, and give the
+    /// mean horizon (the host replay checks them step by step); the per-policy gradient
+    /// norms and inner products that give the penalty's share agree with the same sums over
+    /// the flattened gradients on the host.
     #[test]
     fn live_rows_and_per_policy_gradients_add_up() {
         let s = setup(11, 3, 5, 64, 8);
@@ -1172,13 +1219,14 @@ mod tests {
         assert_eq!(live[0], 64);
         assert!(live.windows(2).all(|w| w[1] <= w[0]), "{live:?}");
         assert!(live[4] < 64, "the median threshold cuts rows: {live:?}");
-        assert_eq!(live.iter().sum::<usize>(), p.stats.horizon_total);
+        let stops = p.stats.cut_uncertain + p.stats.cut_terminal + p.stats.reached_max;
+        assert_eq!(stops, 64, "every row stops once: {:?}", p.stats);
 
         let grads = GradientsParams::from_grads(p.objective.neg().backward(), &s.policies);
         let p0 = objective(&s, &s.policies, &PlanSpec { beta: 0.0, ..sp }, 0.1, 4);
         let grads0 = GradientsParams::from_grads(p0.objective.neg().backward(), &s.policies);
-        let norms = crate::nn::grad_norms(&grads, &s.policies.steps);
-        let inner = crate::nn::grad_inner_each(&grads0, &grads, &s.policies.steps);
+        let norms = crate::nn::GradSums::of(&grads, &grads, &s.policies.steps).norms();
+        let inner = crate::nn::GradSums::of(&grads0, &grads, &s.policies.steps).per_module();
         for (t, pi) in s.policies.steps.iter().enumerate() {
             let (g, g0) = (flat_grads(pi, &grads), flat_grads(pi, &grads0));
             let want = dot(&g, &g).sqrt();
