@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{EnvPool, LoopState, RunConfig, mix};
+use super::{EnvPool, LoopState, mix};
 use crate::agent::AgentError;
 use crate::env::{Env, EnvError, Task};
 
@@ -62,8 +62,8 @@ pub struct Recording {
 pub enum EvalError {
     #[error("{0}: not a run directory (no resolved.toml in it)")]
     NotARun(PathBuf),
-    #[error("{path}: {message}")]
-    BadConfig { path: PathBuf, message: String },
+    #[error("{0}")]
+    BadConfig(String),
     #[error(
         "{0}: no checkpoint to evaluate (a run writes one every checkpoint_every steps and at its end)"
     )]
@@ -99,14 +99,11 @@ pub fn evaluate_run(
     req: &EvalRequest,
     device: &burn::prelude::Device,
 ) -> Result<Evaluation, EvalError> {
-    let resolved = run_dir.join("resolved.toml");
-    let text =
-        std::fs::read_to_string(&resolved).map_err(|_| EvalError::NotARun(run_dir.into()))?;
-    let bad = |message: String| EvalError::BadConfig {
-        path: resolved.clone(),
-        message,
+    let cfg = match super::read_resolved(run_dir) {
+        Ok(Some(cfg)) => cfg,
+        Ok(None) => return Err(EvalError::NotARun(run_dir.into())),
+        Err(e) => return Err(EvalError::BadConfig(e.to_string())),
     };
-    let cfg: RunConfig = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
     let task: Task = cfg.task()?;
     let variant = cfg.obs_variant()?;
 
@@ -114,18 +111,15 @@ pub fn evaluate_run(
         .checkpoint
         .clone()
         .unwrap_or_else(|| run_dir.join("ckpt"));
-    let loop_path = ckpt.join("loop.json");
-    if !loop_path.exists() || !ckpt.join("agent").is_dir() {
+    if !ckpt.join("loop.json").exists() || !ckpt.join("agent").is_dir() {
         return Err(EvalError::NoCheckpoint(ckpt));
     }
     let unreadable = |message: String| EvalError::Unreadable {
         path: ckpt.clone(),
         message,
     };
-    let state: LoopState = std::fs::read_to_string(&loop_path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-        .map_err(|m| unreadable(format!("loop.json: {m}")))?;
+    let state: LoopState =
+        super::read_json(&ckpt, "loop.json").map_err(|e| unreadable(e.to_string()))?;
 
     let episodes = req.episodes.unwrap_or(cfg.eval.episodes);
     let max = crate::config::limits::ENVS;
@@ -170,14 +164,7 @@ pub fn evaluate_run(
             }
         },
     );
-    let n = returns.len() as f64;
-    let return_mean = returns.iter().sum::<f64>() / n;
-    let return_std = (returns
-        .iter()
-        .map(|r| (r - return_mean).powi(2))
-        .sum::<f64>()
-        / n)
-        .sqrt();
+    let (return_mean, return_std) = (crate::stats::mean(&returns), crate::stats::std(&returns));
     Ok(Evaluation {
         run_id: cfg.run_id(),
         algo: cfg.algo.clone(),

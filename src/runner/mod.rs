@@ -205,17 +205,13 @@ struct LoopState {
 /// Runs (or resumes, or skips) the run described by `cfg` in `run_dir`.
 pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<RunOutcome, RunError> {
     std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
-    let resolved_path = run_dir.join("resolved.toml");
-    if let Ok(text) = std::fs::read_to_string(&resolved_path) {
-        let existing: RunConfig = toml::from_str(&text).map_err(|e| RunError::Corrupt {
-            path: resolved_path.clone(),
-            message: e.message().to_string(),
-        })?;
-        if !existing.same_run(cfg) {
-            return Err(RunError::ConfigMismatch {
-                path: run_dir.to_path_buf(),
-            });
-        }
+    let resolved_path = run_dir.join(RESOLVED_FILE);
+    if let Some(existing) = read_resolved(run_dir)?
+        && !existing.same_run(cfg)
+    {
+        return Err(RunError::ConfigMismatch {
+            path: run_dir.to_path_buf(),
+        });
     }
     let done = || store::is_finished(run_dir);
     if done() {
@@ -610,18 +606,12 @@ impl<'a> Run<'a> {
         }
         let agent = &mut self.agent;
         let (returns, lengths) = self.eval.run_episodes(|obs, rows| agent.exploit(obs, rows));
-        let count = returns.len() as f64;
-        let mean = returns.iter().sum::<f64>() / count;
-        let std = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / count).sqrt();
+        let (mean, std) = (crate::stats::mean(&returns), crate::stats::std(&returns));
         let (step, wall) = (self.state.step, self.wall());
         self.metrics.push(step, wall, "eval/return_mean", mean);
         self.metrics.push(step, wall, "eval/return_std", std);
-        self.metrics.push(
-            step,
-            wall,
-            "eval/length_mean",
-            lengths.iter().sum::<f64>() / count,
-        );
+        let length = crate::stats::mean(&lengths);
+        self.metrics.push(step, wall, "eval/length_mean", length);
         self.state.evals += 1;
         self.state.last_eval = Some(mean);
         self.log
@@ -675,18 +665,8 @@ impl<'a> Run<'a> {
     /// Restores the checkpoint in `dir`: envs, agent, loop counters, and the metric parts
     /// written up to its step (later ones are dropped: the run makes them again).
     fn resume(&mut self, dir: &Path) -> Result<(), RunError> {
-        let read = |name: &str| -> Result<String, RunError> {
-            let p = dir.join(name);
-            std::fs::read_to_string(&p).map_err(io_err(&p))
-        };
-        let corrupt = |name: &str, e: serde_json::Error| RunError::Corrupt {
-            path: dir.join(name),
-            message: e.to_string(),
-        };
-        let envs: Vec<EnvSnapshot> =
-            serde_json::from_str(&read("envs.json")?).map_err(|e| corrupt("envs.json", e))?;
-        let state: LoopState =
-            serde_json::from_str(&read("loop.json")?).map_err(|e| corrupt("loop.json", e))?;
+        let envs: Vec<EnvSnapshot> = read_json(dir, "envs.json")?;
+        let state: LoopState = read_json(dir, "loop.json")?;
         for (env, snap) in self.train.envs_mut().iter_mut().zip(&envs) {
             env.restore(snap)?;
         }
@@ -697,6 +677,33 @@ impl<'a> Run<'a> {
         self.state = state;
         Ok(())
     }
+}
+
+/// A run directory's resolved config.
+const RESOLVED_FILE: &str = "resolved.toml";
+
+/// The resolved config written in `run_dir`, if it has one.
+fn read_resolved(run_dir: &Path) -> Result<Option<RunConfig>, RunError> {
+    let path = run_dir.join(RESOLVED_FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| RunError::Corrupt {
+            path,
+            message: e.message().to_string(),
+        })
+}
+
+/// `dir/name`, a JSON file of a checkpoint, read as a `T`.
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T, RunError> {
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| RunError::Corrupt {
+        path,
+        message: e.to_string(),
+    })
 }
 
 /// The run's agent, untrained, for the env `info` describes, on `device`.
