@@ -266,6 +266,8 @@ pub struct Mpdp {
     /// rebuilt after every fit.
     frozen: FrozenModel,
     core: OffPolicy<Extra>,
+    /// The names of the per-step statistics, `(grad_norm_t{t}, live_t{t})` for each t.
+    step_stats: Vec<(&'static str, &'static str)>,
 }
 
 impl Mpdp {
@@ -305,6 +307,9 @@ impl Mpdp {
             policy_opt: nn::adam(sac.adam_epsilon),
             entropy: Entropy::new(act_dim, sac, device),
             core,
+            step_stats: (0..cfg.horizon)
+                .map(|t| (per_step("grad_norm_t", t), per_step("live_t", t)))
+                .collect(),
             task: s.task,
             obs_dim,
             device: device.clone(),
@@ -492,9 +497,10 @@ impl ModelBasedAgent for Mpdp {
         ] {
             stats.add("MPDP", name, v)?;
         }
-        for (t, (&live, norm)) in p.live.iter().zip(squares.norms()).enumerate() {
-            stats.add("MPDP", per_step("grad_norm_t", t), norm)?;
-            stats.add("MPDP", per_step("live_t", t), live as f64 / rows)?;
+        let per_step = p.live.iter().zip(squares.norms()).zip(&self.step_stats);
+        for ((&live, norm), &(norm_name, live_name)) in per_step {
+            stats.add("MPDP", norm_name, norm)?;
+            stats.add("MPDP", live_name, live as f64 / rows)?;
         }
         if !p.uncertainty.is_empty() {
             stats.add("MPDP", "uncertainty_mean", u_mean)?;
