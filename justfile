@@ -96,6 +96,11 @@ bench-ensemble *ARGS: build bench-setup
 bench-mpdp *ARGS: build bench-setup
     {{bin}} bench mpdp {{ARGS}}
 
+# One PETS planning call (CEM 500 x 20 particles x horizon 30 x 5 iterations, Hopper sizes)
+# against a PyTorch CPU implementation.
+bench-cem *ARGS: build bench-setup
+    {{bin}} bench cem {{ARGS}}
+
 # Opt-in learning checks on real tasks (minutes to hours): SAC, DDPG, MBPO and MPDP on InvertedPendulum, SAC on Hopper.
 test-learning: setup
     cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1

@@ -127,6 +127,9 @@ pub enum BenchCommand {
     Ensemble(mpdp::bench::ensemble::EnsembleBenchConfig),
     /// MPDP updates/s (H 5, batch 256, Hopper sizes) next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
     Mpdp(mpdp::bench::mpdp::MpdpBenchConfig),
+    /// One PETS planning call (CEM 500 x 20 particles x horizon 30 x 5 iterations, Hopper sizes)
+    /// next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
+    Cem(mpdp::bench::cem::CemBenchConfig),
     /// SAC updates/s (batch 256, Hopper sizes) next to a plain PyTorch implementation (CUDA when ours runs on a GPU, else CPU).
     Sac(mpdp::bench::sac::SacBenchConfig),
 }

@@ -61,7 +61,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::RunOne(_)
             | Command::Eval(_)
             | Command::Bench(
-                BenchCommand::Sac(_) | BenchCommand::Ensemble(_) | BenchCommand::Mpdp(_),
+                BenchCommand::Sac(_)
+                    | BenchCommand::Ensemble(_)
+                    | BenchCommand::Mpdp(_)
+                    | BenchCommand::Cem(_),
             )
             | Command::Run { .. }
     ) {
@@ -106,6 +109,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Bench(BenchCommand::Mpdp(cfg)) => {
             let result = bench::mpdp::run(&cfg)?;
             bench::mpdp::print_report(&cfg, &result, out)?;
+        }
+        Command::Bench(BenchCommand::Cem(cfg)) => {
+            let result = bench::cem::run(&cfg)?;
+            bench::cem::print_report(&cfg, &result, out)?;
         }
         Command::Bench(BenchCommand::Sac(cfg)) => {
             let result = bench::sac::run(&cfg)?;

@@ -57,7 +57,52 @@ const MPDP_LITERAL: &[&str] = &[
     "update=\"literal\"",
 ];
 
+/// The sampling planners at a tiny size: 2 particles over 2 elites, CEM 16/4/2, H = 3.
+const PLANNER_TINY: &[&str] = &[
+    "model={members=3, elites=2, hidden=[16, 16], batch_size=64, max_epochs=3}",
+    "learning_starts=100",
+    "model_train_freq=100",
+    "horizon=3",
+    "particles=2",
+    "cem={population=16, elites=4, iterations=2}",
+];
+const POPLIN_PLANNER: &str = "planner={model={members=3, elites=2, hidden=[16, 16], \
+    batch_size=64, max_epochs=3}, learning_starts=100, model_train_freq=100, horizon=3, \
+    particles=2, cem={population=16, elites=4, iterations=2}}";
+const POPLIN_POLICY: &str = "policy={hidden=[8], epochs=2}";
+
+/// `base` followed by `more`, for the life of the test binary.
+fn with(base: &[&'static str], more: &[&'static str]) -> &'static [&'static str] {
+    Box::leak([base, more].concat().into_boxed_slice())
+}
+
 fn cases(algo: &str) -> Vec<Case> {
+    let planner = |sets: &'static [&'static str], run_algo: &str| {
+        // Hopper only: a planner plans at every evaluation step too, and Hopper's episodes
+        // end early while the policy is poor.
+        vec![Case {
+            name: leak(format!("{algo}-Hopper")),
+            algo: leak(run_algo.to_string()),
+            env: "Hopper",
+            steps: 300,
+            sets,
+        }]
+    };
+    let poplin = &[POPLIN_PLANNER, POPLIN_POLICY];
+    match algo {
+        "pets" => return planner(PLANNER_TINY, "pets"),
+        "pets-ts1" => return planner(with(PLANNER_TINY, &["propagation=\"ts1\""]), "pets"),
+        "poplin_a" => return planner(poplin, "poplin_a"),
+        "poplin_a-replan" => return planner(with(poplin, &["variant=\"replan\""]), "poplin_a"),
+        "poplin_p" => return planner(poplin, "poplin_p"),
+        "poplin_p-uni-bc" => {
+            return planner(
+                with(poplin, &["variant=\"uni\"", "distill=\"bc\""]),
+                "poplin_p",
+            );
+        }
+        _ => {}
+    }
     let sets: &'static [&'static str] = match algo {
         "sac" | "ddpg" => SAC,
         "mbpo" => MBPO,
@@ -250,6 +295,24 @@ fn mpdp_is_unchanged() {
 #[test]
 fn mpdp_literal_is_unchanged() {
     check("mpdp-literal");
+}
+
+#[test]
+fn pets_is_unchanged() {
+    check("pets");
+    check("pets-ts1");
+}
+
+#[test]
+fn poplin_a_is_unchanged() {
+    check("poplin_a");
+    check("poplin_a-replan");
+}
+
+#[test]
+fn poplin_p_is_unchanged() {
+    check("poplin_p");
+    check("poplin_p-uni-bc");
 }
 
 /// The statistics each registry entry declares (what `metric` figures are checked against)

@@ -441,3 +441,64 @@ fn mpdp_auto_threshold_is_clamped_to_u_min_and_u_max() {
         std::fs::remove_dir_all(&runs).ok();
     }
 }
+
+/// The planner settings every sampling-planner test shares: a tiny ensemble, H = 3, two
+/// particles over the two elites, CEM 16/4/2.
+const PLANNER_TINY: [&str; 6] = [
+    "model={members=3, elites=2, hidden=[32, 32], batch_size=64, max_epochs=5}",
+    "learning_starts=100",
+    "model_train_freq=100",
+    "horizon=3",
+    "particles=2",
+    "cem={population=16, elites=4, iterations=2}",
+];
+
+/// PETS and both POPLINs plan every step once their start phase ends, log what their planner
+/// did, and resume bit for bit (the warm starts, POPLIN's policy and the planned-step
+/// counters are in the checkpoint).
+#[test]
+fn the_sampling_planners_plan_log_and_resume_exactly() {
+    let pets: Vec<String> = PLANNER_TINY.iter().map(|s| s.to_string()).collect();
+    let poplin = format!("planner={{{}}}", PLANNER_TINY.join(", "));
+    let cases: [(&str, Vec<String>); 3] = [
+        ("pets", pets),
+        (
+            "poplin_a",
+            vec![poplin.clone(), "policy={hidden=[16], epochs=3}".into()],
+        ),
+        (
+            "poplin_p",
+            vec![poplin, "policy={hidden=[16], epochs=3}".into()],
+        ),
+    ];
+    for (algo, sets) in cases {
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let rows = resumes_exactly(algo, &sets, "train/plan_return");
+        let values = |m: &str| values(&rows, m);
+        let iters = values("train/cem_iterations");
+        assert!(
+            iters.iter().all(|i| (1.0..=2.0).contains(i)),
+            "{algo}: {iters:?}"
+        );
+        let std = values("train/cem_std");
+        assert!(std.iter().all(|s| *s > 0.0 && *s < 0.5), "{algo}: {std:?}");
+        for m in [
+            "train/plan_return",
+            "train/plan_s",
+            "train/model_error",
+            "train/model_holdout_mse",
+        ] {
+            let v = values(m);
+            assert!(
+                !v.is_empty() && v.iter().all(|x| x.is_finite()),
+                "{algo}: {m}: {v:?}"
+            );
+        }
+        let distilled = match algo {
+            "poplin_a" => values("train/distill_loss"),
+            "poplin_p" => values("train/distill_step"),
+            _ => vec![0.0],
+        };
+        assert!(!distilled.is_empty(), "{algo}: nothing distilled");
+    }
+}

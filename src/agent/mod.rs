@@ -6,8 +6,11 @@
 
 pub mod ddpg;
 pub mod mbpo;
+mod mpc;
 pub mod mpdp;
 mod off_policy;
+pub mod pets;
+pub mod poplin;
 pub mod registry;
 pub mod sac;
 pub(crate) mod schedule;
@@ -73,6 +76,20 @@ pub trait Agent: Send {
     fn explore(&mut self, obs: &[f64], rows: usize) -> Vec<f64>;
     /// Evaluation actions (deterministic) for `rows` observations.
     fn exploit(&mut self, obs: &[f64], rows: usize) -> Vec<f64>;
+    /// Evaluation actions for evaluation episodes run together: `envs` are the indices of
+    /// the episodes still running (the rows of `obs`, increasing), `first` is true on their
+    /// first step. Agents that carry a plan from one step to the next (the warm start of
+    /// PETS's and POPLIN's planners) keep one per episode; the others act as
+    /// [`Agent::exploit`].
+    fn exploit_envs(&mut self, obs: &[f64], envs: &[usize], first: bool) -> Vec<f64> {
+        let _ = first;
+        self.exploit(obs, envs.len())
+    }
+    /// The episodes of these rows of [`Agent::explore`] (training envs) ended; their next rows
+    /// start new episodes. A planner drops the plan it carried for them.
+    fn restarted(&mut self, rows: &[usize]) {
+        let _ = rows;
+    }
     /// Stores a transition.
     fn observe(&mut self, t: &Transition<'_>);
     /// The learning due after `new_transitions` more transitions: gradient updates, target

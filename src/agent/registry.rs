@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Agent, AgentError, ddpg, mbpo, mpdp, sac};
+use super::{Agent, AgentError, ddpg, mbpo, mpdp, pets, poplin, sac};
 use crate::config::{Invalid, Validate, from_table, to_table};
 use crate::env::Task;
 
@@ -69,19 +69,18 @@ impl Algo {
 /// The critic's and the temperature's statistics (SAC's learner; MPDP's too).
 const CRITIC_STATS: &[&str] = &["critic_loss", "q_mean", "alpha_loss", "alpha", "entropy"];
 
-/// What every model fit logs: the error on unseen transitions, the fit, and the OvR
-/// uncertainty of the predictions used (MBPO's rollouts, MPDP's planning).
-const MODEL_STATS: &[&str] = &[
+/// What every model fit logs: the error on unseen transitions and the fit.
+const MODEL_FIT_STATS: &[&str] = &[
     "model_error",
     "model_error_5step",
     "model_holdout_mse",
     "model_train_nll",
     "model_epochs",
     "model_fit_s",
-    "uncertainty_mean",
-    "uncertainty_p50",
-    "uncertainty_p90",
 ];
+
+/// The OvR uncertainty of the predictions used (MBPO's rollouts, MPDP's planning).
+const UNCERTAINTY_STATS: &[&str] = &["uncertainty_mean", "uncertainty_p50", "uncertainty_p90"];
 
 /// MBPO's and M2AC's rollouts.
 const ROLLOUT_STATS: &[&str] = &[
@@ -108,6 +107,9 @@ const PLAN_STATS: &[&str] = &[
     "grad_norm_t{t}",
 ];
 
+/// The sampling planners' (PETS, POPLIN) planning, every env step.
+const MPC_STATS: &[&str] = &["plan_return", "cem_std", "cem_iterations", "plan_s"];
+
 /// Every algorithm, in the order help texts list them.
 pub const ALGOS: &[Algo] = &[
     Algo::of::<sac::Sac>(
@@ -126,19 +128,53 @@ pub const ALGOS: &[Algo] = &[
         "mbpo",
         "MBPO (Janner et al. 2019): SAC on branched rollouts of a dynamics ensemble",
         &["mbpo"],
-        &[CRITIC_STATS, &["actor_loss"], MODEL_STATS, ROLLOUT_STATS],
+        &[
+            CRITIC_STATS,
+            &["actor_loss"],
+            MODEL_FIT_STATS,
+            UNCERTAINTY_STATS,
+            ROLLOUT_STATS,
+        ],
     ),
     Algo::of::<mbpo::M2ac>(
         "m2ac",
         "M2AC (Pan et al. 2020): MBPO with rollouts masked by one-vs-rest uncertainty",
         &["mbpo", "m2ac"],
-        &[CRITIC_STATS, &["actor_loss"], MODEL_STATS, ROLLOUT_STATS],
+        &[
+            CRITIC_STATS,
+            &["actor_loss"],
+            MODEL_FIT_STATS,
+            UNCERTAINTY_STATS,
+            ROLLOUT_STATS,
+        ],
     ),
     Algo::of::<mpdp::Mpdp>(
         "mpdp",
         "MPDP (the paper): policies improved by differentiable planning through the ensemble",
         &["mpdp"],
-        &[CRITIC_STATS, MODEL_STATS, PLAN_STATS],
+        &[CRITIC_STATS, MODEL_FIT_STATS, UNCERTAINTY_STATS, PLAN_STATS],
+    ),
+    Algo::of::<pets::Pets>(
+        "pets",
+        "PETS (Chua et al. 2018): CEM over action sequences through the ensemble, with trajectory sampling",
+        &["pets"],
+        &[MODEL_FIT_STATS, MPC_STATS],
+    ),
+    Algo::of::<poplin::PoplinA>(
+        "poplin_a",
+        "POPLIN-A (Wang & Ba 2020): CEM over residuals of a policy's actions, distilled by behaviour cloning",
+        &["poplin_a"],
+        &[MODEL_FIT_STATS, MPC_STATS, &["distill_loss"]],
+    ),
+    Algo::of::<poplin::PoplinP>(
+        "poplin_p",
+        "POPLIN-P (Wang & Ba 2020): CEM over perturbations of a policy's weights, averaged into it",
+        &["poplin_p"],
+        &[
+            MODEL_FIT_STATS,
+            MPC_STATS,
+            &["distill_step", "distill_loss"],
+        ],
     ),
 ];
 
@@ -216,6 +252,9 @@ mod tests {
             }
         }
         let e = find("ppo").err().unwrap().to_string();
-        assert!(e.contains("known: sac, ddpg, mbpo, m2ac, mpdp"), "{e}");
+        assert!(
+            e.contains("known: sac, ddpg, mbpo, m2ac, mpdp, pets, poplin_a, poplin_p"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Throughput benchmarks (`mpdp bench ...`). Each measures our implementation and a reference
 //! on the same machine in the same command, and prints the ratios.
 
+pub mod cem;
 pub mod ensemble;
 pub mod env;
 pub mod mpdp;

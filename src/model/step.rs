@@ -29,6 +29,27 @@ pub trait DiffModel {
     /// Where its tensors live.
     fn device(&self) -> Device;
 
+    /// Each member's Gaussian over `[r, Δs]` for its own rows: `obs` `[K, n, obs_dim]` and
+    /// `act` `[K, n, act_dim]`, member k predicting row block k (trajectory sampling, where a
+    /// particle is predicted by its member alone). Means and log-variances
+    /// `[K, n, 1 + obs_dim]`. This default predicts every row with every member and keeps
+    /// each block's own.
+    fn predict_own(&self, obs: Tensor<3>, act: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let [k, n, o] = obs.dims();
+        let a = act.dims()[2];
+        let (mean, logvar) = self.predict(obs.reshape([k * n, o]), act.reshape([k * n, a]));
+        let d = mean.dims()[2];
+        let own = |t: Tensor<3>| {
+            Tensor::cat(
+                (0..k)
+                    .map(|m| t.clone().slice([m..m + 1, m * n..(m + 1) * n, 0..d]))
+                    .collect(),
+                0,
+            )
+        };
+        (own(mean), own(logvar))
+    }
+
     /// u(s, a) of `rows` pairs given on the host (row-major), on the host.
     fn uncertainty(&self, obs: &[f32], act: &[f32], rows: usize, reduction: Reduction) -> Vec<f32> {
         let device = self.device();
@@ -122,6 +143,15 @@ impl DiffModel for FrozenModel {
             .reshape([self.members, rows, d]);
         self.net.forward(x)
     }
+
+    /// Each member on its own rows only: no copies of the input, a K-th of the work of
+    /// [`DiffModel::predict`].
+    fn predict_own(&self, obs: Tensor<3>, act: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let x = Tensor::cat(vec![obs, act], 2);
+        let x =
+            (x - self.mean.clone().unsqueeze_dim::<3>(0)) / self.std.clone().unsqueeze_dim::<3>(0);
+        self.net.forward(x)
+    }
 }
 
 /// Which member predicts each row of a step.
@@ -192,5 +222,52 @@ pub fn advance<R: Rng>(
         next_host,
         terminal,
         members,
+    }
+}
+
+/// What one model step of member-grouped rows gave ([`advance_own`]).
+pub struct OwnStep {
+    /// The sampled rewards, `K · n` on the host (row block k first).
+    pub reward: Vec<f32>,
+    /// `s + Δs`, `[K, n, obs_dim]`.
+    pub next: Tensor<3>,
+    /// The task's termination function on each row of `next`.
+    pub terminal: Vec<bool>,
+    /// Whether every value of the row's prediction is finite.
+    pub finite: Vec<bool>,
+}
+
+/// [`advance`] for rows grouped by member ([`FrozenModel::predict_own`]): every row draws
+/// `mean + exp(½·logvar)·ε` from its own member's Gaussian, ε standard normal from `rng`
+/// (row block by row block), and moves on to `s + Δs`.
+pub fn advance_own<R: Rng>(
+    mean: Tensor<3>,
+    logvar: Tensor<3>,
+    s: Tensor<3>,
+    task: Task,
+    rng: &mut R,
+) -> OwnStep {
+    let [k, n, d] = mean.dims();
+    let o = d - 1;
+    let device = s.device();
+    let noise = Tensor::<3>::from_data(
+        TensorData::new(normal_noise(rng, k * n * d), [k, n, d]),
+        &device,
+    );
+    let y = mean + logvar.mul_scalar(0.5).exp() * noise;
+    let reward = to_vec(y.clone().slice([0..k, 0..n, 0..1]).inner());
+    let next = s + y.slice([0..k, 0..n, 1..d]);
+    let host = to_vec(next.clone().inner());
+    let finite: Vec<bool> = (0..k * n)
+        .map(|r| reward[r].is_finite() && host[r * o..(r + 1) * o].iter().all(|v| v.is_finite()))
+        .collect();
+    let terminal = (0..k * n)
+        .map(|r| task.is_terminal(&host[r * o..(r + 1) * o]))
+        .collect();
+    OwnStep {
+        reward,
+        next,
+        terminal,
+        finite,
     }
 }

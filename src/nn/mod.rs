@@ -12,7 +12,10 @@ pub use blocks::{
     EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, layer_sizes,
     soft_update,
 };
-pub use policy::{DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack, actor_loss};
+pub use policy::{
+    DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack, TanhPolicy, actor_loss,
+    tanh_policies,
+};
 pub use swish::swish;
 
 use burn::prelude::*;

@@ -160,6 +160,117 @@ impl DeterministicPolicy {
     }
 }
 
+/// POPLIN's policy network: an MLP with tanh between its layers and on its output, whose
+/// parameters can also be read and written as one flat vector θ (each layer's weight
+/// `[in, out]` row-major, then its bias), which POPLIN-P perturbs.
+#[derive(Module, Debug)]
+pub struct TanhPolicy {
+    layers: Vec<Linear>,
+}
+
+impl TanhPolicy {
+    pub fn new<R: Rng>(
+        obs_dim: usize,
+        act_dim: usize,
+        hidden: &[usize],
+        rng: &mut R,
+        device: &Device,
+    ) -> Self {
+        let sizes = layer_sizes(obs_dim, hidden, act_dim);
+        TanhPolicy {
+            layers: sizes
+                .windows(2)
+                .map(|w| linear(w[0], w[1], rng, device))
+                .collect(),
+        }
+    }
+
+    /// `[input, hidden..., output]`.
+    pub fn sizes(&self) -> Vec<usize> {
+        let mut sizes = vec![self.layers[0].weight.val().dims()[0]];
+        sizes.extend(self.layers.iter().map(|l| l.weight.val().dims()[1]));
+        sizes
+    }
+
+    pub fn forward(&self, obs: Tensor<2>) -> Tensor<2> {
+        self.layers.iter().fold(obs, |h, l| l.forward(h).tanh())
+    }
+
+    /// Σw² over the weights (not the biases), for an L2 penalty.
+    pub fn weights_sq(&self) -> Tensor<1> {
+        self.layers
+            .iter()
+            .map(|l| l.weight.val().powf_scalar(2.0).sum())
+            .reduce(|a, b| a + b)
+            .expect("at least one layer")
+    }
+
+    /// θ on the host.
+    pub fn flat(&self) -> Vec<f32> {
+        let mut theta = Vec::new();
+        for l in &self.layers {
+            theta.extend(super::to_vec(l.weight.val().inner()));
+            if let Some(b) = &l.bias {
+                theta.extend(super::to_vec(b.val().inner()));
+            }
+        }
+        theta
+    }
+
+    /// Sets the parameters to θ (keeping their ids, so an optimiser's state still applies).
+    pub fn set_flat(&mut self, theta: &[f32]) {
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let v = theta[at..at + n].to_vec();
+            at += n;
+            v
+        };
+        for l in &mut self.layers {
+            let [i, o] = l.weight.val().dims();
+            let w = take(i * o);
+            l.weight = l.weight.clone().map(|t| {
+                let grad = t.is_require_grad();
+                Tensor::from_data(TensorData::new(w, [i, o]), &t.device()).set_require_grad(grad)
+            });
+            if let Some(b) = l.bias.take() {
+                let v = take(o);
+                l.bias = Some(b.map(|t| {
+                    let grad = t.is_require_grad();
+                    Tensor::from_data(TensorData::new(v, [o]), &t.device()).set_require_grad(grad)
+                }));
+            }
+        }
+        assert_eq!(at, theta.len(), "θ has the policy's size");
+    }
+}
+
+/// The policies θ_c of `C` candidates (`thetas`, `C × |θ|` on the host, laid out as
+/// [`TanhPolicy::flat`] for layer sizes `sizes`) on their own rows `obs` `[C, rows, in]`:
+/// `[C, rows, out]`, as batched matmuls.
+pub fn tanh_policies(sizes: &[usize], thetas: &[f32], obs: Tensor<3>) -> Tensor<3> {
+    let c = obs.dims()[0];
+    let device = obs.device();
+    let n: usize = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    assert_eq!(thetas.len(), c * n, "one θ per candidate");
+    let mut offset = 0;
+    let mut h = obs;
+    for w in sizes.windows(2) {
+        let (i, o) = (w[0], w[1]);
+        let mut weight = Vec::with_capacity(c * i * o);
+        let mut bias = Vec::with_capacity(c * o);
+        for k in 0..c {
+            let theta = &thetas[k * n + offset..];
+            weight.extend_from_slice(&theta[..i * o]);
+            bias.extend_from_slice(&theta[i * o..i * o + o]);
+        }
+        offset += i * o + o;
+        let weight = Tensor::<3>::from_data(TensorData::new(weight, [c, i, o]), &device);
+        let bias = Tensor::<3>::from_data(TensorData::new(bias, [c, 1, o]), &device);
+        h = (h.matmul(weight) + bias).tanh();
+    }
+    h
+}
+
 /// SAC's policy loss on states `obs` with noise `eps`: mean(α·log π(ã|s) − min_j Q_j(s, ã)),
 /// ã = the reparameterised sample. Returns the loss and the sample's log-probabilities.
 pub fn actor_loss(
@@ -184,6 +295,31 @@ mod tests {
 
     use super::*;
     use crate::nn::{normal_noise, tensor2, to_vec};
+
+    /// θ round-trips through the module, and the batched forward of several θ equals each
+    /// policy's own forward.
+    #[test]
+    fn tanh_policies_match_their_flat_parameters() {
+        let device = Device::flex();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+        let mut a = TanhPolicy::new(3, 2, &[5], &mut rng, &device);
+        let b = TanhPolicy::new(3, 2, &[5], &mut rng, &device);
+        let obs: Vec<f32> = normal_noise(&mut rng, 4 * 3);
+        let thetas = [a.flat(), b.flat()].concat();
+        assert_eq!(a.flat().len(), 3 * 5 + 5 + 5 * 2 + 2);
+        let x = Tensor::<3>::from_data(
+            TensorData::new([obs.clone(), obs.clone()].concat(), [2, 4, 3]),
+            &device,
+        );
+        let both = to_vec(tanh_policies(&a.sizes(), &thetas, x));
+        let own = |p: &TanhPolicy| to_vec(p.forward(tensor2(obs.clone(), 4, 3, &device)));
+        let expected = [own(&a), own(&b)].concat();
+        for (x, y) in both.iter().zip(&expected) {
+            assert!((x - y).abs() < 1e-6, "{x} vs {y}");
+        }
+        a.set_flat(&b.flat());
+        assert_eq!(own(&a), own(&b));
+    }
 
     /// The log-probability against a direct f64 computation of the change of variables.
     #[test]

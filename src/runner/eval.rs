@@ -155,7 +155,7 @@ pub fn evaluate_run(
         dt: info.dt,
     });
     let (returns, lengths) = pool.run_episodes_with(
-        |obs, rows| agent.exploit(obs, rows),
+        |obs, envs, first| agent.exploit_envs(obs, envs, first),
         |i, env, step| {
             if let Some(r) = recording.as_mut().filter(|_| req.record == Some(i)) {
                 r.qpos.push(env.qpos().to_vec());

@@ -537,6 +537,7 @@ impl<'a> Run<'a> {
         let obs = self.train.observations();
         let actions = self.agent.explore(&obs, self.cfg.num_envs);
         let steps = self.train.step(&actions);
+        let mut restarted = Vec::new();
         for (i, step) in steps.iter().enumerate() {
             self.agent.observe(&Transition {
                 obs: &obs[i * o..(i + 1) * o],
@@ -565,7 +566,11 @@ impl<'a> Run<'a> {
                 self.state.episode_returns[i] = 0.0;
                 self.state.episode_lengths[i] = 0;
                 self.train.envs_mut()[i].reset(None);
+                restarted.push(i);
             }
+        }
+        if !restarted.is_empty() {
+            self.agent.restarted(&restarted);
         }
         self.state.step += self.cfg.num_envs as u64;
         self.state.learn_pending = true;
@@ -605,7 +610,9 @@ impl<'a> Run<'a> {
             env.reset(Some(mix(self.cfg.seed, index + 1, k as u64)));
         }
         let agent = &mut self.agent;
-        let (returns, lengths) = self.eval.run_episodes(|obs, rows| agent.exploit(obs, rows));
+        let (returns, lengths) = self
+            .eval
+            .run_episodes(|obs, envs, first| agent.exploit_envs(obs, envs, first));
         let (mean, std) = (crate::stats::mean(&returns), crate::stats::std(&returns));
         let (step, wall) = (self.state.step, self.wall());
         self.metrics.push(step, wall, "eval/return_mean", mean);

@@ -54,11 +54,13 @@ impl EnvPool {
         }
     }
 
-    /// Runs one episode in every env (already reset) with `policy(obs, rows)` → normalised
-    /// actions, stepping the unfinished envs together. Returns returns and lengths.
+    /// Runs one episode in every env (already reset) with `policy(obs, envs, first)` →
+    /// normalised actions, stepping the unfinished envs together: `envs` are the indices of
+    /// the envs still running (the rows of `obs`), `first` is true on the first step. Returns
+    /// returns and lengths.
     pub fn run_episodes(
         &mut self,
-        policy: impl FnMut(&[f64], usize) -> Vec<f64>,
+        policy: impl FnMut(&[f64], &[usize], bool) -> Vec<f64>,
     ) -> (Vec<f64>, Vec<f64>) {
         self.run_episodes_with(policy, |_, _, _| {})
     }
@@ -67,19 +69,21 @@ impl EnvPool {
     /// env i.
     pub fn run_episodes_with(
         &mut self,
-        mut policy: impl FnMut(&[f64], usize) -> Vec<f64>,
+        mut policy: impl FnMut(&[f64], &[usize], bool) -> Vec<f64>,
         mut after_step: impl FnMut(usize, &MujocoEnv, &Step),
     ) -> (Vec<f64>, Vec<f64>) {
         let n = self.envs.len();
         let mut returns = vec![0.0; n];
         let mut lengths = vec![0.0; n];
         let mut active: Vec<usize> = (0..n).collect();
+        let mut first = true;
         while !active.is_empty() {
             let obs: Vec<f64> = active
                 .iter()
                 .flat_map(|&i| self.envs[i].obs().iter().copied())
                 .collect();
-            let actions = policy(&obs, active.len());
+            let actions = policy(&obs, &active, first);
+            first = false;
             let info = &self.info;
             let mut running: Vec<&mut MujocoEnv> = self
                 .envs

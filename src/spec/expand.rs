@@ -107,6 +107,8 @@ struct AgentDef {
     /// each with the key that set it.
     steps: Option<(u64, String)>,
     seeds: Option<(Vec<u64>, String)>,
+    /// The agent's own evaluation episodes (`eval_episodes`), over `eval.episodes`.
+    eval_episodes: Option<(usize, String)>,
 }
 
 /// One grid axis of `[sweep]`.
@@ -267,7 +269,13 @@ fn plan_run(
         seed,
         total_steps: def.steps.as_ref().map_or(env.steps, |(n, _)| *n),
         num_envs: common.num_envs,
-        eval: common.eval.clone(),
+        eval: match &def.eval_episodes {
+            Some((episodes, _)) => EvalConfig {
+                episodes: *episodes,
+                ..common.eval.clone()
+            },
+            None => common.eval.clone(),
+        },
         checkpoint_every: common.checkpoint_every,
         log_every: common.log_every,
         algo: def.algo.clone(),
@@ -297,7 +305,14 @@ fn plan_run(
         ),
         ("num_envs".into(), origin("run.num_envs")),
         ("eval.every".into(), origin("eval.every")),
-        ("eval.episodes".into(), origin("eval.episodes")),
+        (
+            "eval.episodes".into(),
+            origin(
+                def.eval_episodes
+                    .as_ref()
+                    .map_or("eval.episodes", |(_, k)| k),
+            ),
+        ),
         ("checkpoint_every".into(), origin("run.checkpoint_every")),
         ("log_every".into(), origin("run.log_every")),
         ("algo".into(), origin(&def.algo_key)),
@@ -528,6 +543,7 @@ fn resolve_agent(
                 per_env: BTreeMap::new(),
                 steps: None,
                 seeds: None,
+                eval_episodes: None,
             }
         }
         (None, Some(base)) => {
@@ -570,6 +586,22 @@ fn resolve_agent(
                         )
                     })?;
                 def.steps = Some((steps as u64, at));
+            }
+            "eval_episodes" => {
+                let at = format!("{key}.eval_episodes");
+                let episodes = v
+                    .as_integer()
+                    .filter(|&n| n > 0 && n as u64 <= limits::ENVS as u64)
+                    .ok_or_else(|| {
+                        src.invalid(
+                            &at,
+                            format!(
+                                "expected a number of evaluation episodes in 1..={}, found {v}",
+                                limits::ENVS
+                            ),
+                        )
+                    })?;
+                def.eval_episodes = Some((episodes as usize, at));
             }
             "seeds" => {
                 let at = format!("{key}.seeds");
