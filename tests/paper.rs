@@ -34,10 +34,16 @@ fn the_paper_spec_plans_seven_agents_on_six_tasks_with_four_seeds() {
     assert_eq!(runs.len(), 6 * 7 * 4);
     let field = |k: &str| -> BTreeSet<String> {
         runs.iter()
-            .map(|r| r[k].as_str().map_or_else(|| r[k].to_string(), str::to_string))
+            .map(|r| {
+                r[k].as_str()
+                    .map_or_else(|| r[k].to_string(), str::to_string)
+            })
             .collect()
     };
-    assert_eq!(field("agent"), SEVEN.iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        field("agent"),
+        SEVEN.iter().map(|s| s.to_string()).collect()
+    );
     assert_eq!(field("env").len(), 6);
     assert_eq!(field("seed").len(), 4);
     let algos: BTreeSet<String> = runs
@@ -84,8 +90,10 @@ fn every_agent_of_the_paper_runs_end_to_end_and_figure_1_draws_it() {
     let lines: Vec<String> = runs.iter().map(|r| r.to_string()).collect();
     std::fs::write(&plan_file, lines.join("\n") + "\n").unwrap();
     // Every agent on InvertedPendulum: the cheapest task, the whole pipeline.
-    let pendulum: Vec<&serde_json::Value> =
-        runs.iter().filter(|r| r["env"] == "InvertedPendulum").collect();
+    let pendulum: Vec<&serde_json::Value> = runs
+        .iter()
+        .filter(|r| r["env"] == "InvertedPendulum")
+        .collect();
     assert_eq!(pendulum.len(), 7);
     for run in &pendulum {
         let id = run["run_id"].as_str().unwrap();
@@ -110,6 +118,9 @@ fn every_agent_of_the_paper_runs_end_to_end_and_figure_1_draws_it() {
     );
     let svg = std::fs::read_to_string(dir.0.join("plots/paper/learning_curves.svg")).unwrap();
     for agent in SEVEN {
-        assert!(svg.contains(&format!(">{agent}<")), "{agent} not in Figure 1");
+        assert!(
+            svg.contains(&format!(">{agent}<")),
+            "{agent} not in Figure 1"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod ensemble;
 pub mod fit;
+pub mod host;
 pub mod rollout;
 pub mod step;
 pub mod uncertainty;

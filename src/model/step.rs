@@ -10,6 +10,7 @@ use burn::prelude::*;
 use rand::{Rng, RngExt};
 
 use super::ensemble::{Ensemble, GaussianEnsemble};
+use super::host::HostEnsemble;
 use super::uncertainty::Reduction;
 use crate::env::Task;
 use crate::nn::{normal_noise, tensor2, to_vec};
@@ -84,6 +85,8 @@ impl UMembers {
 /// on the autodiff device.
 pub struct FrozenModel {
     net: GaussianEnsemble,
+    /// The same members on the host, on the CPU device ([`super::host`]).
+    host: Option<HostEnsemble>,
     mean: Tensor<2>,
     std: Tensor<2>,
     members: usize,
@@ -105,8 +108,11 @@ impl FrozenModel {
         if members == UMembers::All {
             order.extend((0..model.cfg.members).filter(|m| !model.elites.contains(m)));
         }
+        let net = model.net.members(&order);
+        let on_cpu = device.clone().without_autodiff() == Device::flex();
         FrozenModel {
-            net: model.net.members(&order),
+            host: on_cpu.then(|| net.to_host(&model.norm.mean, &model.norm.std)),
+            net,
             mean: row(&model.norm.mean),
             std: row(&model.norm.std),
             members: order.len(),
@@ -147,7 +153,15 @@ impl DiffModel for FrozenModel {
     /// Each member on its own rows only: no copies of the input, a K-th of the work of
     /// [`DiffModel::predict`].
     fn predict_own(&self, obs: Tensor<3>, act: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let device = obs.device();
         let x = Tensor::cat(vec![obs, act], 2);
+        if let Some(host) = &self.host {
+            let [k, n, _] = x.dims();
+            let (mean, logvar) = host.predict_own(&to_vec(x.inner()), n);
+            let d = host.d_out();
+            let t = |v: Vec<f32>| Tensor::<3>::from_data(TensorData::new(v, [k, n, d]), &device);
+            return (t(mean), t(logvar));
+        }
         let x =
             (x - self.mean.clone().unsqueeze_dim::<3>(0)) / self.std.clone().unsqueeze_dim::<3>(0);
         self.net.forward(x)

@@ -123,6 +123,11 @@ impl EnsembleLinear {
     pub fn weight(&self) -> Tensor<3> {
         self.weight.val()
     }
+
+    /// The biases, `[E, 1, out]`.
+    pub fn bias(&self) -> Tensor<3> {
+        self.bias.val()
+    }
 }
 
 /// `E` MLPs of the same shape evaluated together (ReLU between layers, linear output).

@@ -16,7 +16,7 @@ pub use policy::{
     DeterministicPolicy, GaussianPolicy, PolicySample, PolicyStack, TanhPolicy, actor_loss,
     tanh_policies,
 };
-pub use swish::swish;
+pub use swish::{exp_non_positive, swish, swish_in_place};
 
 use burn::prelude::*;
 

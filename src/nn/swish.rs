@@ -31,6 +31,17 @@ pub fn swish<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     ))
 }
 
+/// eˣ for x ≤ 0, in a form the compiler vectorises (see the kernel's notes).
+#[inline(always)]
+pub fn exp_non_positive(x: f32) -> f32 {
+    kernels::exp_non_positive(x)
+}
+
+/// x ← x·σ(x) on a host slice, with the fused operation's vectorised kernel.
+pub fn swish_in_place(x: &mut [f32]) {
+    kernels::swish_in_place(x);
+}
+
 /// Whether [`swish`] runs the fused operation on `x`: f32 on the CPU backend.
 fn fused<const D: usize>(x: &Tensor<D>) -> bool {
     x.device().without_autodiff() == Device::flex() && x.dtype() == DType::F32
@@ -153,6 +164,11 @@ mod kernels {
         dispatch!(swish_body(x: &[f32], y: &mut [f32]));
     }
 
+    /// x ← x·σ(x), in place.
+    pub fn swish_in_place(x: &mut [f32]) {
+        dispatch!(swish_in_place_body(x: &mut [f32]));
+    }
+
     /// g ← g·(σ + y·(1 − σ)) for y = x·σ(x), σ recovered as y/x.
     pub fn swish_grad(x: &[f32], y: &[f32], g: &mut [f32]) {
         dispatch!(swish_grad_body(x: &[f32], y: &[f32], g: &mut [f32]));
@@ -186,6 +202,13 @@ mod kernels {
         }};
     }
     use dispatch;
+
+    #[inline(always)]
+    fn swish_in_place_body(x: &mut [f32]) {
+        for x in x.iter_mut() {
+            *x *= sigmoid(*x);
+        }
+    }
 
     #[inline(always)]
     fn swish_body(x: &[f32], y: &mut [f32]) {
@@ -226,6 +249,9 @@ mod kernels {
         let x = x.max(-87.3);
         let t = x * LOG2E + ROUND;
         let n = t - ROUND;
+        // n, an integer, also sits in t's low mantissa bits: read it from there rather than
+        // with `n as i32`, whose saturating conversion does not vectorise.
+        let n_int = t.to_bits() as i32 - ROUND.to_bits() as i32;
         let r = x - n * LN2_HI - n * LN2_LO;
         let p = 1.987_569_1e-4;
         let p = p * r + 1.398_199_9e-3;
@@ -235,7 +261,7 @@ mod kernels {
         let p = p * r + 0.5;
         let e = p * r * r + r + 1.0;
         // n ∈ [−126, 0]: 2^n is a normal float with biased exponent n + 127.
-        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        let scale = f32::from_bits(((n_int + 127) as u32) << 23);
         e * scale
     }
 }
