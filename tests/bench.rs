@@ -122,3 +122,35 @@ fn the_reference_runs_on_our_kind_of_device_and_sets_the_ratio() {
     assert!((ratio - expected).abs() <= 6e-4, "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_cem_benchmark_times_a_planning_call() {
+    let text = bench(&[
+        "cem",
+        "--no-python",
+        "--hidden",
+        "16",
+        "--population",
+        "20",
+        "--elites",
+        "4",
+        "--iterations",
+        "2",
+        "--particles",
+        "5",
+        "--horizon",
+        "4",
+        "--repeats",
+        "1",
+    ]);
+    // 20 × 5 × 4 × 2 = 800 member evaluations per call.
+    assert!(text.contains("= 0.00M member evaluations"), "{text}");
+    let rate: f64 = text
+        .lines()
+        .find(|l| l.contains("ours"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {text}"));
+    assert!(rate > 0.0, "{text}");
+}

@@ -28,6 +28,20 @@ fn tiny(algo: &str) -> Vec<&'static str> {
             "model_train_freq=100",
             "horizon=3",
         ],
+        "pets" => vec![
+            "model={members=3, elites=2, hidden=[16], batch_size=32, max_epochs=2}",
+            "learning_starts=100",
+            "model_train_freq=100",
+            "horizon=3",
+            "particles=2",
+            "cem={population=16, elites=4, iterations=2}",
+        ],
+        "poplin_p" => vec![
+            "planner={model={members=3, elites=2, hidden=[16], batch_size=32, max_epochs=2}, \
+             learning_starts=100, model_train_freq=100, horizon=3, particles=2, \
+             cem={population=16, elites=4, iterations=2}}",
+            "policy={hidden=[8]}",
+        ],
         other => panic!("no tiny settings for {other}"),
     }
 }
@@ -98,7 +112,8 @@ fn final_eval(run: &Path) -> (u64, f64) {
 
 #[test]
 fn a_finished_run_evaluates_to_its_own_final_returns() {
-    for algo in ["sac", "ddpg", "mbpo", "mpdp"] {
+    // PETS and POPLIN plan their evaluation actions: warm starts and an RNG of their own.
+    for algo in ["sac", "ddpg", "mbpo", "mpdp", "pets", "poplin_p"] {
         let dir = Dir::new(algo);
         let run = train(&dir.0, algo);
         let (step, want) = final_eval(&run);

@@ -131,12 +131,26 @@ impl MpcConfig {
 pub(crate) trait Proposer: Send {
     /// The name divergence errors give.
     const NAME: &'static str;
+    /// A solution's shape: `steps` blocks of `width` values (one block per planning step, or
+    /// a single block for the whole horizon).
+    fn shape(&self) -> (usize, usize);
     /// Width of one state's solution.
-    fn dim(&self) -> usize;
-    /// The warm start at an episode's start.
-    fn fresh(&self) -> Vec<f32>;
-    /// The warm start after acting on `solution`: shifted one step.
-    fn shift(&self, solution: &[f32]) -> Vec<f32>;
+    fn dim(&self) -> usize {
+        let (width, steps) = self.shape();
+        width * steps
+    }
+    /// The warm start at an episode's start: zeros.
+    fn fresh(&self) -> Vec<f32> {
+        vec![0.0; self.dim()]
+    }
+    /// The warm start after acting on `solution`: shifted one step, a zero block appended
+    /// (PETS's `prev_sol`); a single block is kept as it is.
+    fn shift(&self, solution: &[f32]) -> Vec<f32> {
+        match self.shape() {
+            (_, 1) => solution.to_vec(),
+            (width, _) => crate::planning::cem::shift(solution, width, 0.0),
+        }
+    }
     /// The search for the states `obs` (`rows × obs_dim`), with the bounds of its solutions
     /// (`rows × dim` each), if bounded.
     fn search<'a>(

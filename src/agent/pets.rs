@@ -13,7 +13,6 @@ use super::mpc::{MpcAgent, MpcConfig, Proposer};
 use super::registry::{Algorithm, Setting};
 use crate::config::{Invalid, Validate};
 use crate::model::step::DiffModel;
-use crate::planning::cem;
 use crate::planning::mpc::Search;
 use crate::planning::particles::{Actions, Sequences};
 
@@ -52,16 +51,8 @@ impl Search for ActionSequences {
 impl Proposer for ActionSequences {
     const NAME: &'static str = "PETS";
 
-    fn dim(&self) -> usize {
-        self.horizon * self.act_dim
-    }
-
-    fn fresh(&self) -> Vec<f32> {
-        vec![0.0; self.dim()]
-    }
-
-    fn shift(&self, solution: &[f32]) -> Vec<f32> {
-        cem::shift(solution, self.act_dim, 0.0)
+    fn shape(&self) -> (usize, usize) {
+        (self.act_dim, self.horizon)
     }
 
     fn search<'a>(

@@ -31,7 +31,7 @@ use crate::config::{Invalid, Validate, count_in, layers, limits, non_negative, p
 use crate::model::Ensemble;
 use crate::model::step::DiffModel;
 use crate::nn::{TanhPolicy, scalar, tanh_policies, tensor2, to_vec};
-use crate::planning::cem::{self, CemConfig};
+use crate::planning::cem::CemConfig;
 use crate::planning::mpc::Search;
 use crate::planning::particles::{Actions, Layout, Sequences};
 use crate::replay::ReplayBuffer;
@@ -193,6 +193,8 @@ struct PolicyState {
     /// and how many were added.
     chosen: Vec<f32>,
     chosen_count: usize,
+    /// Real transitions planned so far (behaviour cloning's data: the newest of them).
+    planned: usize,
 }
 
 impl Policy {
@@ -212,6 +214,7 @@ impl Policy {
                 std: vec![1.0; obs_dim],
                 chosen: Vec::new(),
                 chosen_count: 0,
+                planned: 0,
             },
             device: device.clone(),
         }
@@ -256,16 +259,15 @@ impl Policy {
         self.state.std = model.norm.std[..o].iter().map(|&x| x as f32).collect();
     }
 
-    /// Behaviour cloning onto the planned actions of the `planned` newest real transitions:
-    /// `epochs` shuffled passes of minibatch Adam on the mean squared error plus the weight
-    /// decay. Returns the last epoch's mean loss.
+    /// Behaviour cloning onto the planned actions of the real transitions planned so far
+    /// (the newest ones): `epochs` shuffled passes of minibatch Adam on the mean squared
+    /// error plus the weight decay. Returns the last epoch's mean loss.
     fn clone_plans(
         &mut self,
         real: &ReplayBuffer,
-        planned: usize,
         rng: &mut Xoshiro256PlusPlus,
     ) -> Result<Option<f64>, AgentError> {
-        let rows = real.recent(planned);
+        let rows = real.recent(self.state.planned);
         if rows.is_empty() {
             return Ok(None);
         }
@@ -328,8 +330,6 @@ struct Residuals {
     policy: Policy,
     horizon: usize,
     act_dim: usize,
-    /// Real transitions planned so far (behaviour cloning's data: the newest of them).
-    transitions: usize,
 }
 
 /// Residual candidates: δ added to proposals fixed per state (INIT) or to the policy's
@@ -430,16 +430,8 @@ impl Residuals {
 impl Proposer for Residuals {
     const NAME: &'static str = "POPLIN-A";
 
-    fn dim(&self) -> usize {
-        self.horizon * self.act_dim
-    }
-
-    fn fresh(&self) -> Vec<f32> {
-        vec![0.0; self.dim()]
-    }
-
-    fn shift(&self, solution: &[f32]) -> Vec<f32> {
-        cem::shift(solution, self.act_dim, 0.0)
+    fn shape(&self) -> (usize, usize) {
+        (self.act_dim, self.horizon)
     }
 
     fn search<'a>(
@@ -483,7 +475,7 @@ impl Proposer for Residuals {
     }
 
     fn planned(&mut self, _obs: &[f32], _solutions: &[f32], actions: &[f32]) {
-        self.transitions += actions.len() / self.act_dim;
+        self.policy.state.planned += actions.len() / self.act_dim;
     }
 
     fn fitted(
@@ -493,7 +485,7 @@ impl Proposer for Residuals {
         rng: &mut Xoshiro256PlusPlus,
     ) -> Result<(Stats, bool), AgentError> {
         self.policy.standardise_as(model);
-        let loss = self.policy.clone_plans(real, self.transitions, rng)?;
+        let loss = self.policy.clone_plans(real, rng)?;
         Ok((
             loss.map(|l| ("distill_loss", l)).into_iter().collect(),
             true,
@@ -501,12 +493,10 @@ impl Proposer for Residuals {
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {
-        ckpt::write_json(dir, "poplin_planned.json", &self.transitions)?;
         self.policy.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
-        self.transitions = ckpt::read_json(dir, "poplin_planned.json")?;
         self.policy.load(dir)
     }
 }
@@ -521,8 +511,6 @@ struct Perturbations {
     /// |θ|.
     params: usize,
     sizes: Vec<usize>,
-    /// Real transitions planned since the start (behaviour cloning's data).
-    transitions: usize,
 }
 
 struct WeightActions<'a> {
@@ -578,21 +566,10 @@ impl Search for Perturbations {
 impl Proposer for Perturbations {
     const NAME: &'static str = "POPLIN-P";
 
-    fn dim(&self) -> usize {
+    fn shape(&self) -> (usize, usize) {
         match self.variant {
-            ParamVariant::Sep => self.horizon * self.params,
-            ParamVariant::Uni => self.params,
-        }
-    }
-
-    fn fresh(&self) -> Vec<f32> {
-        vec![0.0; self.dim()]
-    }
-
-    fn shift(&self, solution: &[f32]) -> Vec<f32> {
-        match self.variant {
-            ParamVariant::Sep => cem::shift(solution, self.params, 0.0),
-            ParamVariant::Uni => solution.to_vec(),
+            ParamVariant::Sep => (self.params, self.horizon),
+            ParamVariant::Uni => (self.params, 1),
         }
     }
 
@@ -619,9 +596,8 @@ impl Proposer for Perturbations {
 
     fn planned(&mut self, _obs: &[f32], solutions: &[f32], actions: &[f32]) {
         let rows = actions.len() / self.act_dim;
-        self.transitions += rows;
-        let state = &mut self.policy.state;
-        state.chosen.resize(self.params, 0.0);
+        self.policy.state.planned += rows;
+        self.policy.state.chosen.resize(self.params, 0.0);
         for r in 0..rows {
             let d = self.delta(solutions, r, 0);
             for (s, x) in self.policy.state.chosen.iter_mut().zip(d) {
@@ -665,7 +641,7 @@ impl Proposer for Perturbations {
                 self.policy.state.chosen_count = 0;
             }
             Distill::Bc => {
-                if let Some(l) = self.policy.clone_plans(real, self.transitions, rng)? {
+                if let Some(l) = self.policy.clone_plans(real, rng)? {
                     out.push(("distill_loss", l));
                 }
             }
@@ -674,12 +650,10 @@ impl Proposer for Perturbations {
     }
 
     fn save(&self, dir: &Path) -> Result<(), AgentError> {
-        ckpt::write_json(dir, "poplin_planned.json", &self.transitions)?;
         self.policy.save(dir)
     }
 
     fn load(&mut self, dir: &Path) -> Result<(), AgentError> {
-        self.transitions = ckpt::read_json(dir, "poplin_planned.json")?;
         self.policy.load(dir)
     }
 }
@@ -696,7 +670,6 @@ impl Algorithm for PoplinA {
             policy: Policy::new(cfg.policy, s.obs_dim, s.act_dim, rng, s.device),
             horizon,
             act_dim: s.act_dim,
-            transitions: 0,
         }))
     }
 }
@@ -720,7 +693,6 @@ impl Algorithm for PoplinP {
                 act_dim: s.act_dim,
                 params,
                 sizes,
-                transitions: 0,
             }
         }))
     }
