@@ -328,9 +328,10 @@ fn accepted_mutants_run_to_an_end() {
     eprintln!("spec fuzzer (runs): {ran} accepted mutants run, of {tried} drawn");
 }
 
-/// `--set`s that shrink a spec to a tiny budget: every env to 60 steps, evaluations to one
-/// episode, and every agent's random start past the end (so no network is trained: the runs
-/// check setup, stepping, evaluation, checkpoints and the finish, not learning speed).
+/// `--set`s that shrink a spec to a tiny budget: every env and agent to 60 steps, evaluations
+/// to one episode, every agent's random start past the end (so no network is trained: the runs
+/// check setup, stepping, evaluation, checkpoints and the finish, not learning speed), and
+/// the planners' CEM to a few candidates.
 fn tiny(path: &Path) -> Vec<String> {
     let Ok(plan) = spec::load(path, &[]) else {
         return Vec::new();
@@ -342,13 +343,31 @@ fn tiny(path: &Path) -> Vec<String> {
         sets.push(format!("envs.{}.steps=60", env.name()));
     }
     for run in &plan.runs {
-        let key = match run.config.algo.as_str() {
-            "sac" | "ddpg" => "learning_starts",
-            _ => "sac.learning_starts",
+        let keys: &[&str] = match run.config.algo.as_str() {
+            "sac" | "ddpg" => &["learning_starts=1000"],
+            // The planners plan every evaluation step: a tiny CEM keeps those cheap.
+            "pets" => &[
+                "learning_starts=1000",
+                "horizon=2",
+                "cem.population=8",
+                "cem.elites=2",
+                "cem.iterations=1",
+            ],
+            "poplin_a" | "poplin_p" => &[
+                "planner.learning_starts=1000",
+                "planner.horizon=2",
+                "planner.cem.population=8",
+                "planner.cem.elites=2",
+                "planner.cem.iterations=1",
+            ],
+            _ => &["sac.learning_starts=1000"],
         };
-        let set = format!("agents.{}.{key}=1000", run.agent);
-        if !sets.contains(&set) {
-            sets.push(set);
+        // An agent's own budget and evaluation episodes override the spec's.
+        for key in keys.iter().chain(&["steps=60", "eval_episodes=1"]) {
+            let set = format!("agents.{}.{key}", run.agent);
+            if !sets.contains(&set) {
+                sets.push(set);
+            }
         }
     }
     sets
@@ -386,4 +405,37 @@ fn run_limited(plan: &Path, id: &str, runs: &Path) -> std::process::Output {
         });
     }
     cmd.output().unwrap()
+}
+
+/// The shrinking sets bound every run of every shipped spec, whatever budgets its agents set
+/// for themselves (an agent's own `steps` once kept a 60k-step run in the fuzzer's budget).
+#[test]
+fn the_shrinking_sets_bound_every_run_of_the_shipped_specs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for (name, _) in bases() {
+        let path = dir.join(&name);
+        let plan = spec::load(&path, &tiny(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for run in &plan.runs {
+            let c = &run.config;
+            assert!(
+                c.total_steps <= 60,
+                "{name}: {} runs {} steps",
+                run.agent,
+                c.total_steps
+            );
+            assert_eq!(c.eval.episodes, 1, "{name}: {}", run.agent);
+            if let Some(cem) = c
+                .agent
+                .get("cem")
+                .or_else(|| c.agent.get("planner").and_then(|p| p.get("cem")))
+            {
+                assert_eq!(
+                    cem["population"].as_integer(),
+                    Some(8),
+                    "{name}: {}",
+                    run.agent
+                );
+            }
+        }
+    }
 }
