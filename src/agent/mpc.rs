@@ -127,6 +127,9 @@ impl MpcConfig {
     }
 }
 
+/// A planning call's search and, for bounded solutions, their lower and upper bounds.
+pub(crate) type Prepared<'a> = (Box<dyn Search + 'a>, Option<(Vec<f32>, Vec<f32>)>);
+
 /// A sampling planner's search space and distillation.
 pub(crate) trait Proposer: Send {
     /// The name divergence errors give.
@@ -158,7 +161,7 @@ pub(crate) trait Proposer: Send {
         model: &'a dyn DiffModel,
         obs: &[f32],
         rows: usize,
-    ) -> (Box<dyn Search + 'a>, Option<(Vec<f32>, Vec<f32>)>);
+    ) -> Prepared<'a>;
     /// The env actions (`rows × act_dim`) of the chosen solutions.
     fn act(&self, obs: &[f32], solutions: &[f32], rows: usize) -> Vec<f32>;
     /// A training-time plan was made and acted on.
@@ -288,7 +291,7 @@ impl<P: Proposer> MpcAgent<P> {
             },
             cem: &self.cfg.cem,
         };
-        let bounds = bounds.as_ref().map(|(lo, hi)| Bounds { lo: lo, hi: hi });
+        let bounds = bounds.as_ref().map(|(lo, hi)| Bounds { lo, hi });
         let planned = mpc::plan(&mpc, model, search.as_ref(), &obs, dim, &start, bounds, rng);
         drop(search);
         let solutions = &planned.solution.mean;

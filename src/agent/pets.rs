@@ -9,7 +9,7 @@
 //! act: a_0 of CEM's final mean
 //! ```
 use super::Agent;
-use super::mpc::{MpcAgent, MpcConfig, Proposer};
+use super::mpc::{MpcAgent, MpcConfig, Prepared, Proposer};
 use super::registry::{Algorithm, Setting};
 use crate::config::{Invalid, Validate};
 use crate::model::step::DiffModel;
@@ -60,7 +60,7 @@ impl Proposer for ActionSequences {
         _model: &'a dyn DiffModel,
         _obs: &[f32],
         rows: usize,
-    ) -> (Box<dyn Search + 'a>, Option<(Vec<f32>, Vec<f32>)>) {
+    ) -> Prepared<'a> {
         let n = rows * self.dim();
         (Box::new(*self), Some((vec![-1.0; n], vec![1.0; n])))
     }

@@ -23,7 +23,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use super::mpc::{MpcAgent, MpcConfig, Proposer};
+use super::mpc::{MpcAgent, MpcConfig, Prepared, Proposer};
 use super::registry::{Algorithm, Setting};
 use super::{Agent, AgentError, Stats};
 use crate::ckpt;
@@ -439,7 +439,7 @@ impl Proposer for Residuals {
         model: &'a dyn DiffModel,
         obs: &[f32],
         rows: usize,
-    ) -> (Box<dyn Search + 'a>, Option<(Vec<f32>, Vec<f32>)>) {
+    ) -> Prepared<'a> {
         let n = rows * self.dim();
         match self.variant {
             ActionVariant::Init => {
@@ -578,7 +578,7 @@ impl Proposer for Perturbations {
         _model: &'a dyn DiffModel,
         _obs: &[f32],
         _rows: usize,
-    ) -> (Box<dyn Search + 'a>, Option<(Vec<f32>, Vec<f32>)>) {
+    ) -> Prepared<'a> {
         (Box::new(self), None)
     }
 

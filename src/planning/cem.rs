@@ -275,10 +275,10 @@ mod tests {
             },
         );
         for (p, sign) in [(0usize, 1.0f32), (1, -1.0)] {
-            for j in 0..dim {
+            for (j, want) in target.iter().enumerate() {
                 let got = sol.mean[p * dim + j];
                 assert!(
-                    (got - sign * target[j]).abs() < 0.02,
+                    (got - sign * want).abs() < 0.02,
                     "problem {p} value {j}: {got}"
                 );
             }
