@@ -156,12 +156,7 @@ pub(crate) trait Proposer: Send {
     }
     /// The search for the states `obs` (`rows × obs_dim`), with the bounds of its solutions
     /// (`rows × dim` each), if bounded.
-    fn search<'a>(
-        &'a self,
-        model: &'a dyn DiffModel,
-        obs: &[f32],
-        rows: usize,
-    ) -> Prepared<'a>;
+    fn search<'a>(&'a self, model: &'a dyn DiffModel, obs: &[f32], rows: usize) -> Prepared<'a>;
     /// The env actions (`rows × act_dim`) of the chosen solutions.
     fn act(&self, obs: &[f32], solutions: &[f32], rows: usize) -> Vec<f32>;
     /// A training-time plan was made and acted on.

@@ -55,12 +55,7 @@ impl Proposer for ActionSequences {
         (self.act_dim, self.horizon)
     }
 
-    fn search<'a>(
-        &'a self,
-        _model: &'a dyn DiffModel,
-        _obs: &[f32],
-        rows: usize,
-    ) -> Prepared<'a> {
+    fn search<'a>(&'a self, _model: &'a dyn DiffModel, _obs: &[f32], rows: usize) -> Prepared<'a> {
         let n = rows * self.dim();
         (Box::new(*self), Some((vec![-1.0; n], vec![1.0; n])))
     }

@@ -434,12 +434,7 @@ impl Proposer for Residuals {
         (self.act_dim, self.horizon)
     }
 
-    fn search<'a>(
-        &'a self,
-        model: &'a dyn DiffModel,
-        obs: &[f32],
-        rows: usize,
-    ) -> Prepared<'a> {
+    fn search<'a>(&'a self, model: &'a dyn DiffModel, obs: &[f32], rows: usize) -> Prepared<'a> {
         let n = rows * self.dim();
         match self.variant {
             ActionVariant::Init => {
@@ -573,12 +568,7 @@ impl Proposer for Perturbations {
         }
     }
 
-    fn search<'a>(
-        &'a self,
-        _model: &'a dyn DiffModel,
-        _obs: &[f32],
-        _rows: usize,
-    ) -> Prepared<'a> {
+    fn search<'a>(&'a self, _model: &'a dyn DiffModel, _obs: &[f32], _rows: usize) -> Prepared<'a> {
         (Box::new(self), None)
     }
 
