@@ -101,6 +101,7 @@ bench-mpdp *ARGS: build bench-setup
 bench-cem *ARGS: build bench-setup
     {{bin}} bench cem {{ARGS}}
 
-# Opt-in learning checks on real tasks (minutes to hours): SAC, DDPG, MBPO and MPDP on InvertedPendulum, SAC on Hopper.
+# Opt-in learning checks on real tasks (minutes to hours): SAC, DDPG, MBPO, MPDP, PETS and POPLIN-P
+# on InvertedPendulum, SAC on Hopper, PETS against SAC on HalfCheetah.
 test-learning: setup
     cargo test --release --locked --test learning -- --ignored --nocapture --test-threads=1

@@ -229,10 +229,10 @@ fn mpdp_solves_inverted_pendulum_within_5k_steps() {
     }
 }
 
-/// PETS with a planner reduced for the CPU: 64-wide model, horizon 30, CEM 200/20/5, 5
-/// particles (one per elite).
+/// PETS with a planner reduced for the CPU: horizon 30, CEM 200/20/5, 5 particles (one per
+/// elite), a 3 × 200 model fit by the hold-out rule (up to 100 epochs).
 const PETS_REDUCED: &[&str] = &[
-    "model={hidden=[64, 64, 64], batch_size=32}",
+    "model={hidden=[200, 200, 200], max_epochs=100}",
     "horizon=30",
     "particles=5",
     "cem={population=200, elites=20, iterations=5}",
