@@ -30,7 +30,7 @@ use crate::env::Task;
 use crate::model::step::{DiffModel, FrozenModel, UMembers};
 use crate::model::{Ensemble, EnsembleConfig};
 use crate::planning::cem::{Bounds, CemConfig};
-use crate::planning::mpc::{self, Mpc, Planned, Search};
+use crate::planning::mpc::{self, Mpc, PLAN_STATS, Planned, Search};
 use crate::planning::particles::{Particles, Propagation};
 use crate::replay::ReplayBuffer;
 
@@ -189,9 +189,6 @@ pub(crate) trait Proposer: Send {
     }
 }
 
-/// The planning statistics' names, in the order [`Planned::stats`] gives them.
-const PLAN_STATS: usize = 4;
-
 /// What the agent carries from step to step, saved with the checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Carried {
@@ -199,7 +196,7 @@ struct Carried {
     warm: Vec<Vec<f32>>,
     /// Sums of the planning statistics since the last [`super::Agent::learn`], and their
     /// count.
-    pending: [f64; PLAN_STATS],
+    pending: [f64; PLAN_STATS.len()],
     planned: usize,
 }
 
@@ -256,12 +253,11 @@ impl<P: Proposer> MpcAgent<P> {
     /// and the plan; the warm starts move on to the shifted solutions.
     fn plan(
         &mut self,
-        obs: &[f64],
+        obs: &[f32],
         warm: &mut [Vec<f32>],
         rng: &mut Xoshiro256PlusPlus,
     ) -> (Vec<f32>, Planned) {
         let rows = warm.len();
-        let obs: Vec<f32> = obs.iter().map(|&x| x as f32).collect();
         let dim = self.proposer.dim();
         let start: Vec<f32> = warm
             .iter()
@@ -276,7 +272,7 @@ impl<P: Proposer> MpcAgent<P> {
         let model = self
             .frozen
             .get_or_insert_with(|| FrozenModel::new(&self.model, self.obs_dim, UMembers::Elites));
-        let (search, bounds) = self.proposer.search(model, &obs, rows);
+        let (search, bounds) = self.proposer.search(model, obs, rows);
         let mpc = Mpc {
             task: self.task,
             horizon: self.cfg.horizon,
@@ -287,15 +283,19 @@ impl<P: Proposer> MpcAgent<P> {
             cem: &self.cfg.cem,
         };
         let bounds = bounds.as_ref().map(|(lo, hi)| Bounds { lo, hi });
-        let planned = mpc::plan(&mpc, model, search.as_ref(), &obs, dim, &start, bounds, rng);
+        let planned = mpc::plan(&mpc, model, search.as_ref(), obs, dim, &start, bounds, rng);
         drop(search);
         let solutions = &planned.solution.mean;
-        let actions = self.proposer.act(&obs, solutions, rows);
+        let actions = self.proposer.act(obs, solutions, rows);
         for (r, w) in warm.iter_mut().enumerate() {
             *w = self.proposer.shift(&solutions[r * dim..(r + 1) * dim]);
         }
         (actions, planned)
     }
+}
+
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {
@@ -345,15 +345,15 @@ impl<P: Proposer> super::Agent for MpcAgent<P> {
         }
         let mut warm = std::mem::take(&mut self.core.extra_mut().warm);
         warm.resize(rows, Vec::new());
+        let obs = narrow(obs);
         let mut rng = self.core.rng().clone();
-        let (actions, planned) = self.plan(obs, &mut warm, &mut rng);
+        let (actions, planned) = self.plan(&obs, &mut warm, &mut rng);
         *self.core.rng() = rng;
-        let obs32: Vec<f32> = obs.iter().map(|&x| x as f32).collect();
         self.proposer
-            .planned(&obs32, &planned.solution.mean, &actions);
+            .planned(&obs, &planned.solution.mean, &actions);
         let carried = self.core.extra_mut();
         carried.warm = warm;
-        for (sum, (_, v)) in carried.pending.iter_mut().zip(planned.stats()) {
+        for (sum, v) in carried.pending.iter_mut().zip(planned.stats()) {
             *sum += v;
         }
         carried.planned += 1;
@@ -381,7 +381,7 @@ impl<P: Proposer> super::Agent for MpcAgent<P> {
             eval.warm.resize(n, Vec::new());
         }
         let mut warm: Vec<Vec<f32>> = envs.iter().map(|&e| eval.warm[e].clone()).collect();
-        let (actions, _) = self.plan(obs, &mut warm, &mut eval.rng);
+        let (actions, _) = self.plan(&narrow(obs), &mut warm, &mut eval.rng);
         for (&e, w) in envs.iter().zip(warm) {
             eval.warm[e] = w;
         }
@@ -413,16 +413,15 @@ impl<P: Proposer> super::Agent for MpcAgent<P> {
             return Ok(learned);
         }
         let n = carried.planned as f64;
-        let names = ["plan_return", "cem_std", "cem_iterations", "plan_s"];
         let mut out = learned.unwrap_or_default();
-        for (name, sum) in names.iter().zip(carried.pending) {
+        for (name, sum) in PLAN_STATS.into_iter().zip(carried.pending) {
             let v = sum / n;
             if !v.is_finite() {
                 return Err(AgentError::Diverged(format!("{} {name} = {v}", P::NAME)));
             }
             out.push((name, v));
         }
-        carried.pending = [0.0; PLAN_STATS];
+        carried.pending = [0.0; PLAN_STATS.len()];
         carried.planned = 0;
         Ok(Some(out))
     }

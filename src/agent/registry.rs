@@ -108,7 +108,7 @@ const PLAN_STATS: &[&str] = &[
 ];
 
 /// The sampling planners' (PETS, POPLIN) planning, every env step.
-const MPC_STATS: &[&str] = &["plan_return", "cem_std", "cem_iterations", "plan_s"];
+const MPC_STATS: &[&str] = &crate::planning::mpc::PLAN_STATS;
 
 /// Every algorithm, in the order help texts list them.
 pub const ALGOS: &[Algo] = &[

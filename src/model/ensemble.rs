@@ -205,19 +205,18 @@ impl GaussianEnsemble {
 
     /// The members' weights on the host, for [`super::host::HostEnsemble`], with the input
     /// standardisation `(mean, std)`.
-    pub fn to_host(&self, mean: &[f64], std: &[f64]) -> super::host::HostEnsemble {
+    pub fn to_host(&self, mean: Vec<f32>, std: Vec<f32>) -> super::host::HostEnsemble {
         let members = self.layers[0].weight().dims()[0];
         let layers = self
             .layers
             .iter()
             .map(|l| (to_vec(l.weight().inner()), to_vec(l.bias().inner())))
             .collect();
-        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect();
         let bounds = (
             to_vec(self.max_logvar.val().inner()),
             to_vec(self.min_logvar.val().inner()),
         );
-        super::host::HostEnsemble::new(members, layers, f(mean), f(std), bounds)
+        super::host::HostEnsemble::new(members, layers, mean, std, bounds)
     }
 
     /// A copy holding only the members `idx` (in that order), as constants: no gradient

@@ -6,6 +6,8 @@
 //! returns the reward, `s + Δs` and the task's termination of it. Everything is on tensors,
 //! so gradients reach the states and actions (the model itself stays fixed); host-side
 //! callers pass their rows in and read the results back.
+use std::sync::OnceLock;
+
 use burn::prelude::*;
 use rand::{Rng, RngExt};
 
@@ -85,8 +87,11 @@ impl UMembers {
 /// on the autodiff device.
 pub struct FrozenModel {
     net: GaussianEnsemble,
-    /// The same members on the host, on the CPU device ([`super::host`]).
-    host: Option<HostEnsemble>,
+    /// The same members on the host, for [`DiffModel::predict_own`] on the CPU device
+    /// ([`super::host`]); copied there at its first call, so the users that never call it
+    /// (MBPO's rollouts, MPDP) copy nothing.
+    host: OnceLock<HostEnsemble>,
+    on_cpu: bool,
     mean: Tensor<2>,
     std: Tensor<2>,
     members: usize,
@@ -111,7 +116,8 @@ impl FrozenModel {
         let net = model.net.members(&order);
         let on_cpu = device.clone().without_autodiff() == Device::flex();
         FrozenModel {
-            host: on_cpu.then(|| net.to_host(&model.norm.mean, &model.norm.std)),
+            host: OnceLock::new(),
+            on_cpu,
             net,
             mean: row(&model.norm.mean),
             std: row(&model.norm.std),
@@ -155,7 +161,13 @@ impl DiffModel for FrozenModel {
     fn predict_own(&self, obs: Tensor<3>, act: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
         let device = obs.device();
         let x = Tensor::cat(vec![obs, act], 2);
-        if let Some(host) = &self.host {
+        if self.on_cpu {
+            let host = self.host.get_or_init(|| {
+                self.net.to_host(
+                    to_vec(self.mean.clone().inner()),
+                    to_vec(self.std.clone().inner()),
+                )
+            });
             let [k, n, _] = x.dims();
             let (mean, logvar) = host.predict_own(&to_vec(x.inner()), n);
             let d = host.d_out();

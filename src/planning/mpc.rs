@@ -34,6 +34,9 @@ pub struct Mpc<'a> {
     pub cem: &'a CemConfig,
 }
 
+/// The names of [`Planned::stats`] (logged as `train/<name>`).
+pub const PLAN_STATS: [&str; 4] = ["plan_return", "cem_std", "cem_iterations", "plan_s"];
+
 /// What a planning call found.
 #[derive(Debug, Clone)]
 pub struct Planned {
@@ -45,9 +48,10 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// The planning statistics of a call, averaged over its states: the return of the chosen
-    /// solutions, CEM's final standard deviation, its iterations, and the wall time per state.
-    pub fn stats(&self) -> Vec<(&'static str, f64)> {
+    /// The planning statistics of a call, averaged over its states, in the order of
+    /// [`PLAN_STATS`]: the return of the chosen solutions, CEM's final standard deviation, its
+    /// iterations, and the wall time per state.
+    pub fn stats(&self) -> [f64; PLAN_STATS.len()] {
         let rows = self.chosen_return.len().max(1) as f64;
         let dim = self.solution.mean.len() as f64 / rows;
         let std = self
@@ -57,14 +61,11 @@ impl Planned {
             .map(|&v| f64::from(v).sqrt())
             .sum::<f64>()
             / (rows * dim).max(1.0);
-        vec![
-            ("plan_return", crate::stats::mean(&self.chosen_return)),
-            ("cem_std", std),
-            (
-                "cem_iterations",
-                self.solution.iterations.iter().sum::<usize>() as f64 / rows,
-            ),
-            ("plan_s", self.seconds / rows),
+        [
+            crate::stats::mean(&self.chosen_return),
+            std,
+            self.solution.iterations.iter().sum::<usize>() as f64 / rows,
+            self.seconds / rows,
         ]
     }
 }
