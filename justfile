@@ -55,14 +55,31 @@ setup-video:
 eval RUN_DIR *ARGS: build
     {{bin}} eval {{RUN_DIR}} {{ARGS}}
 
+# Tests build with the wgpu backend in, so that the CPU suite and the GPU checks share one build
+# (the GPU checks are ignored unless asked for: `just test-wgpu`).
+test_features := "--features wgpu"
+
 # The test suite CI runs: unit, integration and Gymnasium parity tests.
 test: setup
-    cargo test --locked
+    # The library's own tests load Adam states, which burn puts on its default device; the binary
+    # pins that to the device it runs on (src/main.rs), the tests pin it to the CPU here.
+    BURN_DEVICE=flex cargo test --locked {{test_features}}
+
+# Mesa's software Vulkan (lavapipe, Debian's mesa-vulkan-drivers; needs root): a Vulkan device
+# on the CPU, so `just test-wgpu` runs where there is no GPU. For correctness only: it is slow.
+setup-wgpu:
+    @if ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then echo "setup-wgpu: lavapipe is installed"; \
+     else { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends mesa-vulkan-drivers; } || { echo "setup-wgpu: install Debian's mesa-vulkan-drivers (apt-get install mesa-vulkan-drivers, as root)" >&2; exit 1; }; fi
+
+# The GPU path against the CPU (`--features wgpu`, on any Vulkan device; lavapipe without a GPU):
+# every algorithm, the swish fallback, a checkpoint moved between devices, the benchmarks.
+test-wgpu: setup
+    XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}" cargo test --locked {{test_features}} --test wgpu -- --ignored --test-threads=1 --nocapture
 
 # Formatting and lints (warnings are errors).
 lint: setup
     cargo fmt --all -- --check
-    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --all-targets {{test_features}} -- -D warnings
 
 # Environment throughput: env.step vs raw mj_step x frame skip vs Gymnasium in Python.
 bench-env *ARGS: build
@@ -86,7 +103,7 @@ slurm-local *ARGS:
 
 # The Slurm executor against a real cluster (`just slurm-local start` first; CI does both).
 test-slurm: setup
-    cargo test --locked --test slurm -- --ignored --test-threads=1
+    cargo test --locked {{test_features}} --test slurm -- --ignored --test-threads=1
 
 # Ensemble training step and inference throughput: ours vs plain PyTorch on CPU, `ratio=X` each.
 bench-ensemble *ARGS: build bench-setup

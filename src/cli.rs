@@ -82,8 +82,7 @@ pub enum Command {
     #[command(subcommand)]
     Env(EnvCommand),
     /// Throughput benchmarks against reference implementations.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +115,20 @@ pub struct ReplayArgs {
     /// Observation variant: v5 or mbpo.
     #[arg(long, default_value = "v5")]
     pub variant: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Our side's device: cpu, wgpu or wgpu:N, as `MPDP_DEVICE` takes (default: what
+    /// `MPDP_DEVICE` says, else the CPU). A GPU needs a build with `--features wgpu`.
+    #[arg(long, global = true)]
+    pub device: Option<String>,
+    /// The PyTorch reference's device (default: cuda when ours runs on a GPU, else cpu). Say cpu
+    /// where the GPU is a software one, such as Mesa's lavapipe.
+    #[arg(long, global = true, value_parser = ["cpu", "cuda"])]
+    pub reference_device: Option<String>,
+    #[command(subcommand)]
+    pub which: BenchCommand,
 }
 
 #[derive(Debug, Subcommand)]

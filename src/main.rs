@@ -9,7 +9,7 @@ use mpdp::bench;
 mod cli;
 mod commands;
 
-use cli::{BenchCommand, Cli, Command, EnvCommand};
+use cli::{BenchArgs, BenchCommand, Cli, Command, EnvCommand};
 
 /// mimalloc: burn allocates many short-lived buffers per update (fewer page faults than glibc's).
 #[global_allocator]
@@ -17,6 +17,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(BenchArgs {
+        device,
+        reference_device,
+        ..
+    }) = &cli.command
+    {
+        if let Some(device) = device {
+            // SAFETY: no other thread exists yet (the rayon pool starts below), so nothing
+            // reads the environment concurrently.
+            unsafe { std::env::set_var(mpdp::nn::DEVICE_ENV_VAR, device) };
+        }
+        if let Some(reference) = reference_device {
+            mpdp::bench::set_reference_device(reference);
+        }
+    }
+    pin_burn_default_device();
     match on_rayon_pool(move || run(cli)) {
         Ok(code) => ExitCode::from(code),
         // `mpdp explain SPEC | head`: the reader left; that is not an error.
@@ -37,6 +53,22 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// burn puts tensors on its own default device where a caller names none: loading an Adam state
+/// does, and the state moves to its parameter's device at the next step. In a binary built with a
+/// GPU backend that default is the GPU, so every CPU run resuming from a checkpoint would open a
+/// GPU context (on a shared GPU host, one per run). `BURN_DEVICE` pins burn's default to the
+/// device `MPDP_DEVICE` asks for; an invalid request is reported later, by the command.
+fn pin_burn_default_device() {
+    let burn_device = match mpdp::nn::requested_device() {
+        Ok(mpdp::nn::Requested::Cpu) => "flex",
+        Ok(mpdp::nn::Requested::Wgpu(_)) => "wgpu",
+        Err(_) => return,
+    };
+    // SAFETY: called before any other thread exists (the rayon pool starts after it), so
+    // nothing reads the environment concurrently.
+    unsafe { std::env::set_var("BURN_DEVICE", burn_device) };
 }
 
 /// Runs `work` on a thread of a rayon pool (`RAYON_NUM_THREADS` threads, as the global pool
@@ -60,12 +92,13 @@ fn run(cli: Cli) -> Result<u8> {
         cli.command,
         Command::RunOne(_)
             | Command::Eval(_)
-            | Command::Bench(
-                BenchCommand::Sac(_)
+            | Command::Bench(BenchArgs {
+                which: BenchCommand::Sac(_)
                     | BenchCommand::Ensemble(_)
                     | BenchCommand::Mpdp(_)
                     | BenchCommand::Cem(_),
-            )
+                ..
+            })
             | Command::Run { .. }
     ) {
         mpdp::nn::requested_device()?;
@@ -98,23 +131,38 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Submit(args) => return commands::submit(&args),
         Command::Env(EnvCommand::List { variant }) => commands::list(variant.parse()?)?,
         Command::Env(EnvCommand::Replay(args)) => commands::replay_cmd(&args)?,
-        Command::Bench(BenchCommand::Env(cfg)) => {
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Env(cfg),
+            ..
+        }) => {
             let rows = bench::env::run(&cfg, |task| eprintln!("bench env: {task} ..."))?;
             bench::env::print_report(&rows, out)?;
         }
-        Command::Bench(BenchCommand::Ensemble(cfg)) => {
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Ensemble(cfg),
+            ..
+        }) => {
             let result = bench::ensemble::run(&cfg)?;
             bench::ensemble::print_report(&cfg, &result, out)?;
         }
-        Command::Bench(BenchCommand::Mpdp(cfg)) => {
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Mpdp(cfg),
+            ..
+        }) => {
             let result = bench::mpdp::run(&cfg)?;
             bench::mpdp::print_report(&cfg, &result, out)?;
         }
-        Command::Bench(BenchCommand::Cem(cfg)) => {
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Cem(cfg),
+            ..
+        }) => {
             let result = bench::cem::run(&cfg)?;
             bench::cem::print_report(&cfg, &result, out)?;
         }
-        Command::Bench(BenchCommand::Sac(cfg)) => {
+        Command::Bench(BenchArgs {
+            which: BenchCommand::Sac(cfg),
+            ..
+        }) => {
             let result = bench::sac::run(&cfg)?;
             bench::sac::print_report(&cfg, &result, out)?;
         }

@@ -415,6 +415,28 @@ fn wall_clock_checkpoints_bound_the_work_a_crash_loses() {
     );
 }
 
+/// Regression: resuming loads the Adam states onto burn's default device (they move to their
+/// parameters' device at the next step), and in a binary built with a GPU backend that default
+/// is the GPU, so every CPU run opened a GPU context when it resumed. The binary now pins burn's
+/// default to the device `MPDP_DEVICE` asks for: a `BURN_DEVICE` naming a backend this binary
+/// lacks, on which burn panics when asked for its default, must not matter.
+#[test]
+fn a_resumed_cpu_run_asks_burn_for_no_device_of_its_own_choosing() {
+    let runs = Dir::new("burn-default");
+    let a = args(&runs.0, 3000, &[]);
+    let child = spawn(&a);
+    wait_for_checkpoint(&runs.0);
+    assert_eq!(sigterm(child), Some(75), "the run ended before the signal");
+    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+        .args(&a)
+        .env("BURN_DEVICE", "cuda")
+        .output()
+        .expect("spawn mpdp");
+    assert_ok(&out);
+    let log = std::fs::read_to_string(run_dir(&runs.0).join("log.txt")).unwrap();
+    assert!(log.contains("resumed from the checkpoint"), "{log}");
+}
+
 #[test]
 fn sigterm_checkpoints_and_marks_the_run_preempted() {
     let reference = Dir::new("term-ref");

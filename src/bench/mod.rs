@@ -52,9 +52,23 @@ pub fn reference_script(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Where the PyTorch reference runs: on CUDA when our side runs on a GPU (`MPDP_DEVICE=wgpu`),
-/// so both sides of a ratio use the same kind of device; on the CPU otherwise.
+/// The reference's device when the command line names one (`mpdp bench --reference-device`).
+static REFERENCE_DEVICE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Runs the PyTorch reference on `device` (`cpu` or `cuda`) instead of [`reference_device`]'s
+/// default; the first call counts.
+pub fn set_reference_device(device: &str) {
+    let device = if device == "cuda" { "cuda" } else { "cpu" };
+    let _ = REFERENCE_DEVICE.set(device);
+}
+
+/// Where the PyTorch reference runs: as [`set_reference_device`] said, else on CUDA when our side
+/// runs on a GPU (`MPDP_DEVICE=wgpu`), so both sides of a ratio use the same kind of device, and
+/// on the CPU otherwise.
 pub fn reference_device() -> &'static str {
+    if let Some(device) = REFERENCE_DEVICE.get() {
+        return device;
+    }
     match crate::nn::requested_device() {
         Ok(crate::nn::Requested::Wgpu(_)) => "cuda",
         _ => "cpu",
