@@ -17,22 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Bench(BenchArgs {
-        device,
-        reference_device,
-        ..
-    }) = &cli.command
-    {
-        if let Some(device) = device {
-            // SAFETY: no other thread exists yet (the rayon pool starts below), so nothing
-            // reads the environment concurrently.
-            unsafe { std::env::set_var(mpdp::nn::DEVICE_ENV_VAR, device) };
-        }
-        if let Some(reference) = reference_device {
-            mpdp::bench::set_reference_device(reference);
-        }
-    }
-    pin_burn_default_device();
+    set_devices(&cli.command);
     match on_rayon_pool(move || run(cli)) {
         Ok(code) => ExitCode::from(code),
         // `mpdp explain SPEC | head`: the reader left; that is not an error.
@@ -55,19 +40,36 @@ fn main() -> ExitCode {
     }
 }
 
-/// burn puts tensors on its own default device where a caller names none: loading an Adam state
-/// does, and the state moves to its parameter's device at the next step. In a binary built with a
-/// GPU backend that default is the GPU, so every CPU run resuming from a checkpoint would open a
-/// GPU context (on a shared GPU host, one per run). `BURN_DEVICE` pins burn's default to the
-/// device `MPDP_DEVICE` asks for; an invalid request is reported later, by the command.
-fn pin_burn_default_device() {
+/// Sets the process's devices from the command line, before any other thread exists (the rayon
+/// pool starts after it), so that nothing reads the environment while it changes:
+/// - `mpdp bench --device D` is `MPDP_DEVICE=D`; `--reference-device` places the PyTorch side.
+/// - burn puts tensors on its own default device where a caller names none: loading an Adam
+///   state does, and the state moves to its parameter's device at the next step. In a binary
+///   built with a GPU backend that default is the GPU, so every CPU run resuming from a
+///   checkpoint would open a GPU context (on a shared GPU host, one per run). `BURN_DEVICE` pins
+///   burn's default to the device `MPDP_DEVICE` asks for; an invalid request is reported later,
+///   by the command.
+fn set_devices(command: &Command) {
+    if let Command::Bench(BenchArgs {
+        device,
+        reference_device,
+        ..
+    }) = command
+    {
+        if let Some(device) = device {
+            // SAFETY: single-threaded here (see above).
+            unsafe { std::env::set_var(mpdp::nn::DEVICE_ENV_VAR, device) };
+        }
+        if let Some(reference) = reference_device {
+            mpdp::bench::set_reference_device(reference);
+        }
+    }
     let burn_device = match mpdp::nn::requested_device() {
         Ok(mpdp::nn::Requested::Cpu) => "flex",
         Ok(mpdp::nn::Requested::Wgpu(_)) => "wgpu",
         Err(_) => return,
     };
-    // SAFETY: called before any other thread exists (the rayon pool starts after it), so
-    // nothing reads the environment concurrently.
+    // SAFETY: single-threaded here (see above).
     unsafe { std::env::set_var("BURN_DEVICE", burn_device) };
 }
 

@@ -17,12 +17,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mpdp::runner::{MetricRow, measures_time, read_metrics};
 
 mod common;
+use common::succeed;
 
 /// The device values `MPDP_DEVICE` takes here.
 const CPU: &str = "cpu";
@@ -75,21 +76,10 @@ fn run_one(runs: &Path, algo: &str, sets: &[&str], device: &str) -> Command {
     c
 }
 
-fn succeed(mut c: Command) -> Output {
-    let out = c.output().expect("spawn mpdp");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        c.get_args().collect::<Vec<_>>(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Runs `algo` to the end on `device` and returns its metrics.
 fn metrics(dir: &common::Dir, algo: &str, sets: &[&str], device: &str) -> Vec<MetricRow> {
     let runs = dir.0.join(device);
-    succeed(run_one(&runs, algo, sets, device));
+    succeed(&mut run_one(&runs, algo, sets, device));
     read_metrics(&common::only_run(&runs).join("metrics.parquet")).unwrap()
 }
 
@@ -333,7 +323,7 @@ fn a_checkpoint_moves_from_the_cpu_to_wgpu_and_back() {
     let on_cpu = stop_after_checkpoint(run_one(&runs, "mbpo", &sets, CPU), &runs, 100);
     let on_gpu = stop_after_checkpoint(run_one(&runs, "mbpo", &sets, GPU), &runs, 200);
     assert!(on_cpu < on_gpu && on_gpu < 300, "{on_cpu} {on_gpu}");
-    succeed(run_one(&runs, "mbpo", &sets, CPU));
+    succeed(&mut run_one(&runs, "mbpo", &sets, CPU));
     let run = common::only_run(&runs);
     let moved = read_metrics(&run.join("metrics.parquet")).unwrap();
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
@@ -421,7 +411,7 @@ fn the_benchmarks_run_on_wgpu() {
         c.args(["bench", "--device", GPU])
             .args(args)
             .arg("--no-python");
-        let out = succeed(c);
+        let out = succeed(&mut c);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("ours (burn wgpu GPU)"), "{args:?}: {text}");
     }
