@@ -55,8 +55,16 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecArgs,
         /// Print the plan as JSON lines (the file `run-one --plan` reads).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cost")]
         json: bool,
+        /// Estimate each run's compute on this machine and sum it per agent and env. Each
+        /// distinct agent and task is calibrated once (seconds to a minute) and cached per
+        /// machine (`MPDP_CACHE_DIR`, else ~/.cache/mpdp).
+        #[arg(long)]
+        cost: bool,
+        /// With --cost: calibrate again even what the cache has.
+        #[arg(long, requires = "cost")]
+        recalibrate: bool,
     },
     /// Print the fully resolved config of every run and where each value came from.
     Explain {

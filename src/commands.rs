@@ -300,10 +300,15 @@ pub fn plots_cmd(args: &SpecArgs, plots_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
+/// `mpdp plan`; `cost` is `Some(recalibrate)` with `--cost`.
+pub fn plan_cmd(args: &SpecArgs, json: bool, cost: Option<bool>) -> Result<()> {
     let plan = spec::load(&args.spec, &args.set)?;
     // What `run` would refuse, `plan` refuses too.
     sched::check_device(plan.spec.devices.kind)?;
+    let costed = match cost {
+        Some(recalibrate) => Some(estimate(&plan, recalibrate)?),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     if json {
         for run in sched::unique_runs(&plan) {
@@ -318,13 +323,15 @@ pub fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
         .max()
         .unwrap_or(5)
         .max(5);
+    let est_head = if costed.is_some() { "  estimate" } else { "" };
     writeln!(
         out,
-        "{:<12}  {:<width$}  {:<17} {:>5} {:>9}  status",
+        "{:<12}  {:<width$}  {:<17} {:>5} {:>9}{est_head}  status",
         "run_id", "agent", "env", "seed", "steps"
     )?;
     let mut counts = sched::StatusCounts::default();
-    for run in &plan.runs {
+    let mut done = vec![0u64; plan.runs.len()];
+    for (i, run) in plan.runs.iter().enumerate() {
         let dir = sched::run_dir(&args.runs_dir, run);
         let status = sched::status_of(&dir);
         counts.add(&status);
@@ -333,9 +340,16 @@ pub fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
             sched::RunStatus::Failed(r) => format!(" ({r})"),
             _ => String::new(),
         };
+        done[i] = sched::steps_of(&dir, &status, run.config.total_steps);
+        let est = costed
+            .as_ref()
+            .and_then(|c| c.remaining(i, 0))
+            .map_or(String::new(), |s| {
+                format!("  {:>8}", sched::fmt_duration(s))
+            });
         writeln!(
             out,
-            "{:<12}  {:<width$}  {:<17} {:>5} {:>9}  {}{detail}",
+            "{:<12}  {:<width$}  {:<17} {:>5} {:>9}{est}  {}{detail}",
             run.run_id,
             run.label(),
             run.env,
@@ -345,6 +359,110 @@ pub fn plan_cmd(args: &SpecArgs, json: bool) -> Result<()> {
         )?;
     }
     writeln!(out, "{} runs: {counts}", plan.runs.len())?;
+    if let Some(costed) = &costed {
+        print_costs(costed, &done, &mut out)?;
+    }
+    Ok(())
+}
+
+/// Calibrates what the cache lacks, saying so on stderr.
+fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed<'_>> {
+    use sched::cost::{Cache, estimate};
+    let mut cache = Cache::load(&Cache::default_path());
+    if let Some(problem) = &cache.problem {
+        eprintln!("warning: calibration cache not read, starting it afresh: {problem}");
+    }
+    let device = mpdp::nn::device();
+    let costed = estimate(
+        plan,
+        &mut cache,
+        recalibrate,
+        &device,
+        |run, cal| match cal {
+            None => eprint!("calibrating {} on {} ...", run.label(), run.env),
+            Some(c) => {
+                let fit = c.fit.map_or(String::new(), |f| {
+                    format!(
+                        ", model fit {:.2} µs per transition and epoch ({} epochs)",
+                        f.row_epoch_s * 1e6,
+                        f.epochs
+                    )
+                });
+                eprintln!(
+                    " {:.1} s: {:.2} ms per learning step{fit}, {:.2} ms per eval step",
+                    c.seconds,
+                    c.learn_step_s * 1e3,
+                    c.eval_step_s * 1e3
+                );
+            }
+        },
+    )?;
+    eprintln!(
+        "calibrations: {} made, {} from {}",
+        costed.calibrated,
+        costed.cached,
+        cache.path.display()
+    );
+    Ok(costed)
+}
+
+/// The estimate summed per agent and env, then in all and for what is left (`done[i]`: the
+/// steps run `i` has behind it).
+fn print_costs(costed: &sched::cost::Costed<'_>, done: &[u64], out: &mut impl Write) -> Result<()> {
+    let plan = costed.plan;
+    let threads = plan.spec.devices.threads_per_run.max(1) as f64;
+    // (agent, env) → (runs, steps, seconds), in plan order.
+    type Group = ((String, String), (usize, u64, f64));
+    let mut groups: Vec<Group> = Vec::new();
+    let (mut total, mut left) = (0.0, 0.0);
+    for (i, run) in plan.runs.iter().enumerate() {
+        let (Some(s), Some(rest)) = (costed.remaining(i, 0), costed.remaining(i, done[i])) else {
+            continue;
+        };
+        total += s;
+        left += rest;
+        let key = (run.label(), run.env.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => *g = (g.0 + 1, g.1 + run.config.total_steps, g.2 + s),
+            None => groups.push((key, (1, run.config.total_steps, s))),
+        }
+    }
+    let width = groups
+        .iter()
+        .map(|((a, _), _)| a.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "\nestimated compute on this machine ({}, {} thread(s) per run; evaluations counted \
+         at full length):",
+        mpdp::store::hostname(),
+        threads
+    )?;
+    writeln!(
+        out,
+        "{:<width$}  {:<17} {:>4}  {:>9}  {:>10}  {:>10}",
+        "agent", "env", "runs", "per run", "per 10k", "core-hours"
+    )?;
+    for ((agent, env), (runs, steps, s)) in &groups {
+        writeln!(
+            out,
+            "{agent:<width$}  {env:<17} {runs:>4}  {:>9}  {:>10}  {:>10.1}",
+            sched::fmt_duration(s / *runs as f64),
+            sched::fmt_duration(s / (*steps as f64 / 1e4)),
+            s * threads / 3600.0
+        )?;
+    }
+    let slots = plan.spec.devices.slots.len().max(1);
+    writeln!(
+        out,
+        "total: {:.1} core-hours; not run yet: {:.1} core-hours, about {} here at {slots} run(s) \
+         at a time",
+        total * threads / 3600.0,
+        left * threads / 3600.0,
+        sched::fmt_duration(left / slots as f64)
+    )?;
     Ok(())
 }
 

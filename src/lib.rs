@@ -44,6 +44,7 @@ pub fn is_usage(e: &(dyn std::error::Error + 'static)) -> bool {
         runner::EvalError,
         spec::SpecError,
         sched::SchedError,
+        sched::cost::CostError,
         report::ReportError,
     );
     false

@@ -124,7 +124,12 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Aggregate { spec } => commands::aggregate_cmd(&spec)?,
         Command::Plots { spec, plots_dir } => commands::plots_cmd(&spec, &plots_dir)?,
-        Command::Plan { spec, json } => commands::plan_cmd(&spec, json)?,
+        Command::Plan {
+            spec,
+            json,
+            cost,
+            recalibrate,
+        } => commands::plan_cmd(&spec, json, cost.then_some(recalibrate))?,
         Command::Explain { spec, run } => commands::explain(&spec, run.as_deref())?,
         Command::Status { spec } => {
             let plan = mpdp::spec::load(&spec.spec, &spec.set)?;

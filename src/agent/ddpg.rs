@@ -10,7 +10,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::{NoExtra, OffPolicy, Schedule};
-use super::registry::{Algorithm, Setting};
+use super::registry::{Algorithm, Setting, Workload};
 use super::sac::f32s;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt;
@@ -193,6 +193,12 @@ impl Algorithm for Ddpg {
     type Config = DdpgConfig;
     fn build(cfg: DdpgConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
         Box::new(Ddpg::new(cfg, setting))
+    }
+    fn workload(cfg: &DdpgConfig) -> Workload {
+        Workload {
+            learning_starts: cfg.learning_starts,
+            model: None,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::OffPolicy;
-use super::registry::{Algorithm, Setting};
+use super::registry::{Algorithm, Setting, Workload};
 use super::sac::{SacConfig, SacLearner};
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{Agent, AgentError, StatMeans, Stats, Transition};
@@ -271,12 +271,20 @@ impl Algorithm for M2ac {
     fn build(cfg: M2acConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
         Box::new(Mbpo::new(cfg.0, setting))
     }
+    fn workload(cfg: &M2acConfig) -> Workload {
+        Mbpo::workload(&cfg.0)
+    }
 }
 
 impl Algorithm for Mbpo {
     type Config = MbpoConfig;
     fn build(cfg: MbpoConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
         Box::new(Mbpo::new(cfg, setting))
+    }
+    fn workload(cfg: &MbpoConfig) -> Workload {
+        cfg.sac
+            .model_schedule(cfg.model_train_freq)
+            .workload(&cfg.model)
     }
 }
 

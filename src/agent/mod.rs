@@ -17,7 +17,7 @@ pub(crate) mod schedule;
 
 use std::path::Path;
 
-pub use registry::{Algo, Setting};
+pub use registry::{Algo, ModelFits, Setting, Workload};
 
 use crate::ckpt::CkptError;
 use crate::config::{Invalid, IsUsage, merge_tables};

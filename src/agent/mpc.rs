@@ -22,7 +22,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::{OffPolicy, Schedule};
-use super::registry::Setting;
+use super::registry::{Setting, Workload};
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{AgentError, StatMeans, Stats, Transition};
 use crate::config::{Invalid, count_in, fits, limits, positive_counts};
@@ -116,6 +116,11 @@ impl MpcConfig {
             )
         })?;
         fits("particles", &self.model.hidden, 1, rows)
+    }
+
+    /// When a planner with these settings learns.
+    pub(crate) fn workload(&self) -> Workload {
+        self.schedule().workload(&self.model)
     }
 
     fn schedule(&self) -> ModelBased {

@@ -20,7 +20,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::OffPolicy;
-use super::registry::{Algorithm, Setting};
+use super::registry::{Algorithm, Setting, Workload};
 use super::sac::{Critics, Entropy, SacConfig, StateValue, act_with, env_actions};
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{Agent, AgentError, StatMeans, Stats, Transition};
@@ -515,6 +515,11 @@ impl Algorithm for Mpdp {
     type Config = MpdpConfig;
     fn build(cfg: MpdpConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
         Box::new(Mpdp::new(cfg, setting))
+    }
+    fn workload(cfg: &MpdpConfig) -> Workload {
+        cfg.sac
+            .model_schedule(cfg.model_train_freq)
+            .workload(&cfg.model)
     }
 }
 

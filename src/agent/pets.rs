@@ -10,7 +10,7 @@
 //! ```
 use super::Agent;
 use super::mpc::{MpcAgent, MpcConfig, Prepared, Proposer};
-use super::registry::{Algorithm, Setting};
+use super::registry::{Algorithm, Setting, Workload};
 use crate::config::{Invalid, Validate};
 use crate::model::step::DiffModel;
 use crate::planning::mpc::Search;
@@ -79,6 +79,9 @@ impl Algorithm for Pets {
             horizon,
             act_dim: s.act_dim,
         }))
+    }
+    fn workload(cfg: &PetsConfig) -> Workload {
+        cfg.0.workload()
     }
 }
 

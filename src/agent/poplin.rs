@@ -24,7 +24,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::mpc::{MpcAgent, MpcConfig, Prepared, Proposer};
-use super::registry::{Algorithm, Setting};
+use super::registry::{Algorithm, Setting, Workload};
 use super::{Agent, AgentError, Stats};
 use crate::ckpt;
 use crate::config::{Invalid, Validate, count_in, layers, limits, non_negative, positive_counts};
@@ -662,6 +662,9 @@ impl Algorithm for PoplinA {
             act_dim: s.act_dim,
         }))
     }
+    fn workload(cfg: &PoplinAConfig) -> Workload {
+        cfg.planner.workload()
+    }
 }
 
 /// The POPLIN-P agent (`algo = "poplin_p"`).
@@ -685,5 +688,8 @@ impl Algorithm for PoplinP {
                 sizes,
             }
         }))
+    }
+    fn workload(cfg: &PoplinPConfig) -> Workload {
+        cfg.planner.workload()
     }
 }

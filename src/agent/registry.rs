@@ -23,6 +23,25 @@ pub struct Setting<'a> {
 pub trait Algorithm {
     type Config: Default + Serialize + DeserializeOwned + Validate;
     fn build(cfg: Self::Config, setting: &Setting<'_>) -> Box<dyn Agent>;
+    /// When its agent learns, for compute estimates (`mpdp plan --cost`).
+    fn workload(cfg: &Self::Config) -> Workload;
+}
+
+/// When an agent learns, as far as its compute depends on it: the uniform random steps
+/// before any learning, then, for a model-based agent, a model fit every `train_freq` env
+/// steps on every transition gathered so far (the first at `learning_starts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    pub learning_starts: usize,
+    pub model: Option<ModelFits>,
+}
+
+/// A model-based agent's model fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFits {
+    pub train_freq: usize,
+    /// The epochs a fit runs at most; `None` when the hold-out rule alone ends it.
+    pub max_epochs: Option<usize>,
 }
 
 /// One registry entry.
@@ -42,6 +61,8 @@ pub struct Algo {
     pub check: fn(toml::Table) -> Result<toml::Table, Invalid>,
     /// Builds the agent from resolved parameters.
     pub build: Build,
+    /// When the agent of resolved parameters learns.
+    pub workload: fn(&toml::Table) -> Result<Workload, Invalid>,
 }
 
 /// An entry's constructor: the agent from resolved parameters.
@@ -62,6 +83,7 @@ impl Algo {
             defaults: defaults::<A::Config>,
             check: check::<A::Config>,
             build: build::<A>,
+            workload: workload::<A>,
         }
     }
 }
@@ -233,6 +255,10 @@ fn build<A: Algorithm>(
     setting: &Setting<'_>,
 ) -> Result<Box<dyn Agent>, Invalid> {
     Ok(A::build(from_table(params.clone())?, setting))
+}
+
+fn workload<A: Algorithm>(params: &toml::Table) -> Result<Workload, Invalid> {
+    Ok(A::workload(&from_table(params.clone())?))
 }
 
 #[cfg(test)]

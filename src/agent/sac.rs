@@ -14,7 +14,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::off_policy::{NoExtra, OffPolicy, Schedule};
-use super::registry::{Algorithm, Setting};
+use super::registry::{Algorithm, Setting, Workload};
 use super::schedule::ModelBased;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt::{self, CkptError};
@@ -584,6 +584,12 @@ impl Algorithm for Sac {
     type Config = SacConfig;
     fn build(cfg: SacConfig, setting: &Setting<'_>) -> Box<dyn Agent> {
         Box::new(Sac::new(cfg, setting))
+    }
+    fn workload(cfg: &SacConfig) -> Workload {
+        Workload {
+            learning_starts: cfg.learning_starts,
+            model: None,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! of them runs in order, each fit knowing the step t it is due at.
 use rand::{Rng, RngExt};
 
+use super::registry::{ModelFits, Workload};
 use super::{AgentError, StatMeans, Stats};
 use crate::model::{Ensemble, TrainReport, fit};
 use crate::replay::ReplayBuffer;
@@ -29,6 +30,17 @@ pub(crate) struct ModelBased {
 }
 
 impl ModelBased {
+    /// The compute-relevant part of this schedule, with `model`'s epoch cap.
+    pub fn workload(&self, model: &crate::model::EnsembleConfig) -> Workload {
+        Workload {
+            learning_starts: self.learning_starts,
+            model: Some(ModelFits {
+                train_freq: self.model_train_freq,
+                max_epochs: model.max_epochs,
+            }),
+        }
+    }
+
     /// The learning due for the `new` transitions ending at transition count `transitions`.
     pub fn due(&self, transitions: usize, new: usize) -> Vec<Due> {
         let starts = self.learning_starts.max(1);

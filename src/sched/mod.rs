@@ -3,6 +3,7 @@
 //! process per run; the run directory is the only state, so rerunning an executor skips
 //! what is done and resumes what was interrupted.
 
+pub mod cost;
 pub mod local;
 pub mod slurm;
 
@@ -238,6 +239,8 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
     let (mut remaining, mut total_steps, mut rate) = (0u64, 0u64, 0.0);
     let mut active = Vec::new();
     let mut failed = Vec::new();
+    // What is left of each run that is not done, for the estimate below.
+    let mut left = Vec::new();
     for run in &runs {
         let dir = run_dir(runs_dir, run);
         let status = status_of(&dir);
@@ -246,6 +249,9 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
         let steps = steps_of(&dir, &status, total);
         total_steps += total;
         remaining += total - steps.min(total);
+        if !matches!(status, RunStatus::Done) {
+            left.push((run.run_id.as_str(), steps));
+        }
         match &status {
             RunStatus::Running(l) => {
                 rate += l.rate().unwrap_or(0.0);
@@ -325,7 +331,35 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
                 fmt_rate(rate)
             )?;
         } else {
-            writeln!(out, "  ETA unknown: nothing is running")?;
+            let cache = cost::Cache::load(&cost::Cache::default_path());
+            let costed = cost::from_cache(plan, &cache);
+            let why = if active.is_empty() {
+                "nothing is running"
+            } else {
+                "no run has measured its rate yet"
+            };
+            let predicted: Option<f64> = left
+                .iter()
+                .map(|(id, steps)| {
+                    let i = plan.runs.iter().position(|r| r.run_id == *id)?;
+                    costed.remaining(i, *steps)
+                })
+                .sum();
+            match predicted {
+                Some(s) => {
+                    let slots = plan.spec.devices.slots.len().max(1);
+                    writeln!(
+                        out,
+                        "  ETA {} at {slots} run(s) at a time ({why}; estimated from this \
+                         machine's calibrations, `mpdp plan --cost`)",
+                        fmt_duration(s / slots as f64)
+                    )?;
+                }
+                None => writeln!(
+                    out,
+                    "  ETA unknown: {why} (`mpdp plan --cost` calibrates an estimate)"
+                )?,
+            }
         }
     }
     Ok(())
