@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::agent::{self, Agent, AgentError, Transition};
+use crate::agent::{self, Agent, AgentError};
 use crate::env::{Env, EnvError, EnvSnapshot, ObsVariant, Task};
 use crate::store::lock::{Claim, Live, Lock, LockInfo};
 use crate::store::{self, RunLog, RunState, Status};
@@ -533,19 +533,8 @@ impl<'a> Run<'a> {
     /// One step of every training env with the agent's exploration actions; the transitions
     /// go to the agent and `step` moves on. The agent's learning for it is then pending.
     fn env_step(&mut self) {
-        let (o, a) = (self.train.info().obs_dim, self.train.info().act_dim);
-        let obs = self.train.observations();
-        let actions = self.agent.explore(&obs, self.cfg.num_envs);
-        let steps = self.train.step(&actions);
-        let mut restarted = Vec::new();
+        let steps = self.train.explore_step(self.agent.as_mut());
         for (i, step) in steps.iter().enumerate() {
-            self.agent.observe(&Transition {
-                obs: &obs[i * o..(i + 1) * o],
-                action: &actions[i * a..(i + 1) * a],
-                reward: step.reward,
-                next_obs: self.train.envs()[i].obs(),
-                terminated: step.terminated,
-            });
             self.state.episode_returns[i] += step.reward;
             self.state.episode_lengths[i] += 1;
             if step.done() {
@@ -565,12 +554,7 @@ impl<'a> Run<'a> {
                 );
                 self.state.episode_returns[i] = 0.0;
                 self.state.episode_lengths[i] = 0;
-                self.train.envs_mut()[i].reset(None);
-                restarted.push(i);
             }
-        }
-        if !restarted.is_empty() {
-            self.agent.restarted(&restarted);
         }
         self.state.step += self.cfg.num_envs as u64;
         self.state.learn_pending = true;

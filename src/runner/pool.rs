@@ -2,6 +2,7 @@
 //! run (`num_envs`) and its evaluation envs (one per eval episode).
 use rayon::prelude::*;
 
+use crate::agent::{Agent, Transition};
 use crate::env::{self, Env, EnvError, EnvInfo, MujocoEnv, ObsVariant, Step, Task};
 
 pub struct EnvPool {
@@ -52,6 +53,34 @@ impl EnvPool {
                 .map(step)
                 .collect()
         }
+    }
+
+    /// One training step of every env: the agent's exploration actions, its transitions, and
+    /// for each env whose episode ended a reset (its next episode), which the agent is told
+    /// of. Returns each env's step.
+    pub fn explore_step(&mut self, agent: &mut dyn Agent) -> Vec<Step> {
+        let (o, a) = (self.info.obs_dim, self.info.act_dim);
+        let obs = self.observations();
+        let actions = agent.explore(&obs, self.envs.len());
+        let steps = self.step(&actions);
+        let mut restarted = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            agent.observe(&Transition {
+                obs: &obs[i * o..(i + 1) * o],
+                action: &actions[i * a..(i + 1) * a],
+                reward: step.reward,
+                next_obs: self.envs[i].obs(),
+                terminated: step.terminated,
+            });
+            if step.done() {
+                self.envs[i].reset(None);
+                restarted.push(i);
+            }
+        }
+        if !restarted.is_empty() {
+            agent.restarted(&restarted);
+        }
+        steps
     }
 
     /// Runs one episode in every env (already reset) with `policy(obs, envs, first)` →
