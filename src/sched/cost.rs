@@ -209,7 +209,7 @@ pub fn calibrate(
     // The random start phase, up to the first call that learns.
     let t = Instant::now();
     let mut transitions = 0usize;
-    let (first_s, first_stats) = loop {
+    let ((random_s, random_transitions), (first_call_s, first_stats)) = loop {
         train.explore_step(agent.as_mut());
         transitions += n;
         let before = t.elapsed().as_secs_f64();
@@ -220,7 +220,6 @@ pub fn calibrate(
             break ((before, transitions), (call_s, stats.unwrap_or_default()));
         }
     };
-    let ((random_s, random_transitions), (first_call_s, first_stats)) = (first_s, first_stats);
     let random_step_s = random_s / random_transitions.max(1) as f64;
 
     // Steady learning: explore, step, learn; calls that fit are set apart.
