@@ -340,13 +340,13 @@ pub fn plan_cmd(args: &SpecArgs, json: bool, cost: Option<bool>) -> Result<()> {
             sched::RunStatus::Failed(r) => format!(" ({r})"),
             _ => String::new(),
         };
-        done[i] = sched::steps_of(&dir, &status, run.config.total_steps);
-        let est = costed
-            .as_ref()
-            .and_then(|c| c.remaining(i, 0))
-            .map_or(String::new(), |s| {
-                format!("  {:>8}", sched::fmt_duration(s))
-            });
+        let mut est = String::new();
+        if let Some(c) = &costed {
+            done[i] = sched::steps_of(&dir, &status, run.config.total_steps);
+            if let Some(s) = c.remaining(&run.config, 0) {
+                est = format!("  {:>8}", sched::fmt_duration(s));
+            }
+        }
         writeln!(
             out,
             "{:<12}  {:<width$}  {:<17} {:>5} {:>9}{est}  {}{detail}",
@@ -360,13 +360,13 @@ pub fn plan_cmd(args: &SpecArgs, json: bool, cost: Option<bool>) -> Result<()> {
     }
     writeln!(out, "{} runs: {counts}", plan.runs.len())?;
     if let Some(costed) = &costed {
-        print_costs(costed, &done, &mut out)?;
+        print_costs(&plan, costed, &done, &mut out)?;
     }
     Ok(())
 }
 
 /// Calibrates what the cache lacks, saying so on stderr.
-fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed<'_>> {
+fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed> {
     use sched::cost::{Cache, estimate};
     let mut cache = Cache::load(&Cache::default_path());
     if let Some(problem) = &cache.problem {
@@ -400,7 +400,7 @@ fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed<'_>> {
     eprintln!(
         "calibrations: {} made, {} from {}",
         costed.calibrated,
-        costed.cached,
+        costed.cached(),
         cache.path.display()
     );
     Ok(costed)
@@ -408,15 +408,22 @@ fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed<'_>> {
 
 /// The estimate summed per agent and env, then in all and for what is left (`done[i]`: the
 /// steps run `i` has behind it).
-fn print_costs(costed: &sched::cost::Costed<'_>, done: &[u64], out: &mut impl Write) -> Result<()> {
-    let plan = costed.plan;
+fn print_costs(
+    plan: &Plan,
+    costed: &sched::cost::Costed,
+    done: &[u64],
+    out: &mut impl Write,
+) -> Result<()> {
     let threads = plan.spec.devices.threads_per_run.max(1) as f64;
     // (agent, env) → (runs, steps, seconds), in plan order.
     type Group = ((String, String), (usize, u64, f64));
     let mut groups: Vec<Group> = Vec::new();
     let (mut total, mut left) = (0.0, 0.0);
     for (i, run) in plan.runs.iter().enumerate() {
-        let (Some(s), Some(rest)) = (costed.remaining(i, 0), costed.remaining(i, done[i])) else {
+        let (Some(s), Some(rest)) = (
+            costed.remaining(&run.config, 0),
+            costed.remaining(&run.config, done[i]),
+        ) else {
             continue;
         };
         total += s;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::agent::{self, Agent, AgentError};
-use crate::env::{Env, EnvError, EnvSnapshot, ObsVariant, Task};
+use crate::env::{EnvError, EnvSnapshot, ObsVariant, Task};
 use crate::store::lock::{Claim, Live, Lock, LockInfo};
 use crate::store::{self, RunLog, RunState, Status};
 use metrics::Metrics;
@@ -373,9 +373,7 @@ impl<'a> Run<'a> {
                 run.state.step
             ));
         } else {
-            for (i, env) in run.train.envs_mut().iter_mut().enumerate() {
-                env.reset(Some(mix(cfg.seed, 0, i as u64)));
-            }
+            run.train.reset_all(cfg.seed, 0);
             run.metrics.clear_parts(dir, 0).map_err(RunError::Metrics)?;
             run.log.line(&format!(
                 "started {} on {} (seed {})",
@@ -590,9 +588,7 @@ impl<'a> Run<'a> {
     /// `episodes` deterministic episodes, one per eval env, stepped together.
     fn evaluate(&mut self) -> Result<(), RunError> {
         let index = self.state.evals;
-        for (k, env) in self.eval.envs_mut().iter_mut().enumerate() {
-            env.reset(Some(mix(self.cfg.seed, index + 1, k as u64)));
-        }
+        self.eval.reset_all(self.cfg.seed, index + 1);
         let agent = &mut self.agent;
         let (returns, lengths) = self
             .eval

@@ -31,6 +31,13 @@ impl EnvPool {
         &mut self.envs
     }
 
+    /// Starts a new episode in every env: env i from seed `mix(seed, stream, i)`.
+    pub fn reset_all(&mut self, seed: u64, stream: u64) {
+        for (i, env) in self.envs.iter_mut().enumerate() {
+            env.reset(Some(super::mix(seed, stream, i as u64)));
+        }
+    }
+
     /// The current observations, row-major.
     pub fn observations(&self) -> Vec<f64> {
         self.envs

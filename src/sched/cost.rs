@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{self, AgentError, Setting, Workload};
 use crate::env::{Env, EnvError};
-use crate::runner::{EnvPool, RunConfig, mix};
+use crate::runner::{EnvPool, RunConfig};
 use crate::spec::{Plan, PlannedRun};
 
 /// Unit costs of one agent on one task, measured on this machine (seconds).
@@ -194,7 +194,8 @@ pub fn calibrate(
     let variant = cfg.obs_variant().map_err(env_err)?;
     let w = workload(cfg).map_err(agent_err)?;
     let n = cfg.num_envs.max(1);
-    let mut train = seeded_pool(task, variant, n, cfg.seed).map_err(env_err)?;
+    let mut train = EnvPool::new(task, variant, n).map_err(env_err)?;
+    train.reset_all(cfg.seed, 0);
     let info = train.info().clone();
     let setting = Setting {
         task,
@@ -252,8 +253,9 @@ pub fn calibrate(
     });
 
     // Evaluation steps: the eval episodes stepped together, each restarted when it ends.
-    let mut eval = seeded_pool(task, variant, cfg.eval.episodes.max(1), mix(cfg.seed, 1, 0))
-        .map_err(env_err)?;
+    // On the first evaluation's episodes.
+    let mut eval = EnvPool::new(task, variant, cfg.eval.episodes.max(1)).map_err(env_err)?;
+    eval.reset_all(cfg.seed, 1);
     let envs: Vec<usize> = (0..eval.envs().len()).collect();
     let (mut eval_s, mut calls) = (0.0, 0usize);
     while calls < MAX_CALLS && (calls < MIN_CALLS || eval_s < PART_S) {
@@ -279,20 +281,6 @@ pub fn calibrate(
 
 fn stat(stats: &[(&'static str, f64)], name: &str) -> Option<f64> {
     stats.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
-}
-
-/// `n` envs of the task, reset from `seed`'s stream.
-fn seeded_pool(
-    task: crate::env::Task,
-    variant: crate::env::ObsVariant,
-    n: usize,
-    seed: u64,
-) -> Result<EnvPool, EnvError> {
-    let mut pool = EnvPool::new(task, variant, n)?;
-    for (i, env) in pool.envs_mut().iter_mut().enumerate() {
-        env.reset(Some(mix(seed, 0, i as u64)));
-    }
-    Ok(pool)
 }
 
 /// What identifies this machine's calibrations: the host, its CPU, the threads a run gets,
@@ -385,96 +373,83 @@ impl Cache {
     }
 }
 
-/// A plan's runs with their unit costs: one calibration per distinct
-/// [`calibration_key`], shared by the runs that have it.
-pub struct Costed<'a> {
-    pub plan: &'a Plan,
-    /// Per run of `plan.runs`: its workload and calibration (`None`: not calibrated).
-    pub runs: Vec<Option<(Workload, Calibration)>>,
-    /// Calibrations made now, and taken from the cache.
+/// The unit costs of a plan's runs: one calibration per distinct [`calibration_key`], shared by
+/// the runs that have it.
+#[derive(Debug, Default)]
+pub struct Costed {
+    /// Calibration key → the workload and calibration of the runs that have it.
+    by_key: BTreeMap<String, (Workload, Calibration)>,
+    /// How many of them were calibrated now (the rest came from the cache).
     pub calibrated: usize,
-    pub cached: usize,
 }
 
-impl Costed<'_> {
-    /// Predicted seconds of run `i`'s steps `from..` to its end.
-    pub fn remaining(&self, i: usize, from: u64) -> Option<f64> {
-        let (w, cal) = self.runs[i].as_ref()?;
-        let cfg = &self.plan.runs[i].config;
+impl Costed {
+    /// How many calibrations came from the cache.
+    pub fn cached(&self) -> usize {
+        self.by_key.len() - self.calibrated
+    }
+
+    /// Predicted seconds of `cfg`'s steps from `from` to its end (`None`: not calibrated).
+    pub fn remaining(&self, cfg: &RunConfig, from: u64) -> Option<f64> {
+        let (w, cal) = self.by_key.get(&calibration_key(cfg))?;
         Some(seconds(cal, w, cfg, from, cfg.total_steps))
     }
 }
 
 /// The plan's runs costed from `cache` alone (what `mpdp status` does: it never calibrates).
-pub fn from_cache<'a>(plan: &'a Plan, cache: &Cache) -> Costed<'a> {
+pub fn from_cache(plan: &Plan, cache: &Cache) -> Costed {
     let machine = machine(plan.spec.devices.threads_per_run);
-    let runs: Vec<_> = plan
-        .runs
-        .iter()
-        .map(|r| {
-            let w = workload(&r.config).ok()?;
-            Some((w, cache.get(&machine, &calibration_key(&r.config))?))
-        })
-        .collect();
-    let cached = runs.iter().filter(|r| r.is_some()).count();
-    Costed {
-        plan,
-        runs,
-        calibrated: 0,
-        cached,
+    let mut costed = Costed::default();
+    for run in &plan.runs {
+        let key = calibration_key(&run.config);
+        if let (Ok(w), Some(cal)) = (workload(&run.config), cache.get(&machine, &key)) {
+            costed.by_key.insert(key, (w, cal));
+        }
     }
+    costed
 }
 
 /// The plan's runs costed, calibrating (on a pool of the spec's `threads_per_run` threads)
 /// what `cache` lacks, or everything with `recalibrate`, and saving each new calibration to
 /// the cache as soon as it is made. `progress` hears of each calibration before and after.
-pub fn estimate<'a>(
-    plan: &'a Plan,
+pub fn estimate(
+    plan: &Plan,
     cache: &mut Cache,
     recalibrate: bool,
     device: &burn::prelude::Device,
     mut progress: impl FnMut(&PlannedRun, Option<&Calibration>),
-) -> Result<Costed<'a>, CostError> {
+) -> Result<Costed, CostError> {
     let threads = plan.spec.devices.threads_per_run.max(1);
     let machine = machine(threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("a rayon pool builds");
-    let mut fresh = std::collections::BTreeSet::new();
-    let mut out = Vec::with_capacity(plan.runs.len());
+    let mut costed = Costed::default();
     for run in &plan.runs {
+        let key = calibration_key(&run.config);
+        if costed.by_key.contains_key(&key) {
+            continue;
+        }
         let w = workload(&run.config).map_err(|source| CostError::Agent {
             what: format!("{} on {}", run.config.algo, run.env),
             source,
         })?;
-        let key = calibration_key(&run.config);
-        let cal = match cache.get(&machine, &key) {
-            Some(cal) if !recalibrate || fresh.contains(&key) => cal,
-            _ => {
+        let cal = match cache.get(&machine, &key).filter(|_| !recalibrate) {
+            Some(cal) => cal,
+            None => {
                 progress(run, None);
                 let cal = pool.install(|| calibrate(&run.config, device))?;
                 progress(run, Some(&cal));
                 cache.insert(&machine, &key, cal);
                 cache.save()?;
-                fresh.insert(key);
+                costed.calibrated += 1;
                 cal
             }
         };
-        out.push(Some((w, cal)));
+        costed.by_key.insert(key, (w, cal));
     }
-    let calibrated = fresh.len();
-    let keys: std::collections::BTreeSet<_> = plan
-        .runs
-        .iter()
-        .map(|r| calibration_key(&r.config))
-        .collect();
-    Ok(Costed {
-        plan,
-        runs: out,
-        calibrated,
-        cached: keys.len() - calibrated,
-    })
+    Ok(costed)
 }
 
 #[cfg(test)]

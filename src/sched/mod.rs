@@ -250,7 +250,7 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
         total_steps += total;
         remaining += total - steps.min(total);
         if !matches!(status, RunStatus::Done) {
-            left.push((run.run_id.as_str(), steps));
+            left.push((&run.config, steps));
         }
         match &status {
             RunStatus::Running(l) => {
@@ -340,10 +340,7 @@ pub fn print_status(plan: &Plan, runs_dir: &Path, out: &mut impl Write) -> std::
             };
             let predicted: Option<f64> = left
                 .iter()
-                .map(|(id, steps)| {
-                    let i = plan.runs.iter().position(|r| r.run_id == *id)?;
-                    costed.remaining(i, *steps)
-                })
+                .map(|(cfg, steps)| costed.remaining(cfg, *steps))
                 .sum();
             match predicted {
                 Some(s) => {
