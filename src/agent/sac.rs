@@ -706,4 +706,46 @@ mod tests {
             Some(false)
         );
     }
+
+    /// Regression: reading α ran a tracked `exp` on the temperature parameter; with a fixed
+    /// α no backward pass ever consumed it, so one graph node piled up per update and every
+    /// backward pass walked them all (updates ~15× slower after 3,000 of them). The check is
+    /// a ratio within one process: the late updates may not cost 3× the early ones (they
+    /// cost ~1× with the fix).
+    #[test]
+    fn updates_with_a_fixed_alpha_do_not_slow_down() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(0);
+        let (b, o, a) = (32, 11, 3);
+        let batch = Batch {
+            size: b,
+            obs: normal_noise(&mut rng, b * o),
+            act: vec![0.1; b * a],
+            rew: normal_noise(&mut rng, b),
+            next_obs: normal_noise(&mut rng, b * o),
+            terminated: vec![0.0; b],
+        };
+        let cfg = SacConfig {
+            batch_size: b,
+            autotune_alpha: false,
+            hidden: vec![32, 32],
+            ..SacConfig::default()
+        };
+        let mut learner = SacLearner::new(o, a, cfg, &mut rng, &crate::nn::device());
+        let mut block = |updates: usize| {
+            let start = std::time::Instant::now();
+            for _ in 0..updates {
+                learner.update(&batch, &mut rng);
+            }
+            start.elapsed().as_secs_f64()
+        };
+        block(20);
+        let early = (0..3).map(|_| block(50)).fold(f64::INFINITY, f64::min);
+        block(2500);
+        let late = (0..3).map(|_| block(50)).fold(f64::INFINITY, f64::min);
+        assert!(
+            late < 3.0 * early,
+            "50 updates took {early:.4} s early and {late:.4} s after 2,650"
+        );
+    }
 }

@@ -211,8 +211,11 @@ impl Temperature {
         self.log_alpha.val()
     }
 
+    /// α = exp(log α), read outside the autodiff graph: a tracked `exp` that no backward pass
+    /// consumes would stay in the graph, and with a fixed α those nodes pile up one per
+    /// update and slow every later backward pass.
     pub fn alpha(&self) -> f32 {
-        self.log_alpha.val().exp().into_scalar::<f32>()
+        self.log_alpha.val().inner().exp().into_scalar::<f32>()
     }
 }
 
