@@ -547,4 +547,26 @@ fn a_reference_curve_is_drawn_dashed_and_its_source_is_named() {
         report.contains("**SAC (published)**") && report.contains("thu-ml/tianshou"),
         "{report}"
     );
+    // Held against SAC (named like the label's first word) at the reference's steps in the
+    // runs' range, 10k and 15k and 20k: SAC learned only from 19,900, so it is far below the
+    // published band (↓) where it has been evaluated, and has no evaluation past 20k.
+    let held = report
+        .split("## Against the published curves")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no comparison section in:\n{report}"));
+    assert!(held.contains("### SAC (published) on Hopper"), "{held}");
+    for step in [
+        "10000 | 47.5 ± 36.1",
+        "15000 | 275.8 ± 59.5",
+        "20000 | 282.1 ± 46.6",
+    ] {
+        let row = held
+            .lines()
+            .find(|l| l.starts_with(&format!("| {step} |")))
+            .unwrap_or_else(|| panic!("no row {step} in:\n{held}"));
+        assert!(row.contains("(n=2)"), "{row}");
+    }
+    let row = held.lines().find(|l| l.starts_with("| 20000 |")).unwrap();
+    assert!(row.ends_with("(n=2) ↓ |"), "{row}");
+    assert!(!held.contains("| 25000 |"), "{held}");
 }

@@ -4,6 +4,7 @@
 //! `mpdp aggregate SPEC` writes `runs/<name>/summary.parquet` and `final_scores.parquet`;
 //! `mpdp plots SPEC` also draws `plots/<name>/*.svg|png` and `plots/<name>/report.md`.
 
+mod against;
 pub mod aggregate;
 pub mod figures;
 pub mod videos;
@@ -384,6 +385,7 @@ pub fn markdown(
     if figures.is_empty() && warnings.is_empty() {
         let _ = writeln!(s, "The spec declares no figures.\n");
     }
+    against::section(&mut s, spec, &agg.summary);
     if !clips.is_empty() {
         let _ = writeln!(s);
     }

@@ -768,6 +768,19 @@ fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, Spec
             if let Some(e) = &r.env {
                 check_env("references", e)?;
             }
+            for a in &r.agents {
+                if !file.agents.contains_key(a) {
+                    return Err(
+                        src.invalid(&format!("{key}.agents"), format!("no agent named {a:?}"))
+                    );
+                }
+            }
+            if !r.agents.is_empty() && r.file.is_none() {
+                return Err(src.invalid(
+                    &format!("{key}.agents"),
+                    "only a curve (file = \"....csv\") is held against agents",
+                ));
+            }
         }
         for a in &fig.agents {
             if !file.agents.contains_key(a) {

@@ -240,6 +240,11 @@ pub struct ReferenceEntry {
     /// The env panel it belongs to (default: every panel).
     #[serde(default)]
     pub env: Option<String>,
+    /// The spec's agents the report holds against a curve, step by step (default: those whose
+    /// name starts with the label's first word: `SAC` and `SAC-tianshou` for
+    /// "SAC (Tianshou, 10 seeds)").
+    #[serde(default)]
+    pub agents: Vec<String>,
     /// The curve in `file`, read and checked when the spec is loaded.
     #[serde(skip)]
     pub curve: Option<reference::ReferenceCurve>,
