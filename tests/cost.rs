@@ -146,6 +146,44 @@ fn plan_cost_calibrates_once_per_agent_and_task_and_then_reads_the_cache() {
         out.contains("ETA unknown: nothing is running (`mpdp plan --cost`"),
         "{out}"
     );
+
+    // The report holds each agent's measured wall time per 10k steps against the cached
+    // prediction (the calibrations ignore the step budget), and shows "–" without one.
+    let short = [
+        "--set",
+        "envs.InvertedPendulum.steps=300",
+        "--set",
+        "agents.MBPO.steps=300",
+    ];
+    let mut run = vec!["run", spec.as_str(), "--no-plots"];
+    run.extend(short);
+    succeed(&mut mpdp(&d, &cache, &run));
+    let row = |report: &str, agent: &str| -> Vec<String> {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("| {agent} | InvertedPendulum | 2 |")))
+            .unwrap_or_else(|| panic!("no compute row for {agent} in:\n{report}"));
+        line.split('|').map(|c| c.trim().to_string()).collect()
+    };
+    for (cache, predicted) in [(&cache, true), (&empty, false)] {
+        let mut plots = vec!["plots", spec.as_str()];
+        plots.extend(short);
+        let mut cmd = mpdp(&d, cache, &plots);
+        cmd.arg("--plots-dir").arg(d.0.join("plots"));
+        succeed(&mut cmd);
+        let report = std::fs::read_to_string(d.0.join("plots/cost/report.md")).unwrap();
+        for agent in ["SAC", "MBPO"] {
+            let cells = row(&report, agent);
+            assert!(
+                cells[4].contains('(') && cells[4].contains('–'),
+                "{cells:?}"
+            );
+            assert_eq!(cells[5] != "–", predicted, "{cells:?}");
+            if predicted {
+                assert!(cells[5].ends_with('s'), "{cells:?}");
+            }
+        }
+    }
 }
 
 /// A cache that cannot be read costs a recalibration and a warning, never the command.

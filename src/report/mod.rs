@@ -237,6 +237,64 @@ fn evals_so_far(evals: &[(u64, f64)]) -> String {
     format!("{more}{}", shown.join(", "))
 }
 
+/// Per agent and env, the finished runs' wall time per 10k env steps (mean, and the range
+/// over runs) beside what `mpdp plan --cost` predicts for them on this machine from its cached
+/// calibrations ("–" where none is cached): the estimate held against what it estimates.
+fn compute_table(s: &mut String, r: &aggregate::Results, plan: &Plan) {
+    use crate::sched::cost;
+    if r.runs.is_empty() {
+        return;
+    }
+    let costed = cost::from_cache(plan, &cost::Cache::load(&cost::Cache::default_path()));
+    // (label, env) → (measured, predicted), seconds per 10k steps, in plan order.
+    type Group = ((String, String), (Vec<f64>, Vec<f64>));
+    let mut groups: Vec<Group> = Vec::new();
+    for x in &r.runs {
+        let steps = x.run.config.total_steps.max(1) as f64;
+        let key = (x.run.label(), x.run.env.clone());
+        let i = match groups.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                groups.push((key, Default::default()));
+                groups.len() - 1
+            }
+        };
+        let (measured, predicted) = &mut groups[i].1;
+        measured.push(x.wall_s() / steps * 1e4);
+        if let Some(p) = costed.remaining(&x.run.config, 0) {
+            predicted.push(p / steps * 1e4);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Wall time per 10k env steps, evaluations included: measured over the finished runs \
+         (mean, and min–max), and predicted by `mpdp plan --cost` on this machine ({}) from \
+         its cached calibrations, which count every evaluation episode at full length.\n",
+        crate::store::hostname()
+    );
+    let _ = writeln!(s, "| agent | env | runs | measured | predicted |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    let fmt = crate::sched::fmt_duration;
+    for ((label, env), (measured, predicted)) in &groups {
+        let lo = measured.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = measured.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let pred = if predicted.is_empty() {
+            "–".to_string()
+        } else {
+            fmt(crate::stats::mean(predicted))
+        };
+        let _ = writeln!(
+            s,
+            "| {label} | {env} | {} | {} ({}–{}) | {pred} |",
+            measured.len(),
+            fmt(crate::stats::mean(measured)),
+            fmt(lo),
+            fmt(hi)
+        );
+    }
+    let _ = writeln!(s);
+}
+
 /// `report.md`: figures, final-score table (best mean per env in bold), run counts, compute
 /// time and provenance.
 pub fn markdown(
@@ -279,6 +337,7 @@ pub fn markdown(
     if !why.is_empty() {
         let _ = writeln!(s);
     }
+    compute_table(&mut s, r, plan);
 
     let _ = writeln!(s, "## Final scores\n");
     let cfg = &spec.report;
