@@ -25,7 +25,7 @@ use super::off_policy::{OffPolicy, Schedule};
 use super::registry::{Setting, Workload};
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{AgentError, StatMeans, Stats, Transition};
-use crate::config::{Invalid, count_in, fits, limits, positive_counts};
+use crate::config::{Invalid, count_in, fits, limits, non_negative, positive_counts};
 use crate::env::Task;
 use crate::model::step::{DiffModel, FrozenModel, UMembers};
 use crate::model::{Ensemble, EnsembleConfig};
@@ -58,6 +58,17 @@ pub struct MpcConfig {
     pub propagation: Propagation,
     /// The cross-entropy method (population 500, 50 elites, 5 iterations, α 0.1).
     pub cem: CemConfig,
+    /// c in the planning objective's action cost −c·‖a‖² per imagined step (normalised
+    /// actions), charged while a particle is alive; 0 (the learned reward alone) by default.
+    /// Every PETS task cost had such a term (`ac_cost_fn`: 0.01·‖a‖² for cartpole); on a task
+    /// whose reward is the alive bonus alone it breaks the ties between the sequences that all
+    /// survive the horizon (docs/algorithms.md, "PETS and POPLIN").
+    #[serde(skip_serializing_if = "is_zero")]
+    pub action_cost: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for MpcConfig {
@@ -76,6 +87,7 @@ impl Default for MpcConfig {
             particles: 20,
             propagation: Propagation::TsInf,
             cem: CemConfig::default(),
+            action_cost: 0.0,
         }
     }
 }
@@ -84,6 +96,7 @@ impl MpcConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.model.validate().map_err(|e| e.within("model"))?;
         self.cem.validate().map_err(|e| e.within("cem"))?;
+        non_negative("action_cost", self.action_cost)?;
         positive_counts(&[
             ("model_train_freq", self.model_train_freq),
             ("buffer_size", self.buffer_size),
@@ -284,6 +297,7 @@ impl<P: Proposer> MpcAgent<P> {
             particles: Particles {
                 count: self.cfg.particles,
                 propagation: self.cfg.propagation,
+                action_cost: self.cfg.action_cost,
             },
             cem: &self.cfg.cem,
         };

@@ -138,6 +138,7 @@ mod tests {
             particles: Particles {
                 count: 2,
                 propagation: Propagation::TsInf,
+                action_cost: 0.0,
             },
             cem: &cfg,
         };

@@ -93,6 +93,7 @@ pub fn run(cfg: &CemBenchConfig) -> Result<CemBenchResult, ReferenceError> {
         particles: Particles {
             count: cfg.particles,
             propagation: Propagation::TsInf,
+            action_cost: 0.0,
         },
         cem: &cem,
     };

@@ -9,7 +9,7 @@
 //!     TS1: shuffle c's particles across the members' slots
 //!     a ← the candidate's action at t (a sequence, or a policy of s)
 //!     r, s' ← the slot's member's Gaussian at (s, a), sampled
-//!     G += alive · r;  alive ← alive ∧ ¬done(s');  s ← s'
+//!     G += alive · (r − c·‖a‖²);  alive ← alive ∧ ¬done(s');  s ← s'
 //! return of c = mean over its particles of G   (NaN if any prediction was not finite)
 //! ```
 //!
@@ -42,6 +42,8 @@ pub struct Particles {
     /// Particles per candidate, a multiple of the members.
     pub count: usize,
     pub propagation: Propagation,
+    /// c in the action cost −c·‖a‖² charged to a living particle at every step.
+    pub action_cost: f64,
 }
 
 /// Where the candidates' actions come from at every imagined step.
@@ -197,6 +199,18 @@ pub fn evaluate<R: Rng>(
             rec.push(at);
         }
         let a = actions.act(t, &states, &layout);
+        // Per slot: c·‖a‖², the action cost of its step.
+        let cost: Vec<f64> = if particles.action_cost > 0.0 {
+            let host = crate::nn::to_vec(a.clone());
+            let width = host.len() / (k * n);
+            host.chunks(width)
+                .map(|row| {
+                    particles.action_cost * row.iter().map(|&v| f64::from(v * v)).sum::<f64>()
+                })
+                .collect()
+        } else {
+            vec![0.0; k * n]
+        };
         let (mean, logvar) = model.predict_own(states.clone(), a);
         let next = step::advance_own(mean, logvar, states, task, rng);
         for (f, &q) in particle_in.iter().enumerate() {
@@ -208,7 +222,7 @@ pub fn evaluate<R: Rng>(
                 alive[q] = false;
                 continue;
             }
-            returns[q] += f64::from(next.reward[f]);
+            returns[q] += f64::from(next.reward[f]) - cost[f];
             if next.terminal[f] {
                 alive[q] = false;
             }
@@ -269,6 +283,7 @@ pub(crate) mod tests {
             Particles {
                 count: p,
                 propagation,
+                action_cost: 0.0,
             },
             &mut Sequences {
                 actions: &actions,
@@ -350,29 +365,45 @@ pub(crate) mod tests {
         }
         let horizon = 5;
         // Candidate 0 tilts by 0.15 a step: terminal after step 2 (|0.3| > 0.2), so 2 rewards.
-        // Candidate 1 stays upright: 5 rewards.
-        let actions = [vec![0.15f32; horizon], vec![0.0; horizon]].concat();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let e = evaluate(
-            &Tilt,
-            Task::InvertedPendulum,
-            &[0.0, 0.0],
-            &|_| 0,
-            2,
-            horizon,
-            Particles {
-                count: 1,
-                propagation: Propagation::TsInf,
-            },
-            &mut Sequences {
-                actions: &actions,
+        // Candidate 1 stays upright: 5 rewards. Candidate 2 tilts by 0.03 a step: upright.
+        let actions = [
+            vec![0.15f32; horizon],
+            vec![0.0; horizon],
+            vec![0.03; horizon],
+        ]
+        .concat();
+        let returns = |action_cost: f64| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+            evaluate(
+                &Tilt,
+                Task::InvertedPendulum,
+                &[0.0, 0.0],
+                &|_| 0,
+                3,
                 horizon,
-                act_dim: 1,
-            },
-            &mut rng,
-            false,
-        );
-        assert!((e.returns[0] - 2.0).abs() < 1e-5, "{:?}", e.returns);
-        assert!((e.returns[1] - 5.0).abs() < 1e-5, "{:?}", e.returns);
+                Particles {
+                    count: 1,
+                    propagation: Propagation::TsInf,
+                    action_cost,
+                },
+                &mut Sequences {
+                    actions: &actions,
+                    horizon,
+                    act_dim: 1,
+                },
+                &mut rng,
+                false,
+            )
+            .returns
+        };
+        let close =
+            |got: &[f64], want: [f64; 3]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5);
+        let free = returns(0.0);
+        assert!(close(&free, [2.0, 5.0, 5.0]), "{free:?}");
+        // An action cost c·a² is charged at each living step only: 2 steps of 0.15, none,
+        // 5 steps of 0.03.
+        let charged = returns(0.5);
+        let want = [2.0 - 2.0 * 0.5 * 0.0225, 5.0, 5.0 - 5.0 * 0.5 * 0.0009];
+        assert!(close(&charged, want), "{charged:?} vs {want:?}");
     }
 }
