@@ -490,4 +490,30 @@ mod tests {
             Some("cem.elites")
         );
     }
+
+    /// The action cost stays out of resolved configs at its default (earlier runs keep their
+    /// ids), appears when set, and refuses NaN and negative values by name.
+    #[test]
+    fn the_action_cost_is_optional_and_checked() {
+        let table = toml::Table::try_from(MpcConfig::default()).unwrap();
+        assert!(!table.contains_key("action_cost"));
+        let set = MpcConfig {
+            action_cost: 0.01,
+            ..MpcConfig::default()
+        };
+        assert_eq!(
+            toml::Table::try_from(set).unwrap()["action_cost"].as_float(),
+            Some(0.01)
+        );
+        for bad in [-0.01, f64::NAN, f64::INFINITY] {
+            let cfg = MpcConfig {
+                action_cost: bad,
+                ..MpcConfig::default()
+            };
+            assert_eq!(
+                cfg.validate().unwrap_err().key.as_deref(),
+                Some("action_cost")
+            );
+        }
+    }
 }
