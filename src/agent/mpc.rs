@@ -60,9 +60,8 @@ pub struct MpcConfig {
     pub cem: CemConfig,
     /// c in the planning objective's action cost −c·‖a‖² per imagined step (normalised
     /// actions), charged while a particle is alive; 0 (the learned reward alone) by default.
-    /// PETS's task costs have such a term (`ac_cost_fn`: 0.01·‖a‖² for cartpole); on a task
-    /// whose reward is the alive bonus alone it breaks the ties between the sequences that all
-    /// survive the horizon (docs/algorithms.md, "PETS and POPLIN").
+    /// PETS's task costs have such a term (`ac_cost_fn`: 0.01·‖a‖² for cartpole); the
+    /// Gymnasium rewards carry their own control costs (docs/algorithms.md, "PETS and POPLIN").
     #[serde(skip_serializing_if = "is_zero")]
     pub action_cost: f64,
 }
