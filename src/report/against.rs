@@ -53,6 +53,29 @@ fn spacing(lo: f64, hi: f64) -> f64 {
     }
 }
 
+/// At most [`MAX_ROWS`] of `points`: all of them when they are few, else those at round steps
+/// ([`spacing`]), else (a curve whose steps are not round) every k-th.
+fn thin<'a>(
+    points: Vec<&'a (f64, f64, Option<f64>)>,
+    lo: f64,
+    hi: f64,
+) -> Vec<&'a (f64, f64, Option<f64>)> {
+    if points.len() <= MAX_ROWS {
+        return points;
+    }
+    let d = spacing(lo, hi);
+    let round: Vec<_> = points
+        .iter()
+        .copied()
+        .filter(|p| (p.0 / d - (p.0 / d).round()).abs() < 1e-9)
+        .collect();
+    if !round.is_empty() {
+        return round;
+    }
+    let k = points.len().div_ceil(MAX_ROWS);
+    points.into_iter().step_by(k).collect()
+}
+
 /// One group's return curve: (step, mean), (step, std), (step, seeds).
 struct Curve {
     group: String,
@@ -122,15 +145,7 @@ fn table(s: &mut String, r: &ReferenceEntry, env: &str, groups: &[Curve]) {
         .iter()
         .filter(|p| p.0 >= lo && p.0 <= hi)
         .collect();
-    let points: Vec<&(f64, f64, Option<f64>)> = if points.len() <= MAX_ROWS {
-        points
-    } else {
-        let d = spacing(lo, hi);
-        points
-            .into_iter()
-            .filter(|p| (p.0 / d - (p.0 / d).round()).abs() < 1e-9)
-            .collect()
-    };
+    let points = thin(points, lo, hi);
     let _ = writeln!(s, "### {} on {env}\n", r.label);
     if points.is_empty() {
         let _ = writeln!(
@@ -237,6 +252,30 @@ mod tests {
         assert_eq!(spacing(6000.0, 60_000.0), 5000.0);
         assert_eq!(spacing(1000.0, 12_000.0), 1000.0);
         assert_eq!(spacing(0.0, 30.0), 5.0);
+    }
+
+    #[test]
+    fn many_points_are_thinned_to_round_steps_or_every_kth() {
+        let curve = |steps: &[f64]| -> Vec<(f64, f64, Option<f64>)> {
+            steps.iter().map(|&s| (s, 1.0, None)).collect()
+        };
+        let every_1k = curve(&(1..=60).map(|k| k as f64 * 1000.0).collect::<Vec<_>>());
+        let kept = thin(every_1k.iter().collect(), 1000.0, 60_000.0);
+        let steps: Vec<f64> = kept.iter().map(|p| p.0).collect();
+        assert_eq!(
+            steps,
+            (1..=12).map(|k| k as f64 * 5000.0).collect::<Vec<_>>()
+        );
+        let odd = curve(
+            &(0..30)
+                .map(|k| 1234.5 + k as f64 * 777.0)
+                .collect::<Vec<_>>(),
+        );
+        let kept = thin(odd.iter().collect(), 1000.0, 30_000.0);
+        assert_eq!(kept.len(), 10);
+        assert_eq!(kept[0].0, 1234.5);
+        let few = curve(&[10_000.0, 20_000.0]);
+        assert_eq!(thin(few.iter().collect(), 0.0, 1e5).len(), 2);
     }
 
     #[test]
