@@ -55,11 +55,9 @@ fn spacing(lo: f64, hi: f64) -> f64 {
 
 /// At most [`MAX_ROWS`] of `points`: all of them when they are few, else those at round steps
 /// ([`spacing`]), else (a curve whose steps are not round) every k-th.
-fn thin<'a>(
-    points: Vec<&'a (f64, f64, Option<f64>)>,
-    lo: f64,
-    hi: f64,
-) -> Vec<&'a (f64, f64, Option<f64>)> {
+type Point = (f64, f64, Option<f64>);
+
+fn thin(points: Vec<&Point>, lo: f64, hi: f64) -> Vec<&Point> {
     if points.len() <= MAX_ROWS {
         return points;
     }
