@@ -138,7 +138,7 @@ fn table(s: &mut String, r: &ReferenceEntry, env: &str, groups: &[Curve]) {
         .filter_map(|g| g.mean.first().map(|p| p.0))
         .min()
         .unwrap_or(0) as f64;
-    let points: Vec<&(f64, f64, Option<f64>)> = curve
+    let points: Vec<&Point> = curve
         .points
         .iter()
         .filter(|p| p.0 >= lo && p.0 <= hi)
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn many_points_are_thinned_to_round_steps_or_every_kth() {
-        let curve = |steps: &[f64]| -> Vec<(f64, f64, Option<f64>)> {
+        let curve = |steps: &[f64]| -> Vec<Point> {
             steps.iter().map(|&s| (s, 1.0, None)).collect()
         };
         let every_1k = curve(&(1..=60).map(|k| k as f64 * 1000.0).collect::<Vec<_>>());
