@@ -254,9 +254,8 @@ mod tests {
 
     #[test]
     fn many_points_are_thinned_to_round_steps_or_every_kth() {
-        let curve = |steps: &[f64]| -> Vec<Point> {
-            steps.iter().map(|&s| (s, 1.0, None)).collect()
-        };
+        let curve =
+            |steps: &[f64]| -> Vec<Point> { steps.iter().map(|&s| (s, 1.0, None)).collect() };
         let every_1k = curve(&(1..=60).map(|k| k as f64 * 1000.0).collect::<Vec<_>>());
         let kept = thin(every_1k.iter().collect(), 1000.0, 60_000.0);
         let steps: Vec<f64> = kept.iter().map(|p| p.0).collect();
