@@ -508,13 +508,15 @@ fn runs_with_different_env_files_are_not_pooled() {
 }
 
 /// A published curve on a figure: the SVG has its dashed series (many short dashes in the
-/// reference's colour) and its band, and report.md names its source under the figure.
+/// reference's colour) and its band, and report.md names its source under the figure. The
+/// reference spells its env as a Gymnasium id in lower case, which the spec accepts.
+/// Regression: the comparison table matched the env by its spelling and found no run.
 #[test]
 fn a_reference_curve_is_drawn_dashed_and_its_source_is_named() {
     let dir = Dir::new("reference");
     let references = format!(
         "figures=[{{ kind = \"learning_curves\", references = [{{ label = \"SAC (published)\", \
-         file = \"{}\", env = \"Hopper\" }}] }}]",
+         file = \"{}\", env = \"hopper-v5\" }}] }}]",
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("experiments/references/sac-hopper-tianshou.csv")
             .display()

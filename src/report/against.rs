@@ -4,27 +4,19 @@
 use std::fmt::Write as _;
 
 use super::aggregate::{RETURN, SummaryRow, interpolate};
+use super::figures::{env_filter, label_word, references_on, wanted};
 use crate::spec::{FigureEntry, FigureKind, ReferenceEntry, Spec};
 
 /// At most this many rows per table; longer curves are read at round steps.
 const MAX_ROWS: usize = 12;
 
-/// The first word of a reference's label: `SAC` for "SAC (Tianshou, 10 seeds)".
-fn first_word(label: &str) -> &str {
-    label
-        .split([' ', '(', ')', ','])
-        .find(|w| !w.is_empty())
-        .unwrap_or("")
-}
-
 /// The agents `r` is held against: those it names, else those whose name is the label's
 /// first word or starts with it followed by `-`, `_` or a space (case-insensitive).
-fn agents_of<'a>(r: &ReferenceEntry, fig: &FigureEntry, spec: &'a Spec) -> Vec<&'a str> {
-    let word = first_word(&r.label).to_lowercase();
-    spec.agents
-        .iter()
+fn agents_of<'a>(r: &ReferenceEntry, fig: &'a FigureEntry, spec: &'a Spec) -> Vec<&'a str> {
+    let word = label_word(&r.label).to_lowercase();
+    wanted(&fig.agents, spec.agents.iter())
+        .into_iter()
         .map(String::as_str)
-        .filter(|a| fig.agents.is_empty() || fig.agents.iter().any(|f| f == a))
         .filter(|a| {
             if !r.agents.is_empty() {
                 return r.agents.iter().any(|x| x == a);
@@ -53,10 +45,11 @@ fn spacing(lo: f64, hi: f64) -> f64 {
     }
 }
 
-/// At most [`MAX_ROWS`] of `points`: all of them when they are few, else those at round steps
-/// ([`spacing`]), else (a curve whose steps are not round) every k-th.
+/// A published curve's point: (step, mean, std if given).
 type Point = (f64, f64, Option<f64>);
 
+/// At most [`MAX_ROWS`] of `points`: all of them when they are few, else those at round steps
+/// ([`spacing`]), else (a curve whose steps are not round) every k-th.
 fn thin(points: Vec<&Point>, lo: f64, hi: f64) -> Vec<&Point> {
     if points.len() <= MAX_ROWS {
         return points;
@@ -188,18 +181,9 @@ pub fn section(s: &mut String, spec: &Spec, summary: &[SummaryRow]) {
         if fig.kind != FigureKind::LearningCurves {
             continue;
         }
-        for r in fig.references.iter().filter(|r| r.curve.is_some()) {
-            let agents = agents_of(r, fig, spec);
-            let envs: Vec<String> = match &r.env {
-                Some(e) => vec![e.clone()],
-                None => spec
-                    .envs
-                    .iter()
-                    .map(|t| t.name().to_string())
-                    .filter(|e| fig.envs.is_empty() || fig.envs.contains(e))
-                    .collect(),
-            };
-            for env in envs {
+        for env in env_filter(fig, spec) {
+            for r in references_on(fig, &env).filter(|r| r.curve.is_some()) {
+                let agents = agents_of(r, fig, spec);
                 let groups = curves(summary, &env, &agents);
                 if groups.is_empty() {
                     let _ = writeln!(
@@ -239,9 +223,9 @@ mod tests {
 
     #[test]
     fn labels_pick_agents_by_their_first_word() {
-        assert_eq!(first_word("SAC (Tianshou, 10 seeds)"), "SAC");
-        assert_eq!(first_word("MBPO"), "MBPO");
-        assert_eq!(first_word("(x) y"), "x");
+        assert_eq!(label_word("SAC (Tianshou, 10 seeds)"), "SAC");
+        assert_eq!(label_word("MBPO"), "MBPO");
+        assert_eq!(label_word("(x) y"), "x");
     }
 
     #[test]

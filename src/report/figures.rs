@@ -10,7 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::ReportError;
 use super::aggregate::{FinalScore, RETURN, Results, SummaryRow};
-use crate::spec::{FigureEntry, FigureKind, ReferenceEntry};
+use crate::spec::{FigureEntry, FigureKind, ReferenceEntry, Spec};
 
 /// Metric of Figure 2: MPDP's mean realised horizon per update batch.
 pub const HORIZON: &str = "train/horizon_mean";
@@ -234,7 +234,11 @@ fn kind_name(kind: FigureKind) -> &'static str {
     }
 }
 
-fn wanted<'a>(filter: &'a [String], all: impl Iterator<Item = &'a String>) -> Vec<&'a String> {
+/// `filter`, or everything in `all` when it is empty.
+pub(super) fn wanted<'a>(
+    filter: &'a [String],
+    all: impl Iterator<Item = &'a String>,
+) -> Vec<&'a String> {
     if filter.is_empty() {
         all.collect()
     } else {
@@ -242,10 +246,9 @@ fn wanted<'a>(filter: &'a [String], all: impl Iterator<Item = &'a String>) -> Ve
     }
 }
 
-fn env_filter(entry: &FigureEntry, results: &Results) -> Vec<String> {
-    results
-        .spec
-        .envs
+/// The envs of `spec` that `entry` draws, by name, in the spec's order.
+pub(super) fn env_filter(entry: &FigureEntry, spec: &Spec) -> Vec<String> {
+    spec.envs
         .iter()
         .map(|t| t.name().to_string())
         .filter(|e| {
@@ -261,7 +264,7 @@ fn env_filter(entry: &FigureEntry, results: &Results) -> Vec<String> {
 const REF_GREY: RGBColor = RGBColor(90, 90, 90);
 
 /// The references of `entry` that belong on `env`'s panel.
-fn references_on<'a>(
+pub(super) fn references_on<'a>(
     entry: &'a FigureEntry,
     env: &'a str,
 ) -> impl Iterator<Item = &'a ReferenceEntry> + 'a {
@@ -275,8 +278,16 @@ fn references_on<'a>(
 /// A reference's colour: that of the paper's agent its label starts with ("MBPO (published)"
 /// in MBPO's orange), else grey.
 fn reference_colour(label: &str) -> RGBColor {
-    let first = label.split(|c: char| !c.is_ascii_alphanumeric()).next();
-    first.and_then(known_colour).unwrap_or(REF_GREY)
+    known_colour(label_word(label)).unwrap_or(REF_GREY)
+}
+
+/// The agent a reference's label names: its first alphanumeric word (`SAC` for
+/// "SAC (Tianshou, 10 seeds)"); empty when it has none.
+pub(super) fn label_word(label: &str) -> &str {
+    label
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| !w.is_empty())
+        .unwrap_or("")
 }
 
 /// The dashed levels of `entry` on `env`'s panel.
@@ -351,7 +362,7 @@ fn curves(
         panels: Vec::new(),
         panel_width: results.spec.report.panel_width,
     };
-    for env in env_filter(entry, results) {
+    for env in env_filter(entry, &results.spec) {
         let mut by_group: BTreeMap<&str, Vec<&SummaryRow>> = BTreeMap::new();
         for r in summary
             .iter()
@@ -469,7 +480,7 @@ fn final_vs_param(
         panels: Vec::new(),
         panel_width: results.spec.report.panel_width,
     };
-    for env in env_filter(entry, results) {
+    for env in env_filter(entry, &results.spec) {
         let here = finals
             .iter()
             .filter(|f| f.env == env && agents.contains(&&f.agent));
