@@ -199,18 +199,15 @@ pub fn evaluate<R: Rng>(
             rec.push(at);
         }
         let a = actions.act(t, &states, &layout);
-        // Per slot: c·‖a‖², the action cost of its step.
-        let cost: Vec<f64> = if particles.action_cost > 0.0 {
+        // Per slot: c·‖a‖², the action cost of its step (none without a cost).
+        let cost: Option<Vec<f64>> = (particles.action_cost > 0.0).then(|| {
             let host = crate::nn::to_vec(a.clone());
-            let width = host.len() / (k * n);
-            host.chunks(width)
+            host.chunks(host.len() / (k * n))
                 .map(|row| {
                     particles.action_cost * row.iter().map(|&v| f64::from(v * v)).sum::<f64>()
                 })
                 .collect()
-        } else {
-            vec![0.0; k * n]
-        };
+        });
         let (mean, logvar) = model.predict_own(states.clone(), a);
         let next = step::advance_own(mean, logvar, states, task, rng);
         for (f, &q) in particle_in.iter().enumerate() {
@@ -222,7 +219,7 @@ pub fn evaluate<R: Rng>(
                 alive[q] = false;
                 continue;
             }
-            returns[q] += f64::from(next.reward[f]) - cost[f];
+            returns[q] += f64::from(next.reward[f]) - cost.as_ref().map_or(0.0, |c| c[f]);
             if next.terminal[f] {
                 alive[q] = false;
             }
