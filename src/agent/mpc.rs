@@ -64,10 +64,20 @@ pub struct MpcConfig {
     /// Gymnasium rewards carry their own control costs (docs/algorithms.md, "PETS and POPLIN").
     #[serde(skip_serializing_if = "is_zero")]
     pub action_cost: f64,
+    /// Propagate every particle with its member's predicted mean, drawing no noise from the
+    /// predicted variance (PETS's `ign_var`, implied by its `E` propagation, which POPLIN's
+    /// demo scripts use). Off by default (PETS's default: each prediction is a sample). The
+    /// members still disagree, so the particles of a candidate still spread.
+    #[serde(skip_serializing_if = "is_false")]
+    pub ignore_variance: bool,
 }
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Default for MpcConfig {
@@ -87,6 +97,7 @@ impl Default for MpcConfig {
             propagation: Propagation::TsInf,
             cem: CemConfig::default(),
             action_cost: 0.0,
+            ignore_variance: false,
         }
     }
 }
@@ -297,6 +308,7 @@ impl<P: Proposer> MpcAgent<P> {
                 count: self.cfg.particles,
                 propagation: self.cfg.propagation,
                 action_cost: self.cfg.action_cost,
+                sample: !self.cfg.ignore_variance,
             },
             cem: &self.cfg.cem,
         };
@@ -490,12 +502,22 @@ mod tests {
         );
     }
 
-    /// The action cost stays out of resolved configs at its default (earlier runs keep their
-    /// ids), appears when set, and refuses NaN and negative values by name.
+    /// The action cost and `ignore_variance` stay out of resolved configs at their defaults
+    /// (earlier runs keep their ids) and appear when set; the cost refuses NaN and negative
+    /// values by name.
     #[test]
     fn the_action_cost_is_optional_and_checked() {
         let table = toml::Table::try_from(MpcConfig::default()).unwrap();
         assert!(!table.contains_key("action_cost"));
+        assert!(!table.contains_key("ignore_variance"));
+        let mean_only = MpcConfig {
+            ignore_variance: true,
+            ..MpcConfig::default()
+        };
+        assert_eq!(
+            toml::Table::try_from(mean_only).unwrap()["ignore_variance"].as_bool(),
+            Some(true)
+        );
         let set = MpcConfig {
             action_cost: 0.01,
             ..MpcConfig::default()

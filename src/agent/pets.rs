@@ -139,6 +139,7 @@ mod tests {
                 count: 2,
                 propagation: Propagation::TsInf,
                 action_cost: 0.0,
+                sample: true,
             },
             cem: &cfg,
         };

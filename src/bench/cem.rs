@@ -94,6 +94,7 @@ pub fn run(cfg: &CemBenchConfig) -> Result<CemBenchResult, ReferenceError> {
             count: cfg.particles,
             propagation: Propagation::TsInf,
             action_cost: 0.0,
+            sample: true,
         },
         cem: &cem,
     };

@@ -265,22 +265,28 @@ pub struct OwnStep {
 
 /// [`advance`] for rows grouped by member ([`FrozenModel::predict_own`]): every row draws
 /// `mean + exp(½·logvar)·ε` from its own member's Gaussian, ε standard normal from `rng`
-/// (row block by row block), and moves on to `s + Δs`.
+/// (row block by row block), or takes the mean when `sample` is false (drawing nothing from
+/// `rng`), and moves on to `s + Δs`.
 pub fn advance_own<R: Rng>(
     mean: Tensor<3>,
     logvar: Tensor<3>,
     s: Tensor<3>,
     task: Task,
+    sample: bool,
     rng: &mut R,
 ) -> OwnStep {
     let [k, n, d] = mean.dims();
     let o = d - 1;
     let device = s.device();
-    let noise = Tensor::<3>::from_data(
-        TensorData::new(normal_noise(rng, k * n * d), [k, n, d]),
-        &device,
-    );
-    let y = mean + logvar.mul_scalar(0.5).exp() * noise;
+    let y = if sample {
+        let noise = Tensor::<3>::from_data(
+            TensorData::new(normal_noise(rng, k * n * d), [k, n, d]),
+            &device,
+        );
+        mean + logvar.mul_scalar(0.5).exp() * noise
+    } else {
+        mean
+    };
     let reward = to_vec(y.clone().slice([0..k, 0..n, 0..1]).inner());
     let next = s + y.slice([0..k, 0..n, 1..d]);
     let host = to_vec(next.clone().inner());

@@ -8,7 +8,7 @@
 //! for t in 0 … H−1:
 //!     TS1: shuffle c's particles across the members' slots
 //!     a ← the candidate's action at t (a sequence, or a policy of s)
-//!     r, s' ← the slot's member's Gaussian at (s, a), sampled
+//!     r, s' ← the slot's member's Gaussian at (s, a), sampled (or its mean)
 //!     G += alive · (r − c·‖a‖²);  alive ← alive ∧ ¬done(s');  s ← s'
 //! return of c = mean over its particles of G   (NaN if any prediction was not finite)
 //! ```
@@ -44,6 +44,8 @@ pub struct Particles {
     pub propagation: Propagation,
     /// c in the action cost −c·‖a‖² charged to a living particle at every step.
     pub action_cost: f64,
+    /// Draw each prediction from the member's Gaussian (PETS); false: take its mean.
+    pub sample: bool,
 }
 
 /// Where the candidates' actions come from at every imagined step.
@@ -209,7 +211,7 @@ pub fn evaluate<R: Rng>(
                 .collect()
         });
         let (mean, logvar) = model.predict_own(states.clone(), a);
-        let next = step::advance_own(mean, logvar, states, task, rng);
+        let next = step::advance_own(mean, logvar, states, task, particles.sample, rng);
         for (f, &q) in particle_in.iter().enumerate() {
             if !alive[q] {
                 continue;
@@ -281,6 +283,7 @@ pub(crate) mod tests {
                 count: p,
                 propagation,
                 action_cost: 0.0,
+                sample: true,
             },
             &mut Sequences {
                 actions: &actions,
@@ -382,6 +385,7 @@ pub(crate) mod tests {
                     count: 1,
                     propagation: Propagation::TsInf,
                     action_cost,
+                    sample: true,
                 },
                 &mut Sequences {
                     actions: &actions,
@@ -402,5 +406,80 @@ pub(crate) mod tests {
         let charged = returns(0.5);
         let want = [2.0 - 2.0 * 0.5 * 0.0225, 5.0, 5.0 - 5.0 * 0.5 * 0.0009];
         assert!(close(&charged, want), "{charged:?} vs {want:?}");
+    }
+    /// With `sample` off (PETS's `ign_var`) every particle follows its member's mean: on a
+    /// model whose predicted variance is 1, the returns are the deterministic ones, computed
+    /// here on the host, and no noise is drawn; with `sample` on the same model scatters them.
+    #[test]
+    fn ignoring_the_variance_follows_the_mean() {
+        struct Noisy;
+        impl DiffModel for Noisy {
+            // Point's mean (s' = s + a, r = −(s' − 1)²) with log-variance 0 everywhere.
+            fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+                let (mean, _) = Point.predict(obs, act);
+                let logvar = mean.zeros_like();
+                (mean, logvar)
+            }
+            fn members(&self) -> usize {
+                2
+            }
+            fn obs_dim(&self) -> usize {
+                1
+            }
+            fn device(&self) -> Device {
+                Device::flex()
+            }
+        }
+        let (horizon, p) = (4, 4);
+        let actions: Vec<f32> = [0.5f32, 0.25, -0.1, 0.0, -0.3, 0.2, 0.1, 0.4].to_vec();
+        let run = |sample: bool| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+            let e = evaluate(
+                &Noisy,
+                Task::HalfCheetah,
+                &[0.1],
+                &|_| 0,
+                2,
+                horizon,
+                Particles {
+                    count: p,
+                    propagation: Propagation::TsInf,
+                    action_cost: 0.0,
+                    sample,
+                },
+                &mut Sequences {
+                    actions: &actions,
+                    horizon,
+                    act_dim: 1,
+                },
+                &mut rng,
+                false,
+            );
+            (e.returns, rng.next_u64())
+        };
+        let untouched = Xoshiro256PlusPlus::seed_from_u64(3).next_u64();
+        let expected: Vec<f64> = (0..2)
+            .map(|c| {
+                let (mut s, mut g) = (0.1f64, 0.0);
+                for t in 0..horizon {
+                    s += f64::from(actions[c * horizon + t]);
+                    g -= (s - 1.0).powi(2);
+                }
+                g
+            })
+            .collect();
+        let (mean, next) = run(false);
+        for (got, want) in mean.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-5, "{mean:?} vs {expected:?}");
+        }
+        assert_eq!(next, untouched, "no noise is drawn");
+        let (sampled, next) = run(true);
+        assert_ne!(next, untouched);
+        let off = sampled
+            .iter()
+            .zip(&expected)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0, f64::max);
+        assert!(off > 0.1, "{sampled:?} vs {expected:?}");
     }
 }
