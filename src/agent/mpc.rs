@@ -54,7 +54,9 @@ pub struct MpcConfig {
     pub horizon: usize,
     /// Particles per candidate, a multiple of `model.elites` (20).
     pub particles: usize,
-    /// Trajectory sampling: `ts_inf` (a particle keeps its member; PETS's default) or `ts1`.
+    /// Trajectory sampling: `ts_inf` (a particle keeps its member; PETS's default), `ts1`
+    /// (members re-drawn every step) or `expectation` (PETS's E: every particle follows the
+    /// members' mean prediction, without noise).
     pub propagation: Propagation,
     /// The cross-entropy method (population 500, 50 elites, 5 iterations, α 0.1).
     pub cem: CemConfig,

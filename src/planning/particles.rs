@@ -8,7 +8,8 @@
 //! for t in 0 … H−1:
 //!     TS1: shuffle c's particles across the members' slots
 //!     a ← the candidate's action at t (a sequence, or a policy of s)
-//!     r, s' ← the slot's member's Gaussian at (s, a), sampled (or its mean)
+//!     r, s' ← the slot's member's Gaussian at (s, a), sampled (or its mean);
+//!             E: the members' mean prediction at (s, a), the same for every slot
 //!     G += alive · (r − c·‖a‖²);  alive ← alive ∧ ¬done(s');  s ← s'
 //! return of c = mean over its particles of G   (NaN if any prediction was not finite)
 //! ```
@@ -34,6 +35,11 @@ pub enum Propagation {
     TsInf,
     /// TS1: the particles of a candidate are re-assigned to members at every step.
     Ts1,
+    /// E (PETS's `prop_type E`, the propagation of POPLIN's demo scripts): every particle
+    /// moves to the mean over the members of their predicted means, with no noise (PETS sets
+    /// `ign_var` with it), so a candidate is scored on one deterministic trajectory of the
+    /// ensemble's mean.
+    Expectation,
 }
 
 /// The particles every candidate is evaluated with.
@@ -211,7 +217,11 @@ pub fn evaluate<R: Rng>(
                 .collect()
         });
         let (mean, logvar) = model.predict_own(states.clone(), a);
-        let next = step::advance_own(mean, logvar, states, task, particles.sample, rng);
+        let (mean, sample) = match particles.propagation {
+            Propagation::Expectation => (mean.mean_dim(0).repeat_dim(0, k), false),
+            _ => (mean, particles.sample),
+        };
+        let next = step::advance_own(mean, logvar, states, task, sample, rng);
         for (f, &q) in particle_in.iter().enumerate() {
             if !alive[q] {
                 continue;
@@ -481,5 +491,69 @@ pub(crate) mod tests {
             .map(|(g, w)| (g - w).abs())
             .fold(0.0, f64::max);
         assert!(off > 0.1, "{sampled:?} vs {expected:?}");
+    }
+    /// E scores a candidate on the members' mean: on two members that move the state by a and
+    /// by 2a (log-variance 0, so any noise would show), every particle follows s ← s + 1.5·a
+    /// and earns the mean of the members' rewards, −½((s + a − 1)² + (s + 2a − 1)²), and no
+    /// noise is drawn.
+    #[test]
+    fn expectation_follows_the_members_mean() {
+        struct Spread;
+        impl DiffModel for Spread {
+            fn predict(&self, obs: Tensor<2>, act: Tensor<2>) -> (Tensor<3>, Tensor<3>) {
+                let member = |m: f64| {
+                    let delta = act.clone().mul_scalar(m);
+                    let r = (obs.clone() + delta.clone() - 1.0).powf_scalar(2.0).neg();
+                    Tensor::cat(vec![r, delta], 1)
+                };
+                let mean = Tensor::stack::<3>(vec![member(1.0), member(2.0)], 0);
+                let logvar = mean.zeros_like();
+                (mean, logvar)
+            }
+            fn members(&self) -> usize {
+                2
+            }
+            fn obs_dim(&self) -> usize {
+                1
+            }
+            fn device(&self) -> Device {
+                Device::flex()
+            }
+        }
+        let (horizon, p) = (3, 4);
+        let actions = [0.2f32, -0.1, 0.3, 0.4, 0.1, -0.2];
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let e = evaluate(
+            &Spread,
+            Task::HalfCheetah,
+            &[0.1],
+            &|_| 0,
+            2,
+            horizon,
+            Particles {
+                count: p,
+                propagation: Propagation::Expectation,
+                action_cost: 0.0,
+                sample: true,
+            },
+            &mut Sequences {
+                actions: &actions,
+                horizon,
+                act_dim: 1,
+            },
+            &mut rng,
+            false,
+        );
+        for c in 0..2 {
+            let (mut s, mut g) = (0.1f64, 0.0);
+            for t in 0..horizon {
+                let a = f64::from(actions[c * horizon + t]);
+                g -= ((s + a - 1.0).powi(2) + (s + 2.0 * a - 1.0).powi(2)) / 2.0;
+                s += 1.5 * a;
+            }
+            assert!((e.returns[c] - g).abs() < 1e-5, "{:?} vs {g}", e.returns);
+        }
+        let untouched = Xoshiro256PlusPlus::seed_from_u64(5).next_u64();
+        assert_eq!(rng.next_u64(), untouched, "no noise is drawn");
     }
 }
