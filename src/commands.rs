@@ -403,6 +403,14 @@ fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed> {
         costed.cached(),
         cache.path.display()
     );
+    if let Some(busy) = costed.busiest() {
+        eprintln!(
+            "warning: some calibrations ran while other work held the machine (load average \
+             {:.0}% of the CPUs), so their estimates run high: `mpdp plan --cost --recalibrate` on a \
+             quiet machine",
+            busy * 100.0
+        );
+    }
     Ok(costed)
 }
 

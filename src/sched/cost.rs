@@ -47,6 +47,23 @@ pub struct Calibration {
     pub eval_step_s: f64,
     /// Wall seconds the calibration took.
     pub seconds: f64,
+    /// Other work on the machine when the calibration started: the 1-minute load average
+    /// per CPU (Linux `/proc/loadavg`); `None` where unknown. Unit costs measured on a busy
+    /// machine run high.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<f64>,
+}
+
+/// A calibration made while other work held at least this share of the CPUs is reported
+/// as made on a busy machine.
+pub const BUSY: f64 = 0.5;
+
+/// The 1-minute load average per CPU, where the system says it.
+fn load_per_cpu() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let load: f64 = text.split_whitespace().next()?.parse().ok()?;
+    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
+    Some(load / cpus)
 }
 
 /// What a model fit costs.
@@ -190,6 +207,7 @@ pub fn calibrate(
         source,
     };
     let started = Instant::now();
+    let busy = load_per_cpu();
     let task = cfg.task().map_err(env_err)?;
     let variant = cfg.obs_variant().map_err(env_err)?;
     let w = workload(cfg).map_err(agent_err)?;
@@ -276,6 +294,7 @@ pub fn calibrate(
         fit,
         eval_step_s: eval_s / calls as f64,
         seconds: started.elapsed().as_secs_f64(),
+        busy,
     })
 }
 
@@ -389,6 +408,16 @@ impl Costed {
         self.by_key.len() - self.calibrated
     }
 
+    /// The highest [`Calibration::busy`] among the calibrations used, if any was made on a
+    /// machine at least [`BUSY`] busy.
+    pub fn busiest(&self) -> Option<f64> {
+        self.by_key
+            .values()
+            .filter_map(|(_, c)| c.busy)
+            .filter(|&b| b >= BUSY)
+            .reduce(f64::max)
+    }
+
     /// Predicted seconds of `cfg`'s steps from `from` to its end (`None`: not calibrated).
     pub fn remaining(&self, cfg: &RunConfig, from: u64) -> Option<f64> {
         let (w, cal) = self.by_key.get(&calibration_key(cfg))?;
@@ -487,7 +516,40 @@ mod tests {
         }),
         eval_step_s: 1e-3,
         seconds: 0.0,
+        busy: None,
     };
+
+    /// A calibration made on a busy machine is reported, one made on a quiet or unknown one
+    /// is not; and a cached calibration written before `busy` existed still reads.
+    #[test]
+    fn calibrations_on_a_busy_machine_are_reported() {
+        let w = Workload {
+            learning_starts: 1000,
+            model: None,
+        };
+        let costed = |busy: &[Option<f64>]| Costed {
+            by_key: busy
+                .iter()
+                .enumerate()
+                .map(|(i, &busy)| (i.to_string(), (w, Calibration { busy, ..CAL })))
+                .collect(),
+            calibrated: 0,
+        };
+        assert_eq!(costed(&[None, Some(0.3)]).busiest(), None);
+        assert_eq!(
+            costed(&[None, Some(0.3), Some(1.7), Some(0.9)]).busiest(),
+            Some(1.7)
+        );
+        let old =
+            "random_step_s = 0.0001\nlearn_step_s = 0.05\neval_step_s = 0.001\nseconds = 3.0\n";
+        let read: Calibration = toml::from_str(old).unwrap();
+        assert_eq!(read.busy, None);
+        assert!(!toml::to_string(&read).unwrap().contains("busy"));
+        assert!(
+            load_per_cpu().is_some_and(|l| l >= 0.0),
+            "Linux says its load"
+        );
+    }
 
     /// The model against a hand count: 10 000 steps, learning from 1000, a fit every 250
     /// steps (37 fits, at 1000, 1250, …, 10 000), 3 evaluations (every 4000 and the last).
