@@ -405,9 +405,9 @@ fn estimate(plan: &Plan, recalibrate: bool) -> Result<sched::cost::Costed> {
     );
     if let Some(busy) = costed.busiest() {
         eprintln!(
-            "warning: some calibrations ran while other work held the machine (load average \
-             {:.0}% of the CPUs), so their estimates run high: `mpdp plan --cost --recalibrate` on a \
-             quiet machine",
+            "warning: other work used up to {:.0}% of the CPU time while some calibrations \
+             ran, so their estimates run high: `mpdp plan --cost --recalibrate` on a quiet \
+             machine",
             busy * 100.0
         );
     }

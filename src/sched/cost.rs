@@ -47,23 +47,66 @@ pub struct Calibration {
     pub eval_step_s: f64,
     /// Wall seconds the calibration took.
     pub seconds: f64,
-    /// Other work on the machine when the calibration started: the 1-minute load average
-    /// per CPU (Linux `/proc/loadavg`); `None` where unknown. Unit costs measured on a busy
-    /// machine run high.
+    /// The share of the machine's CPU time that other processes used while the calibration
+    /// ran (Linux `/proc/stat` less this process's own ticks); `None` where unknown. Unit
+    /// costs measured on a busy machine run high.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy: Option<f64>,
 }
 
-/// A calibration made while other work held at least this share of the CPUs is reported
-/// as made on a busy machine.
+/// A calibration during which other work used at least this share of the CPU time is
+/// reported as made on a busy machine.
 pub const BUSY: f64 = 0.5;
 
-/// The 1-minute load average per CPU, where the system says it.
-fn load_per_cpu() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let load: f64 = text.split_whitespace().next()?.parse().ok()?;
-    let cpus = std::thread::available_parallelism().ok()?.get() as f64;
-    Some(load / cpus)
+/// CPU clock ticks at one moment: the machine's busy and total ticks over all CPUs
+/// (`/proc/stat`) and this process's own (`/proc/self/stat`).
+#[derive(Debug, Clone, Copy)]
+struct Ticks {
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl Ticks {
+    fn now() -> Option<Ticks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let (busy, total) = machine_ticks(stat.lines().next()?)?;
+        let own = own_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        Some(Ticks { busy, total, own })
+    }
+
+    /// The share of all CPU time since `self` that other processes used.
+    fn others_since(self) -> Option<f64> {
+        let now = Ticks::now()?;
+        let total = now.total.checked_sub(self.total).filter(|&t| t > 0)? as f64;
+        let busy = now.busy.saturating_sub(self.busy);
+        let own = now.own.saturating_sub(self.own);
+        Some(busy.saturating_sub(own) as f64 / total)
+    }
+}
+
+/// `/proc/stat`'s `cpu` line: (busy, total) ticks over its first eight fields (guest time is
+/// already in user time); idle and iowait are the idle part.
+fn machine_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// `/proc/self/stat`: user + system ticks (fields 14 and 15; the command name before them
+/// may hold spaces and parentheses, so fields are counted after its last `)`).
+fn own_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// What a model fit costs.
@@ -207,7 +250,7 @@ pub fn calibrate(
         source,
     };
     let started = Instant::now();
-    let busy = load_per_cpu();
+    let ticks = Ticks::now();
     let task = cfg.task().map_err(env_err)?;
     let variant = cfg.obs_variant().map_err(env_err)?;
     let w = workload(cfg).map_err(agent_err)?;
@@ -294,7 +337,7 @@ pub fn calibrate(
         fit,
         eval_step_s: eval_s / calls as f64,
         seconds: started.elapsed().as_secs_f64(),
-        busy,
+        busy: ticks.and_then(Ticks::others_since),
     })
 }
 
@@ -545,10 +588,20 @@ mod tests {
         let read: Calibration = toml::from_str(old).unwrap();
         assert_eq!(read.busy, None);
         assert!(!toml::to_string(&read).unwrap().contains("busy"));
-        assert!(
-            load_per_cpu().is_some_and(|l| l >= 0.0),
-            "Linux says its load"
-        );
+        // Ticks: a command name with spaces and parentheses, and a machine line.
+        let own = "42 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 170 30 0 0 20 0 1 0 5 6 7";
+        assert_eq!(own_ticks(own), Some(200));
+        let cpu = "cpu  100 5 20 800 50 3 2 7 0 0";
+        assert_eq!(machine_ticks(cpu), Some((137, 987)));
+        // This process's own work is not counted as other work.
+        let start = Ticks::now().expect("Linux says its ticks");
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed().as_millis() < 300 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let others = start.others_since().expect("ticks moved");
+        assert!((0.0..=1.0).contains(&others), "{others}");
     }
 
     /// The model against a hand count: 10 000 steps, learning from 1000, a fit every 250
