@@ -323,9 +323,13 @@ pub struct EvalArgs {
     /// renderer, the return and step drawn in a corner (needs `just setup-video`).
     #[arg(long, value_name = "PATH")]
     pub video: Option<PathBuf>,
-    /// With --video: which episode, from 0.
-    #[arg(long, default_value_t = 0, requires = "video")]
-    pub video_episode: usize,
+    /// Write one episode as CSV, a row per state (the reset state is step 0): the return so
+    /// far, the joint positions (qpos) and the observation.
+    #[arg(long, value_name = "CSV")]
+    pub trace: Option<PathBuf>,
+    /// Which episode --video and --trace record, from 0.
+    #[arg(long = "episode", visible_alias = "video-episode", default_value_t = 0)]
+    pub episode: usize,
     /// With --video: at most this many frames (the episode's first ones).
     #[arg(long, requires = "video")]
     pub video_frames: Option<usize>,

@@ -635,7 +635,7 @@ pub fn eval(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
         checkpoint: args.checkpoint.clone(),
         episodes: args.episodes,
         seed: args.seed,
-        record: args.video.as_ref().map(|_| args.video_episode),
+        record: (args.video.is_some() || args.trace.is_some()).then_some(args.episode),
     };
     let e = runner::evaluate_run(&args.run_dir, &req, &mpdp::nn::device())?;
     let rendered = match &args.video {
@@ -652,6 +652,17 @@ pub fn eval(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
         }
         None => None,
     };
+    if let Some(path) = &args.trace {
+        let rows = runner::write_trace(&e, path)?;
+        if !args.json {
+            writeln!(
+                out,
+                "trace {}: episode {}, {rows} states",
+                path.display(),
+                args.episode
+            )?;
+        }
+    }
     if args.json {
         let mut v = serde_json::to_value(&e)?;
         if let (Some(r), Some(path)) = (&rendered, &args.video) {
@@ -665,7 +676,7 @@ pub fn eval(args: &EvalArgs, out: &mut impl Write) -> Result<()> {
             out,
             "video {}: episode {}, {} frames of {}x{} in {:.1} s ({:.1} frames/s)",
             path.display(),
-            args.video_episode,
+            args.episode,
             r.frames,
             r.width,
             r.height,

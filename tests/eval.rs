@@ -134,6 +134,53 @@ fn a_finished_run_evaluates_to_its_own_final_returns() {
     }
 }
 
+#[test]
+fn a_trace_holds_the_recorded_episode_state_by_state() {
+    let dir = Dir::new("trace");
+    let run = train(&dir.0, "sac");
+    let got = json(&eval(&run, &["--json"]));
+    let csv = dir.0.join("ep1.csv");
+    let out = eval(&run, &["--trace", csv.to_str().unwrap(), "--episode", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("episode 1"), "{text}");
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = csv.lines();
+    // Hopper: 6 joint positions, 11 observations (the x position left out).
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.len(), 2 + 6 + 11, "{header:?}");
+    assert_eq!(header[..3], ["step", "return", "qpos_0"]);
+    assert_eq!(header[18], "obs_10");
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    // The reset state, then one row per step: the episode's length and return.
+    let length = got["lengths"][1].as_f64().unwrap();
+    assert_eq!(rows.len() as f64, length + 1.0);
+    assert_eq!(rows[0][1], 0.0);
+    let ret = got["returns"][1].as_f64().unwrap();
+    assert!((rows.last().unwrap()[1] - ret).abs() < 1e-9, "{ret}");
+    // Hopper's observation starts with qpos[1..]: the trace's columns line up.
+    for r in &rows {
+        assert_eq!(r[2 + 1], r[2 + 6], "qpos_1 is obs_0");
+    }
+    refused(
+        &eval(&run, &["--trace", csv_dir(&dir.0).to_str().unwrap()]),
+        "writing the trace",
+    );
+}
+
+/// A path whose parent is a file, so nothing can be written there.
+fn csv_dir(root: &Path) -> PathBuf {
+    let file = root.join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    file.join("t.csv")
+}
+
 fn refused(out: &Output, says: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -23,8 +23,8 @@ pub struct EvalRequest {
     pub episodes: Option<usize>,
     /// Env seeds from this seed instead of the run's last evaluation's.
     pub seed: Option<u64>,
-    /// Keep the joint positions (qpos) of episode `record` at every step, the initial state
-    /// first (for rendering).
+    /// Keep the joint positions (qpos) and observations of episode `record` at every step,
+    /// the initial state first (for rendering and traces).
     pub record: Option<usize>,
 }
 
@@ -48,11 +48,12 @@ pub struct Evaluation {
     pub recording: Option<Recording>,
 }
 
-/// One episode as a renderer needs it: the joint positions at every frame (the reset state
-/// first, then after each step) and the return so far at each.
+/// One episode, state by state: the joint positions and the observation at every frame (the
+/// reset state first, then after each step) and the return so far at each.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Recording {
     pub qpos: Vec<Vec<f64>>,
+    pub obs: Vec<Vec<f64>>,
     pub returns: Vec<f64>,
     /// Seconds of simulated time per step.
     pub dt: f64,
@@ -76,6 +77,8 @@ pub enum EvalError {
     Record { index: usize, episodes: usize },
     #[error("rendering {path}: {message}")]
     Render { path: PathBuf, message: String },
+    #[error("writing the trace {path}: {message}")]
+    Trace { path: PathBuf, message: String },
     #[error(transparent)]
     Env(#[from] EnvError),
     #[error(transparent)]
@@ -151,6 +154,7 @@ pub fn evaluate_run(
     }
     let mut recording = req.record.map(|i| Recording {
         qpos: vec![pool.envs()[i].qpos().to_vec()],
+        obs: vec![pool.envs()[i].obs().to_vec()],
         returns: vec![0.0],
         dt: info.dt,
     });
@@ -159,6 +163,7 @@ pub fn evaluate_run(
         |i, env, step| {
             if let Some(r) = recording.as_mut().filter(|_| req.record == Some(i)) {
                 r.qpos.push(env.qpos().to_vec());
+                r.obs.push(env.obs().to_vec());
                 r.returns
                     .push(r.returns.last().copied().unwrap_or(0.0) + step.reward);
             }
@@ -294,4 +299,35 @@ pub fn render_video(e: &Evaluation, v: &VideoRequest) -> Result<Rendered, EvalEr
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .map_err(|x| fail(format!("unexpected renderer output ({x}): {stdout}")))
+}
+
+/// Writes `e`'s recorded episode as CSV to `path`: one row per state (the reset state is step
+/// 0), with the return so far, the joint positions and the observation
+/// (`step,return,qpos_0,…,obs_0,…`).
+pub fn write_trace(e: &Evaluation, path: &Path) -> Result<usize, EvalError> {
+    let fail = |message: String| EvalError::Trace {
+        path: path.into(),
+        message,
+    };
+    let rec = e
+        .recording
+        .as_ref()
+        .ok_or_else(|| fail("no episode was recorded".into()))?;
+    let width = |rows: &[Vec<f64>]| rows.first().map_or(0, Vec::len);
+    let mut csv = String::from("step,return");
+    for (prefix, n) in [("qpos", width(&rec.qpos)), ("obs", width(&rec.obs))] {
+        for j in 0..n {
+            csv.push_str(&format!(",{prefix}_{j}"));
+        }
+    }
+    csv.push('\n');
+    for (t, ((q, o), r)) in rec.qpos.iter().zip(&rec.obs).zip(&rec.returns).enumerate() {
+        csv.push_str(&format!("{t},{r}"));
+        for x in q.iter().chain(o) {
+            csv.push_str(&format!(",{x}"));
+        }
+        csv.push('\n');
+    }
+    crate::store::write_atomic(path, csv.as_bytes()).map_err(|x| fail(x.to_string()))?;
+    Ok(rec.returns.len())
 }

@@ -14,7 +14,7 @@ mod pool;
 
 pub use eval::{
     EvalError, EvalRequest, Evaluation, Recording, Rendered, VideoRequest, evaluate_run,
-    render_video,
+    render_video, write_trace,
 };
 pub use metrics::{MetricRow, measures_time, read_metrics, read_saved_metrics};
 pub use pool::EnvPool;
