@@ -31,7 +31,8 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 /// The run's config: from a plan file, or from the ad-hoc flags.
 fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
     if let Some(path) = &args.plan {
-        let runs = sched::read_plan_file(path)?;
+        // The file is the user's to name: a missing or unreadable one is theirs to fix.
+        let runs = sched::read_plan_file(path).map_err(|e| UsageError(e.to_string()))?;
         let run = match (&args.run_id, args.index) {
             (Some(id), _) => runs
                 .iter()
@@ -57,6 +58,9 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
             ))
             .into());
         }
+        run.config
+            .check()
+            .map_err(|m| UsageError(format!("{}: run {}: {m}", path.display(), run.run_id)))?;
         return Ok(run.config.clone());
     }
     let (Some(env), Some(algo), Some(steps)) = (&args.env, &args.algo, args.steps) else {
@@ -66,6 +70,8 @@ fn run_one_config(args: &RunOneArgs) -> Result<RunConfig> {
     };
     let task: Task = env.parse()?;
     let variant: ObsVariant = args.variant.parse()?;
+    mpdp::config::check_name(&args.experiment)
+        .map_err(|m| UsageError(format!("--experiment: {m}")))?;
     for (name, v, max) in [
         ("--steps", steps, limits::COUNT),
         ("--eval-every", args.eval_every, limits::COUNT),
@@ -118,9 +124,11 @@ pub fn run_one(args: &RunOneArgs) -> Result<u8> {
     let cfg = run_one_config(args)?;
     let run_dir = args.runs_dir.join(&cfg.experiment).join(cfg.run_id());
     let minutes = args.checkpoint_minutes;
-    if !(minutes.is_finite() && minutes >= 0.0) {
+    // A year at most: far beyond any run, and well inside what a Duration holds.
+    const MAX_MINUTES: f64 = 365.0 * 24.0 * 60.0;
+    if !(minutes.is_finite() && (0.0..=MAX_MINUTES).contains(&minutes)) {
         return Err(UsageError(format!(
-            "--checkpoint-minutes must be a number of minutes >= 0, found {minutes}"
+            "--checkpoint-minutes must be a number of minutes in 0..={MAX_MINUTES}, found {minutes}"
         ))
         .into());
     }

@@ -176,6 +176,13 @@ pub mod limits {
     pub const MODEL_ROWS: usize = 100_000_000;
     /// Environments one run steps at once (training or evaluation).
     pub const ENVS: usize = 1024;
+    /// Agents one spec declares (Figure 1 has seven).
+    pub const AGENTS: usize = 1000;
+    /// Links of one `extends` chain (an agent, the agent it extends, and so on).
+    pub const EXTENDS: usize = 32;
+    /// Runs one spec expands into, over its agents, sweep points, envs and seeds (the paper's
+    /// experiments are 168: 6 envs × 7 agents × 4 seeds).
+    pub const RUNS: usize = 10_000;
     /// Bytes of a name that becomes a file or directory name (file systems take 255).
     pub const NAME: usize = 100;
     /// Weights between the hidden layers of all the copies of a network an agent keeps (an
@@ -185,6 +192,31 @@ pub mod limits {
     /// Floats of one layer's activations over a batch (rows × members × width): 2^30, 4 GiB
     /// (MBPO's Humanoid rollouts, 100 000 rows through 7 members of 400 units: 2.8 · 10^8).
     pub const ACTIVATIONS: usize = 1 << 30;
+}
+
+/// A name that becomes a directory name (a spec's, an agent's, an experiment's): at most
+/// [`limits::NAME`] bytes of letters, digits, '-', '_' or '.', not starting with '.'. The
+/// reason when it is not.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > limits::NAME {
+        return Err(format!(
+            "expected a name of at most {} characters, found one of {}",
+            limits::NAME,
+            name.len()
+        ));
+    }
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected a name of letters, digits, '-', '_' or '.' (not first), found {name:?}"
+        ))
+    }
 }
 
 /// `copies` networks of hidden layers `sizes` over batches of `rows` (times `copies` when

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", message(&err));
             ExitCode::from(if err.chain().any(mpdp::is_usage) {
                 2
             } else {
@@ -38,6 +38,22 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause the message before it
+/// already ends with (an error that prints its source, as `path: source` does, would show it
+/// twice otherwise).
+fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 /// Sets the process's devices from the command line, before any other thread exists (the rayon

@@ -226,4 +226,32 @@ fn missing_and_unreadable_checkpoints_are_clear_errors() {
     let prev = run.join("ckpt.prev");
     let out = eval(&run, &["--json", "--checkpoint", prev.to_str().unwrap()]);
     assert_eq!(json(&out)["step"].as_u64(), Some(200));
+
+    // Regression: a hand-edited resolved.toml was used unchecked (a discount of 5 trained on,
+    // layers of 16384 units aborted in an allocation, an unknown env exited 1), and one that
+    // is not UTF-8 was "not a run directory".
+    let resolved = run.join("resolved.toml");
+    let good = std::fs::read_to_string(&resolved).unwrap();
+    for (from, to, says) in [
+        ("gamma = 0.99", "gamma = 5.0", "resolved.toml: agent:"),
+        (
+            "hidden = [16, 16]",
+            "hidden = [16384, 16384, 16384, 16384, 16384, 16384]",
+            "hidden",
+        ),
+        ("env = \"Hopper\"", "env = \"Foo\"", "resolved.toml: env:"),
+        (
+            "experiment = \"adhoc\"",
+            "experiment = \"../x\"",
+            "resolved.toml: experiment:",
+        ),
+    ] {
+        assert!(good.contains(from), "{from} not in:\n{good}");
+        std::fs::write(&resolved, good.replace(from, to)).unwrap();
+        refused(&eval(&run, &[]), says);
+    }
+    std::fs::write(&resolved, b"\xff\xfe not text").unwrap();
+    let out = eval(&run, &[]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
 }

@@ -523,6 +523,25 @@ fn bad_run_arguments_are_user_errors() {
         (vec!["--stop-at-return", "NaN"], "--stop-at-return"),
         (vec!["--checkpoint-minutes", "-1"], "--checkpoint-minutes"),
         (vec!["--checkpoint-minutes", "inf"], "--checkpoint-minutes"),
+        // Regression: a finite interval too long for a Duration panicked (exit 101).
+        (
+            vec!["--checkpoint-minutes", "1e300"],
+            "--checkpoint-minutes must be a number of minutes in 0..=525600",
+        ),
+        // Regression: the experiment names a directory; a path escaped --runs-dir.
+        (
+            vec!["--experiment", "../escape"],
+            "--experiment: expected a name",
+        ),
+        (
+            vec!["--experiment", "/abs"],
+            "--experiment: expected a name",
+        ),
+        // Regression: the lines after a value's first were read as more keys and dropped.
+        (
+            vec!["--set", "gamma=0.5\ntau=9"],
+            "expected one value after `=`",
+        ),
         // Sizes no run could hold are refused before anything runs.
         (
             vec!["--num-envs", "5000"],
@@ -560,6 +579,58 @@ fn bad_run_arguments_are_user_errors() {
         !runs.0.join("adhoc").exists(),
         "nothing written for bad input"
     );
+}
+
+/// Regression: `run-one --plan` took a missing plan file for an internal error (exit 1), and
+/// ran a hand-edited line whose run id was made to match (zero steps, an experiment outside
+/// the runs directory) without checking it.
+#[test]
+fn plan_files_are_checked_like_specs() {
+    let runs = Dir::new("plan-file");
+    let out = mpdp(&[
+        "run-one".into(),
+        "--plan".into(),
+        runs.0.join("nope.jsonl").to_string_lossy().into_owned(),
+        "--index".into(),
+        "0".into(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nope.jsonl"), "{stderr}");
+    // An OS error is said once, not once per layer.
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
+    let plan = mpdp::spec::load(&smoke, &[]).unwrap();
+    let edits: [(&str, fn(&mut mpdp::runner::RunConfig)); 3] = [
+        ("total_steps", |c| c.total_steps = 0),
+        ("experiment", |c| c.experiment = "../escape".into()),
+        ("eval.episodes", |c| c.eval.episodes = 0),
+    ];
+    for (field, edit) in edits {
+        let mut run = plan.runs[0].clone();
+        edit(&mut run.config);
+        run.run_id = run.config.run_id();
+        let file = runs.0.join("edited.jsonl");
+        mpdp::sched::write_plan_file(&file, &[&run]).unwrap();
+        let out = mpdp(&[
+            "run-one".into(),
+            "--plan".into(),
+            file.to_string_lossy().into_owned(),
+            "--index".into(),
+            "0".into(),
+            "--runs-dir".into(),
+            runs.0.to_string_lossy().into_owned(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {stderr}");
+        assert!(stderr.contains(&format!("{field}:")), "{field}: {stderr}");
+    }
+    let written: Vec<_> = std::fs::read_dir(&runs.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(written, ["edited.jsonl"], "nothing but the plan file");
 }
 
 /// Regression: a run whose lock another process took over (it was paused past the stale

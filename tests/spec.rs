@@ -77,6 +77,7 @@ fn every_malformed_spec_gets_its_message_and_exit_2_and_touches_nothing() {
 fn bad_overrides_and_missing_files_are_user_errors() {
     let smoke = repo("experiments/smoke.toml");
     let smoke = smoke.to_str().unwrap();
+    let long_set = "x".repeat(100_000);
     for (args, expect) in [
         (
             vec!["plan", smoke, "--set", "agents.SAC.gamma"],
@@ -103,11 +104,45 @@ fn bad_overrides_and_missing_files_are_user_errors() {
             vec!["plan", smoke, "--set", "devices.kind=\"cuda\""],
             "devices.kind = \"cuda\": this build has no CUDA backend",
         ),
+        // Regression: the lines after a value's first were read as more keys and dropped.
+        (
+            vec!["plan", smoke, "--set", "agents.SAC.gamma=0.9\nseeds=[5]"],
+            "expected one value after `=`, found more keys",
+        ),
+        // Regression: a malformed override was echoed whole, however long.
+        (
+            vec!["plan", smoke, "--set", long_set.as_str()],
+            "--set: xxxxxxxxxx",
+        ),
     ] {
         let out = mpdp(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        let shown = spec::clip(&err, 300);
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        assert!(err.contains(expect), "{shown}");
+        assert!(err.len() < 1000, "a {}-byte message: {shown}", err.len());
     }
+}
+
+/// Regression: a spec of 100 000 agents chained by `extends` overflowed the stack, and one
+/// of a billion sweep points ran out of memory before anything was checked.
+#[test]
+fn specs_too_large_to_plan_are_refused_up_front() {
+    let dir = tmp("too-large");
+    let mut text = String::from(
+        "schema = 1\nname = \"big\"\nseeds = [0]\n[envs.InvertedPendulum]\nsteps = 300\n",
+    );
+    for i in 0..1001 {
+        text.push_str(&format!("[agents.A{i}]\nalgo = \"sac\"\n"));
+    }
+    let many = write(&dir, "many.toml", &text);
+    let out = mpdp(&["plan", many.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1001 agents; a spec may declare at most 1000"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 const SWEEP: &str = r#"

@@ -73,7 +73,7 @@ pub enum EvalError {
     Unreadable { path: PathBuf, message: String },
     #[error("--episodes must be in 1..={max}, found {found}")]
     Episodes { found: usize, max: usize },
-    #[error("--record {index}: only {episodes} episodes are run")]
+    #[error("--episode {index}: only {episodes} episodes are run")]
     Record { index: usize, episodes: usize },
     #[error("rendering {path}: {message}")]
     Render { path: PathBuf, message: String },
@@ -107,6 +107,13 @@ pub fn evaluate_run(
         Ok(None) => return Err(EvalError::NotARun(run_dir.into())),
         Err(e) => return Err(EvalError::BadConfig(e.to_string())),
     };
+    // Hand-edited or damaged: refused before anything is built from it.
+    cfg.check().map_err(|m| {
+        EvalError::BadConfig(format!(
+            "{}: {m}",
+            run_dir.join(super::RESOLVED_FILE).display()
+        ))
+    })?;
     let task: Task = cfg.task()?;
     let variant = cfg.obs_variant()?;
 

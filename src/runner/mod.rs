@@ -109,6 +109,44 @@ impl RunConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("run config serialises to TOML")
     }
+
+    /// Checks a config that did not come from a spec or the command line (a plan file's line,
+    /// a run's `resolved.toml`) as those are checked: the names, every count within its
+    /// limit, and the agent's parameters through its algorithm's own validation. The reason,
+    /// naming the field, when it fails.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::config::limits;
+        crate::config::check_name(&self.experiment).map_err(|m| format!("experiment: {m}"))?;
+        let task = self.task().map_err(|e| format!("env: {e}"))?;
+        self.obs_variant().map_err(|e| format!("obs: {e}"))?;
+        let counts = [
+            ("total_steps", self.total_steps, limits::COUNT),
+            ("num_envs", self.num_envs as u64, limits::ENVS),
+            ("eval.every", self.eval.every, limits::COUNT),
+            ("eval.episodes", self.eval.episodes as u64, limits::ENVS),
+            ("log_every", self.log_every, limits::COUNT),
+        ];
+        for (name, v, max) in counts {
+            if !(1..=max as u64).contains(&v) {
+                return Err(format!("{name}: expected a count in 1..={max}, found {v}"));
+            }
+        }
+        if self.checkpoint_every > limits::COUNT as u64 {
+            return Err(format!(
+                "checkpoint_every: expected at most {}, found {}",
+                limits::COUNT,
+                self.checkpoint_every
+            ));
+        }
+        if let Some(r) = self.eval.stop_at_return.filter(|r| !r.is_finite()) {
+            return Err(format!(
+                "eval.stop_at_return: expected a finite return, found {r}"
+            ));
+        }
+        crate::agent::resolve_params(&self.algo, task, &self.agent)
+            .map(|_| ())
+            .map_err(|e| format!("agent: {e}"))
+    }
 }
 
 /// How a run ended.
@@ -672,9 +710,13 @@ const RESOLVED_FILE: &str = "resolved.toml";
 /// The resolved config written in `run_dir`, if it has one.
 fn read_resolved(run_dir: &Path) -> Result<Option<RunConfig>, RunError> {
     let path = run_dir.join(RESOLVED_FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if !path.is_file() {
         return Ok(None);
-    };
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| RunError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     toml::from_str(&text)
         .map(Some)
         .map_err(|e| RunError::Corrupt {

@@ -133,6 +133,17 @@ impl Axis {
 pub fn expand(source: &Source) -> Result<Plan, SpecError> {
     let file = source.extract()?;
     let common = check_common(&file, source)?;
+    if file.agents.len() > limits::AGENTS {
+        return Err(source.invalid(
+            "agents",
+            format!(
+                "{} agents; a spec may declare at most {}",
+                file.agents.len(),
+                limits::AGENTS
+            ),
+        ));
+    }
+    let mut defs = BTreeMap::new();
     for name in file.agents.keys() {
         check_name(source, &format!("agents.{name}"), name)?;
         if name.contains('.') {
@@ -142,7 +153,7 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
                 format!("an agent name may not contain '.', found {name:?}"),
             ));
         }
-        resolve_agent(name, &file, source, &mut Vec::new())?;
+        defs.insert(name, resolve_agent(name, &file, source, &mut Vec::new())?);
     }
     let spec = Spec {
         name: common.name.clone(),
@@ -156,6 +167,30 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
     };
     let axes = sweep_axes(&file, source)?;
     check_figure_params(&spec.figures, &axes, source)?;
+    // Count the runs before making any: a spec of millions is refused, not built.
+    let mut total = 0usize;
+    for (name, def) in &defs {
+        let points = axes
+            .iter()
+            .filter(|a| a.agent.as_ref().is_none_or(|n| n == *name))
+            .fold(1usize, |n, a| n.saturating_mul(a.values.len()));
+        let seeds = def
+            .seeds
+            .as_ref()
+            .map_or(common.seeds.len(), |(s, _)| s.len());
+        total = total.saturating_add(points.saturating_mul(common.envs.len() * seeds));
+    }
+    if total > limits::RUNS {
+        let at = if axes.is_empty() { "seeds" } else { "sweep" };
+        return Err(source.invalid(
+            at,
+            format!(
+                "the spec expands to {total} runs (agents × sweep points × envs × seeds); \
+                 a spec may plan at most {}: split it into several specs",
+                limits::RUNS
+            ),
+        ));
+    }
     let mut runs = Vec::new();
     for name in file.agents.keys() {
         let mine: Vec<&Axis> = axes
@@ -463,31 +498,7 @@ fn task_names() -> String {
 /// Names become directory names and labels: letters, digits, `-`, `_`, `.`; no leading dot;
 /// at most [`limits::NAME`] bytes.
 fn check_name(src: &Source, key: &str, name: &str) -> Result<(), SpecError> {
-    if name.len() > limits::NAME {
-        return Err(src.invalid(
-            key,
-            format!(
-                "expected a name of at most {} characters, found one of {}",
-                limits::NAME,
-                name.len()
-            ),
-        ));
-    }
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(src.invalid(
-            key,
-            format!(
-                "expected a name of letters, digits, '-', '_' or '.' (not first), found {name:?}"
-            ),
-        ))
-    }
+    crate::config::check_name(name).map_err(|m| src.invalid(key, m))
 }
 
 /// Whether one of the spec's `[envs]` (however spelled) is `task`.
@@ -562,6 +573,16 @@ fn resolve_agent(
                 return Err(src.invalid(
                     &format!("{key}.extends"),
                     format!("extends cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+            if stack.len() >= limits::EXTENDS {
+                return Err(src.invalid(
+                    &format!("agents.{}.extends", stack[0]),
+                    format!(
+                        "an extends chain may have at most {} links: {} -> ...",
+                        limits::EXTENDS,
+                        stack[..3].join(" -> ")
+                    ),
                 ));
             }
             resolve_agent(&base, file, src, stack)?
@@ -864,9 +885,19 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
         .into_iter()
         .map(|(k, v)| (k, v.clone()))
         .collect();
-    let mut axes = Vec::new();
+    if let Some(path) = empty_table(&file.sweep, "sweep") {
+        return Err(src.invalid(
+            &path,
+            "an empty table sweeps nothing: give its keys lists of values, or remove it",
+        ));
+    }
+    let mut axes: Vec<Axis> = Vec::new();
     for (key, value) in leaves {
         let at = format!("sweep.{key}");
+        if axes.iter().any(|a| a.key == key) {
+            // `[sweep] "agents.A.gamma"` and `[sweep.agents.A] gamma` name one parameter.
+            return Err(src.invalid(&at, "this parameter is swept twice; give it one list"));
+        }
         let parts: Vec<&str> = key.split('.').collect();
         let agent = match parts[0] {
             "agents" => {
@@ -931,6 +962,17 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
         axes.push(Axis { key, values, agent });
     }
     Ok(axes)
+}
+
+/// The key path of the first empty table in `table` (whose own path is `path`), if any.
+fn empty_table(table: &toml::Table, path: &str) -> Option<String> {
+    if table.is_empty() && path != "sweep" {
+        return Some(path.to_string());
+    }
+    table.iter().find_map(|(k, v)| match v {
+        toml::Value::Table(t) => empty_table(t, &format!("{path}.{k}")),
+        _ => None,
+    })
 }
 
 /// Every combination of one value per axis (one empty point without axes).

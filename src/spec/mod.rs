@@ -428,7 +428,7 @@ pub fn sets_table(sets: &[String]) -> Result<toml::Table, SpecError> {
 fn parse_set(set: &str) -> Result<(String, toml::Value), SpecError> {
     let bad = |message: &str| SpecError::Invalid {
         origin: CLI_LAYER.into(),
-        key: set.to_string(),
+        key: clip(set, 80),
         message: message.to_string(),
     };
     let (key, value) = set
@@ -439,12 +439,26 @@ fn parse_set(set: &str) -> Result<(String, toml::Value), SpecError> {
         return Err(bad("expected a dotted key, e.g. agents.SAC.actor_lr"));
     }
     let value = value.trim();
-    let parsed = format!("v = {value}")
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parsed = match format!("v = {value}").parse::<toml::Table>() {
+        // A value with a newline could hide more keys after it (`0.9\nseeds=[5]`).
+        Ok(t) if t.len() > 1 => {
+            return Err(bad(
+                "expected one value after `=`, found more keys on the lines after it",
+            ));
+        }
+        Ok(mut t) => t.remove("v"),
+        Err(_) => None,
+    };
+    let parsed = parsed.unwrap_or_else(|| toml::Value::String(value.to_string()));
     Ok((key.to_string(), parsed))
+}
+
+/// `s`, cut to at most `max` characters with "…" where it was cut (for echoing user input).
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// Sets `table[a][b][c] = value` for the dotted key `a.b.c`, creating tables on the way.
