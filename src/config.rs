@@ -291,6 +291,18 @@ pub fn positive_counts(counts: &[(&str, usize)]) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A count that may be zero, at most `max` (a random phase of `learning_starts` steps).
+pub fn at_most(name: &str, v: usize, max: usize) -> Result<(), Invalid> {
+    if v <= max {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            name,
+            format!("expected a count in 0..={max}, found {v}"),
+        ))
+    }
+}
+
 /// A finite number.
 pub fn finite(name: &str, v: f64) -> Result<(), Invalid> {
     if v.is_finite() {

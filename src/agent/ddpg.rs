@@ -14,7 +14,7 @@ use super::registry::{Algorithm, Setting, Workload};
 use super::sac::f32s;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt;
-use crate::config::{Invalid, Validate, check_common, non_negative};
+use crate::config::{Invalid, Validate, at_most, check_common, limits, non_negative};
 use crate::nn::{
     self, DeterministicPolicy, QNet, all_finite, normal_noise, scalar, soft_update, tensor2,
 };
@@ -77,6 +77,7 @@ impl Validate for DdpgConfig {
                 ("policy_frequency", self.policy_frequency),
             ],
         )?;
+        at_most("learning_starts", self.learning_starts, limits::COUNT)?;
         non_negative("exploration_noise", self.exploration_noise)
     }
 }

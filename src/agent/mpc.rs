@@ -25,7 +25,7 @@ use super::off_policy::{OffPolicy, Schedule};
 use super::registry::{Setting, Workload};
 use super::schedule::{self, ModelBased, ModelBasedAgent};
 use super::{AgentError, StatMeans, Stats, Transition};
-use crate::config::{Invalid, count_in, fits, limits, non_negative, positive_counts};
+use crate::config::{Invalid, at_most, count_in, fits, limits, non_negative, positive_counts};
 use crate::env::Task;
 use crate::model::step::{DiffModel, FrozenModel, UMembers};
 use crate::model::{Ensemble, EnsembleConfig};
@@ -117,6 +117,7 @@ impl MpcConfig {
         ])?;
         count_in("buffer_size", self.buffer_size, limits::COUNT)?;
         count_in("horizon", self.horizon, limits::HORIZON)?;
+        at_most("learning_starts", self.learning_starts, limits::COUNT)?;
         if !self.particles.is_multiple_of(self.model.elites) {
             return Err(Invalid::new(
                 "particles",

@@ -213,6 +213,17 @@ impl Validate for MpdpConfig {
             self.horizon,
             self.sac.batch_size,
         )?;
+        // Every planning step sends the real batch through the members u is taken over.
+        let members = match self.u_members {
+            UMembers::Elites => self.model.elites,
+            UMembers::All => self.model.members,
+        };
+        fits(
+            "sac.batch_size",
+            &self.model.hidden,
+            members,
+            self.sac.batch_size.saturating_mul(members),
+        )?;
         non_negative("beta", self.beta)?;
         if let Threshold::Fixed(v) = self.u_threshold {
             non_negative("u_threshold", v)?;

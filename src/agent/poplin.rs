@@ -27,7 +27,9 @@ use super::mpc::{MpcAgent, MpcConfig, Prepared, Proposer};
 use super::registry::{Algorithm, Setting, Workload};
 use super::{Agent, AgentError, Stats};
 use crate::ckpt;
-use crate::config::{Invalid, Validate, count_in, layers, limits, non_negative, positive_counts};
+use crate::config::{
+    Invalid, Validate, count_in, fits, layers, limits, non_negative, positive_counts,
+};
 use crate::model::Ensemble;
 use crate::model::step::DiffModel;
 use crate::nn::{TanhPolicy, scalar, tanh_policies, tensor2, to_vec};
@@ -104,6 +106,7 @@ impl PolicyConfig {
         positive_counts(&[("epochs", self.epochs), ("batch_size", self.batch_size)])?;
         count_in("epochs", self.epochs, limits::HORIZON)?;
         count_in("batch_size", self.batch_size, limits::BATCH)?;
+        fits("hidden", &self.hidden, 1, self.batch_size)?;
         crate::config::positive("lr", self.lr)?;
         non_negative("weight_decay", self.weight_decay)
     }

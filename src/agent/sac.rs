@@ -18,7 +18,7 @@ use super::registry::{Algorithm, Setting, Workload};
 use super::schedule::ModelBased;
 use super::{Agent, AgentError, Stats, Transition};
 use crate::ckpt::{self, CkptError};
-use crate::config::{Invalid, Validate, check_common, finite};
+use crate::config::{Invalid, Validate, at_most, check_common, finite, limits};
 use crate::nn::{
     self, GaussianPolicy, Mlp, Temperature, TwinQ, actor_loss, all_finite, normal_noise, scalar,
     soft_update, tensor2,
@@ -137,6 +137,7 @@ impl Validate for SacConfig {
             (self.batch_size, self.updates_per_step),
             &[("buffer_size", self.buffer_size)],
         )?;
+        at_most("learning_starts", self.learning_starts, limits::COUNT)?;
         finite("log_std_min", self.log_std_min)?;
         finite("log_std_max", self.log_std_max)?;
         if let Some(h) = self.target_entropy {
