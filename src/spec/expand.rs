@@ -811,6 +811,19 @@ fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, Spec
         for e in &fig.envs {
             check_env("envs", e)?;
         }
+        // A key the figure's kind does not read would be ignored without a word.
+        if fig.metric.is_some() && !matches!(fig.kind, FigureKind::Metric) {
+            return Err(src.invalid(
+                &format!("{at}.metric"),
+                "only a `metric` figure reads `metric`",
+            ));
+        }
+        if fig.param.is_some() && !matches!(fig.kind, FigureKind::FinalVsParam) {
+            return Err(src.invalid(
+                &format!("{at}.param"),
+                "only a `final_vs_param` figure reads `param`",
+            ));
+        }
         match fig.kind {
             FigureKind::Metric if fig.metric.is_none() => {
                 return Err(src.invalid(&at, "a `metric` figure needs metric = \"...\""));
@@ -1001,8 +1014,12 @@ fn check_figure_metrics(
     src: &Source,
 ) -> Result<(), SpecError> {
     for (i, fig) in figures.iter().enumerate() {
-        let (FigureKind::Metric, Some(metric)) = (fig.kind, &fig.metric) else {
-            continue;
+        // Figures 2 and 3 draw one metric each (`report::figures`'s HORIZON and MODEL_ERROR).
+        let (metric, at) = match (fig.kind, &fig.metric) {
+            (FigureKind::Metric, Some(metric)) => (metric.as_str(), "metric"),
+            (FigureKind::Horizon, _) => ("train/horizon_mean", "kind"),
+            (FigureKind::ModelError, _) => ("train/model_error", "kind"),
+            _ => continue,
         };
         let mut known: BTreeSet<String> = crate::runner::RUN_METRICS
             .iter()
@@ -1021,7 +1038,7 @@ fn check_figure_metrics(
         }
         if !logged {
             return Err(src.invalid(
-                &format!("figures.{i}.metric"),
+                &format!("figures.{i}.{at}"),
                 format!(
                     "{metric:?} is not logged by the figure's agents (they log: {}{})",
                     known

@@ -36,6 +36,8 @@ fn parse(text: &str) -> Result<Parsed, String> {
     let mut source = Vec::new();
     let mut columns: Option<Vec<&str>> = None;
     let mut points: Vec<(f64, f64, Option<f64>)> = Vec::new();
+    // A byte-order mark (spreadsheets write one) is no part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         let at = i + 1;
         let line = line.trim_end_matches('\r');
@@ -54,6 +56,7 @@ fn parse(text: &str) -> Result<Parsed, String> {
             let ok = cells.len() >= 2
                 && cells[0] == "step"
                 && cells[1] == "mean"
+                && cells.len() <= 4
                 && cells[2..].iter().all(|c| ["std", "n"].contains(c))
                 && !(cells.len() == 4 && cells[2] == cells[3]);
             if !ok {
@@ -77,6 +80,11 @@ fn parse(text: &str) -> Result<Parsed, String> {
             let v: f64 = cell
                 .parse()
                 .map_err(|_| format!("line {at}: {name} {cell:?} is not a number"))?;
+            if *name == "n" && (v < 1.0 || v.fract() != 0.0) {
+                return Err(format!(
+                    "line {at}: n must be a whole number of seeds >= 1, found {cell}"
+                ));
+            }
             if !v.is_finite() || ((*name != "mean") && v < 0.0) {
                 return Err(format!(
                     "line {at}: {name} must be {}, found {cell}",
@@ -125,6 +133,9 @@ mod tests {
             points,
             [(1000.0, 10.5, Some(2.0)), (2000.0, -3.0, Some(0.0))]
         );
+        // Regression: a byte-order mark made the first line no comment.
+        let (points, _) = parse("\u{feff}# x\nstep,mean\n1,2\n").unwrap();
+        assert_eq!(points, [(1.0, 2.0, None)]);
         assert_eq!(source, ["MBPO, Hopper", "source: a file"]);
         let (points, _) = parse("# x\nstep,mean,n\n5,1,10\n").unwrap();
         assert_eq!(points, [(5.0, 1.0, None)]);
@@ -132,6 +143,15 @@ mod tests {
             ("# x\nstep,value\n1,2\n", "line 2: expected the header"),
             ("# x\nstep,mean\n1,2\n1,3\n", "line 4: steps must increase"),
             ("# x\nstep,mean,std\n1,2\n", "line 3: expected 3 values"),
+            // Regression: repeated columns past the fourth, and a fraction of a seed, passed.
+            (
+                "# x\nstep,mean,std,std,std\n1,2,3,3,3\n",
+                "line 2: expected the header",
+            ),
+            (
+                "# x\nstep,mean,n\n1,2,0.5\n",
+                "line 3: n must be a whole number",
+            ),
             (
                 "# x\nstep,mean,std\n1,2,-1\n",
                 "line 3: std must be finite and >= 0",
