@@ -1014,12 +1014,8 @@ fn check_figure_metrics(
     src: &Source,
 ) -> Result<(), SpecError> {
     for (i, fig) in figures.iter().enumerate() {
-        // Figures 2 and 3 draw one metric each (`report::figures`'s HORIZON and MODEL_ERROR).
-        let (metric, at) = match (fig.kind, &fig.metric) {
-            (FigureKind::Metric, Some(metric)) => (metric.as_str(), "metric"),
-            (FigureKind::Horizon, _) => ("train/horizon_mean", "kind"),
-            (FigureKind::ModelError, _) => ("train/model_error", "kind"),
-            _ => continue,
+        let (FigureKind::Metric, Some(metric)) = (fig.kind, &fig.metric) else {
+            continue;
         };
         let mut known: BTreeSet<String> = crate::runner::RUN_METRICS
             .iter()
@@ -1038,7 +1034,7 @@ fn check_figure_metrics(
         }
         if !logged {
             return Err(src.invalid(
-                &format!("figures.{i}.{at}"),
+                &format!("figures.{i}.metric"),
                 format!(
                     "{metric:?} is not logged by the figure's agents (they log: {}{})",
                     known
