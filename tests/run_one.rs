@@ -602,7 +602,8 @@ fn plan_files_are_checked_like_specs() {
 
     let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml");
     let plan = mpdp::spec::load(&smoke, &[]).unwrap();
-    let edits: [(&str, fn(&mut mpdp::runner::RunConfig)); 3] = [
+    type Edit = fn(&mut mpdp::runner::RunConfig);
+    let edits: [(&str, Edit); 3] = [
         ("total_steps", |c| c.total_steps = 0),
         ("experiment", |c| c.experiment = "../escape".into()),
         ("eval.episodes", |c| c.eval.episodes = 0),
