@@ -250,6 +250,9 @@ fn missing_and_unreadable_checkpoints_are_clear_errors() {
         std::fs::write(&resolved, good.replace(from, to)).unwrap();
         refused(&eval(&run, &[]), says);
     }
+    // Regression: a malformed one said what was wrong but not where.
+    std::fs::write(&resolved, good.replace("gamma = 0.99", "gamma = [")).unwrap();
+    refused(&eval(&run, &[]), "line ");
     std::fs::write(&resolved, b"\xff\xfe not text").unwrap();
     let out = eval(&run, &[]);
     assert_ne!(out.status.code(), Some(0));

@@ -721,7 +721,12 @@ fn read_resolved(run_dir: &Path) -> Result<Option<RunConfig>, RunError> {
         .map(Some)
         .map_err(|e| RunError::Corrupt {
             path,
-            message: e.message().to_string(),
+            // "TOML parse error at line L, column C": where it went wrong, then what.
+            message: format!(
+                "{}: {}",
+                e.to_string().lines().next().unwrap_or_default(),
+                e.message().trim_end().replace('\n', "; ")
+            ),
         })
 }
 

@@ -930,10 +930,22 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
             "envs" => {
                 let name = parts.get(1).copied().unwrap_or_default();
                 if !file.envs.contains_key(name) {
-                    return Err(src.invalid(
-                        &at,
-                        format!("{name:?} is not one of the spec's [envs]; a sweep varies an env's keys, it adds no env"),
-                    ));
+                    // The same task under the spelling the spec uses is a key to write as such.
+                    let spelled = name
+                        .parse::<Task>()
+                        .ok()
+                        .and_then(|t| file.envs.keys().find(|k| k.parse::<Task>().ok() == Some(t)));
+                    let message = match spelled {
+                        Some(key) => format!(
+                            "the spec's [envs] spells this env {key:?}: write the sweep key \
+                             with that spelling"
+                        ),
+                        None => format!(
+                            "{name:?} is not one of the spec's [envs]; a sweep varies an env's \
+                             keys, it adds no env"
+                        ),
+                    };
+                    return Err(src.invalid(&at, message));
                 }
                 None
             }
