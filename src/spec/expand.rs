@@ -226,11 +226,18 @@ pub fn expand(source: &Source) -> Result<Plan, SpecError> {
     let mut seen: BTreeMap<&str, &PlannedRun> = BTreeMap::new();
     for run in &runs {
         if let Some(other) = seen.insert(&run.run_id, run) {
+            // Two points of one sweep: the sweep is what to change, not the agent.
+            let at = if run.variant.is_empty() {
+                format!("agents.{}", run.agent)
+            } else {
+                "sweep".to_string()
+            };
             return Err(source.invalid(
-                &format!("agents.{}", run.agent),
+                &at,
                 format!(
-                    "resolves to the same run as {} on {} seed {} (id {}): give it different \
+                    "{} resolves to the same run as {} on {} seed {} (id {}): give it different \
                      parameters or remove one",
+                    run.label(),
                     other.label(),
                     run.env,
                     run.seed,
