@@ -508,11 +508,11 @@ fn check_name(src: &Source, key: &str, name: &str) -> Result<(), SpecError> {
     crate::config::check_name(name).map_err(|m| src.invalid(key, m))
 }
 
-/// Whether one of the spec's `[envs]` (however spelled) is `task`.
-fn runs_task(file: &SpecFile, task: Task) -> bool {
+/// The spec's `[envs]` key that is `task`, however spelled (`Hopper`, `hopper-v5`).
+fn spec_env_key(file: &SpecFile, task: Task) -> Option<&String> {
     file.envs
         .keys()
-        .any(|e| e.parse::<Task>().is_ok_and(|t| t == task))
+        .find(|e| e.parse::<Task>().is_ok_and(|t| t == task))
 }
 
 fn resolve_agent(
@@ -664,7 +664,7 @@ fn resolve_agent(
                         src.invalid(&at, format!("unknown env (known: {})", task_names()))
                     })?;
                     // Parameters for an env the spec does not run would never be checked.
-                    if !runs_task(file, task) {
+                    if spec_env_key(file, task).is_none() {
                         return Err(src
                             .invalid(&at, format!("{env_key:?} is not one of the spec's [envs]")));
                     }
@@ -757,7 +757,7 @@ fn check_figures(file: &SpecFile, src: &Source) -> Result<Vec<FigureEntry>, Spec
             check_name(src, &format!("{at}.name"), name)?;
         }
         let check_env = |key: &str, e: &str| {
-            let known = e.parse().is_ok_and(|t| runs_task(file, t));
+            let known = e.parse().is_ok_and(|t| spec_env_key(file, t).is_some());
             if known {
                 Ok(())
             } else {
@@ -941,7 +941,7 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
                     let spelled = name
                         .parse::<Task>()
                         .ok()
-                        .and_then(|t| file.envs.keys().find(|k| k.parse::<Task>().ok() == Some(t)));
+                        .and_then(|t| spec_env_key(file, t));
                     let message = match spelled {
                         Some(key) => format!(
                             "the spec's [envs] spells this env {key:?}: write the sweep key \
@@ -996,14 +996,16 @@ fn sweep_axes(file: &SpecFile, src: &Source) -> Result<Vec<Axis>, SpecError> {
     Ok(axes)
 }
 
-/// The key path of the first empty table in `table` (whose own path is `path`), if any.
+/// The key path of the first empty table inside `table` (whose own path is `path`), if any.
 fn empty_table(table: &toml::Table, path: &str) -> Option<String> {
-    if table.is_empty() && path != "sweep" {
-        return Some(path.to_string());
-    }
-    table.iter().find_map(|(k, v)| match v {
-        toml::Value::Table(t) => empty_table(t, &format!("{path}.{k}")),
-        _ => None,
+    table.iter().find_map(|(k, v)| {
+        let t = v.as_table()?;
+        let path = format!("{path}.{k}");
+        if t.is_empty() {
+            Some(path)
+        } else {
+            empty_table(t, &path)
+        }
     })
 }
 
