@@ -1,11 +1,13 @@
 //! Learning checks on real MuJoCo tasks: minutes of CPU each, so opt-in (`just test-learning`,
 //! which runs them with `--ignored` on a release build). Each prints its eval curve; a "solves
 //! within N steps" check ends its run at the first evaluation that solves the task.
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mpdp::runner::read_metrics;
+use mpdp::sched::local::end_with_parent;
 
 /// The return that counts as solving InvertedPendulum (its maximum is 1000).
 const SOLVED: f64 = 950.0;
@@ -63,7 +65,8 @@ fn train_with(
     let stop: Vec<String> = stop_at
         .map(|r| vec!["--stop-at-return".into(), r.to_string()])
         .unwrap_or_default();
-    let out = Command::new(env!("CARGO_BIN_EXE_mpdp"))
+    // A test killed mid-run (a timeout, `kill`) takes its training run with it.
+    let out = end_with_parent(&mut Command::new(env!("CARGO_BIN_EXE_mpdp")))
         .args([
             "run-one",
             "--env",
@@ -120,6 +123,31 @@ fn show(label: &str, curve: &[(u64, f64)], secs: f64) {
         .map(|(s, r)| format!("{}k:{r:.0}", *s as f64 / 1000.0))
         .collect();
     println!("{label} ({secs:.0} s): {}", points.join(" "));
+}
+
+/// The guard every check's training child runs under: once the thread that spawned it ends,
+/// the child is sent SIGTERM.
+#[test]
+fn a_child_ends_with_the_thread_that_spawned_it() {
+    let mut child = std::thread::spawn(|| {
+        end_with_parent(Command::new("sleep").arg("60"))
+            .spawn()
+            .expect("spawn sleep")
+    })
+    .join()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("the child outlived the thread that spawned it by 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
 }
 
 #[test]

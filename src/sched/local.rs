@@ -344,15 +344,27 @@ fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to this
-    // child when its parent dies.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    end_with_parent(&mut cmd);
     cmd.spawn().map_err(io_err(&opts.exe))
+}
+
+/// Has the kernel send the process `cmd` spawns SIGTERM when the spawning thread ends
+/// (`PR_SET_PDEATHSIG` fires on the thread, not the process), so a killed parent leaves no
+/// training child behind. A parent already gone by the time the child starts fails the spawn.
+pub fn end_with_parent(cmd: &mut Command) -> &mut Command {
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; they only concern the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other(
+                    "the parent ended before the child started",
+                ));
+            }
+            Ok(())
+        })
+    }
 }
 
 /// What a child is told about its slot's device. CUDA picks its GPU from
