@@ -4,10 +4,12 @@
 //! All randomness (initial weights, policy noise) comes from the caller's seeded RNG, never
 //! from burn's process-global one, so runs are reproducible and resumable bit for bit.
 
+mod adam;
 mod blocks;
 mod policy;
 mod swish;
 
+pub use adam::FusedAdam;
 pub use blocks::{
     EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, layer_sizes,
     soft_update,
@@ -96,11 +98,10 @@ pub fn device() -> Device {
     Device::flex().autodiff()
 }
 
-/// Adam with PyTorch's defaults (β 0.9, 0.999) and the given ε; one per module.
+/// Adam with PyTorch's defaults (β 0.9, 0.999) and the given ε; one per module. Fused into
+/// one pass per parameter on the CPU ([`FusedAdam`]), with burn's results bit for bit.
 pub fn adam(epsilon: f64) -> burn::optim::ModuleOptimizer {
-    burn::optim::AdamConfig::new()
-        .with_epsilon(epsilon as f32)
-        .init()
+    FusedAdam::module_optimizer(epsilon as f32)
 }
 
 /// A `[rows, cols]` float tensor from row-major `f32` values.
