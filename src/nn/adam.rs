@@ -190,10 +190,17 @@ mod tests {
         let mut fused_adam = FusedAdam::module_optimizer(1e-8);
         for step in 0..20 {
             let scale = 10f32.powi(step as i32 % 10 - 5);
-            let (ga, gb) = (grads(&a, &device, scale, step), grads(&b, &device, scale, step));
+            let (ga, gb) = (
+                grads(&a, &device, scale, step),
+                grads(&b, &device, scale, step),
+            );
             a = burn_adam.step(3e-4, a, ga);
             b = fused_adam.step(3e-4, b, gb);
-            assert_eq!(all_bits(&a), all_bits(&b), "weights differ after step {step}");
+            assert_eq!(
+                all_bits(&a),
+                all_bits(&b),
+                "weights differ after step {step}"
+            );
         }
         // The states hold the same moments: written by one, read by the other, the next step
         // agrees too.
@@ -201,9 +208,8 @@ mod tests {
         let mut resumed = FusedAdam::module_optimizer(1e-8).load_record(record);
         let (ga, gb) = (grads(&a, &device, 0.5, 20), grads(&b, &device, 0.5, 20));
         let next_burn = burn_adam.step(3e-4, a, ga);
-        let next_fused = resumed.step(3e-4, b.clone(), gb);
+        let next_fused = resumed.step(3e-4, b, gb);
         assert_eq!(all_bits(&next_burn), all_bits(&next_fused));
-        assert!(b.num_params() > 0);
     }
 
     /// A parameter whose buffer another tensor shares (a target network's copy) is copied,
