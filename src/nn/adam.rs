@@ -100,11 +100,10 @@ impl Optimizer for FusedAdam {
         let (m1, m2) = match moments {
             Some((mut m1, mut m2)) => {
                 let (a, b) = (slice_mut(&mut m1), slice_mut(&mut m2));
-                for i in 0..p.len() {
-                    let g = grad[i];
-                    a[i] = a[i] * BETA_1 + g * f1;
-                    b[i] = b[i] * BETA_2 + (g * g) * f2;
-                    p[i] -= (a[i] * step_factor) / (b[i].sqrt() + eps) * lr;
+                for (((p, &g), a), b) in p.iter_mut().zip(grad).zip(a).zip(b) {
+                    *a = *a * BETA_1 + g * f1;
+                    *b = *b * BETA_2 + (g * g) * f2;
+                    *p -= (*a * step_factor) / (b.sqrt() + eps) * lr;
                 }
                 (m1, m2)
             }
@@ -113,8 +112,8 @@ impl Optimizer for FusedAdam {
                 // decayed zero, which would turn a −0 moment into +0).
                 let a: Vec<f32> = grad.iter().map(|&g| g * f1).collect();
                 let b: Vec<f32> = grad.iter().map(|&g| (g * g) * f2).collect();
-                for i in 0..p.len() {
-                    p[i] -= (a[i] * step_factor) / (b[i].sqrt() + eps) * lr;
+                for ((p, a), b) in p.iter_mut().zip(&a).zip(&b) {
+                    *p -= (a * step_factor) / (b.sqrt() + eps) * lr;
                 }
                 (
                     TensorData::new(a, shape.clone()),
