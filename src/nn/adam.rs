@@ -3,8 +3,8 @@
 //!
 //! burn's `Adam` runs one tensor operation per term of the update, each reading its operands
 //! and most of them writing a freshly allocated tensor: about ten passes over every parameter
-//! per step. On the CPU the optimiser steps of a SAC update took a sixth of its time that way
-//! (MPDP on Hopper, profiled). [`FusedAdam`] reads the parameter, its gradient and both moments
+//! per step (a profile of an MPDP run on Hopper found a sixth of its samples there).
+//! [`FusedAdam`] reads the parameter, its gradient and both moments
 //! once, updates them in place, and performs the same IEEE operations on every element in the
 //! same order, so its results are burn's bit for bit (a test holds it to that). Its state is
 //! burn's `AdamState`, so checkpoints written by either optimiser load into the other. Off the
@@ -55,11 +55,6 @@ fn fused<const D: usize>(tensor: &Tensor<D>, grad: &Tensor<D>) -> bool {
         && grad.dtype() == DType::F32
 }
 
-/// A tensor's values, moved out without a copy where the tensor is its buffer's only owner.
-fn values<const D: usize>(t: Tensor<D>) -> TensorData {
-    t.into_data()
-}
-
 fn slice_mut(data: &mut TensorData) -> &mut [f32] {
     data.as_mut_slice::<f32>().expect("an f32 tensor")
 }
@@ -79,13 +74,17 @@ impl Optimizer for FusedAdam {
         }
         let device = tensor.device();
         let shape = tensor.shape();
-        let mut param = values(tensor);
-        let grad = values(grad);
+        // Moved out without a copy where a tensor is its buffer's only owner, copied otherwise.
+        let mut param = tensor.into_data();
+        let grad = grad.into_data();
         let grad = grad.as_slice::<f32>().expect("an f32 gradient");
         let (time, moments) = match state {
             Some(s) => {
                 let m = s.momentum;
-                (m.time + 1, Some((values(m.moment_1), values(m.moment_2))))
+                (
+                    m.time + 1,
+                    Some((m.moment_1.into_data(), m.moment_2.into_data())),
+                )
             }
             None => (1, None),
         };
@@ -97,9 +96,14 @@ impl Optimizer for FusedAdam {
         let eps = self.epsilon * bias2_sqrt;
         let lr = lr as f32;
         let p = slice_mut(&mut param);
+        assert_eq!(grad.len(), p.len(), "a gradient of another shape");
         let (m1, m2) = match moments {
             Some((mut m1, mut m2)) => {
                 let (a, b) = (slice_mut(&mut m1), slice_mut(&mut m2));
+                assert!(
+                    a.len() == p.len() && b.len() == p.len(),
+                    "Adam moments of another shape"
+                );
                 for (((p, &g), a), b) in p.iter_mut().zip(grad).zip(a).zip(b) {
                     *a = *a * BETA_1 + g * f1;
                     *b = *b * BETA_2 + (g * g) * f2;
