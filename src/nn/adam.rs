@@ -30,7 +30,7 @@ pub struct FusedAdam {
 }
 
 impl FusedAdam {
-    pub fn new(epsilon: f32) -> Self {
+    fn new(epsilon: f32) -> Self {
         let tensor_ops = AdamConfig::new()
             .with_beta_1(BETA_1)
             .with_beta_2(BETA_2)

@@ -9,7 +9,6 @@ mod blocks;
 mod policy;
 mod swish;
 
-pub use adam::FusedAdam;
 pub use blocks::{
     EnsembleLinear, EnsembleMlp, Mlp, QNet, Temperature, TwinQ, all_finite, layer_sizes,
     soft_update,
@@ -99,9 +98,9 @@ pub fn device() -> Device {
 }
 
 /// Adam with PyTorch's defaults (β 0.9, 0.999) and the given ε; one per module. Fused into
-/// one pass per parameter on the CPU ([`FusedAdam`]), with burn's results bit for bit.
+/// one pass per parameter on the CPU (`adam::FusedAdam`), with burn's results bit for bit.
 pub fn adam(epsilon: f64) -> burn::optim::ModuleOptimizer {
-    FusedAdam::module_optimizer(epsilon as f32)
+    adam::FusedAdam::module_optimizer(epsilon as f32)
 }
 
 /// A `[rows, cols]` float tensor from row-major `f32` values.
