@@ -7,6 +7,7 @@
 mod adam;
 mod blocks;
 mod policy;
+mod simd;
 mod swish;
 
 pub use blocks::{
@@ -98,7 +99,8 @@ pub fn device() -> Device {
 }
 
 /// Adam with PyTorch's defaults (β 0.9, 0.999) and the given ε; one per module. Fused into
-/// one pass per parameter on the CPU (`adam::FusedAdam`), with burn's results bit for bit.
+/// one pass per parameter on the CPU (`adam::FusedAdam`), with burn's results bit for bit
+/// except that moments below f32's normal range are stored as zero (see `adam`).
 pub fn adam(epsilon: f64) -> burn::optim::ModuleOptimizer {
     adam::FusedAdam::module_optimizer(epsilon as f32)
 }

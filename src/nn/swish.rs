@@ -159,6 +159,8 @@ impl<B: Backend + SwishBackend, C: CheckpointStrategy> SwishBackend for Autodiff
 
 /// Slice kernels, written so the compiler vectorises them: branch-free, no library calls.
 mod kernels {
+    use crate::nn::simd::dispatch;
+
     /// y = x·σ(x).
     pub fn swish(x: &[f32], y: &mut [f32]) {
         dispatch!(swish_body(x: &[f32], y: &mut [f32]));
@@ -173,35 +175,6 @@ mod kernels {
     pub fn swish_grad(x: &[f32], y: &[f32], g: &mut [f32]) {
         dispatch!(swish_grad_body(x: &[f32], y: &[f32], g: &mut [f32]));
     }
-
-    /// Runs `body` compiled for the widest vector unit the CPU has.
-    macro_rules! dispatch {
-        ($body:ident($($arg:ident: $ty:ty),*)) => {{
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features the function is compiled for.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }};
-    }
-    use dispatch;
 
     #[inline(always)]
     fn swish_in_place_body(x: &mut [f32]) {
