@@ -120,6 +120,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The temporary files of interrupted atomic writes under `dir`.
+fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(temporary_files(&path));
+        } else if path.extension().is_some_and(|e| e == "tmp") {
+            found.push(path);
+        }
+    }
+    found
+}
+
 #[test]
 fn a_crash_at_any_write_step_loses_nothing() {
     let (_whole, want) = reference("whole");
@@ -187,6 +201,8 @@ fn a_crash_at_any_write_step_loses_nothing() {
             !dir.join("metrics").exists(),
             "part files left after step {n}"
         );
+        let litter = temporary_files(&dir);
+        assert!(litter.is_empty(), "after step {n}: {litter:?} left");
     }
     eprintln!("{crashes} crash points, each resumed to the uninterrupted run's metrics");
     assert!(crashes > 30, "only {crashes} write steps counted");

@@ -90,6 +90,44 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
+/// Removes the temporary files of [`write_atomic`] that a writer killed between writing and
+/// renaming left in `dir` (`.<name>.<pid>-<n>.tmp`, see [`tmp_path`]): those whose writer is
+/// no longer a live process on this host, or that are older than a stale lock (a writer on
+/// another host, or a reused pid). Called by a run once it holds its lock, when no other
+/// process writes in its directory; a file that cannot be removed is left.
+pub fn remove_abandoned_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(tmp_writer) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > lock::stale_after());
+        if old || !lock::pid_alive(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The writer's pid in a file name [`tmp_path`] made, `None` for any other name.
+fn tmp_writer(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, writer) = rest.rsplit_once('.')?;
+    let (pid, n) = writer.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// A finished run's metrics. The runner writes it (atomically) only once the run has
 /// finished, before its `done` status: a run that has it is finished whatever `status.json`
 /// says, and its rows are never rewritten.
@@ -199,6 +237,51 @@ pub fn git_commit() -> (&'static str, bool) {
 
 #[cfg(test)]
 mod tests {
+    /// Left by a writer that died (a finished child's pid) or one too old: removed. The
+    /// live writers' (this process, the test harness' parent) and other names: kept.
+    #[test]
+    fn abandoned_temporary_files_are_removed_and_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("mpdp-tmp-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        let touch = |name: &str, age_s: u64| {
+            let f = std::fs::File::create(dir.join(name)).unwrap();
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_s);
+            f.set_modified(t).unwrap();
+        };
+        let gone = [
+            format!(".status.json.{dead}-3.tmp"),
+            format!(".lock.json.{parent}-7.tmp"),
+        ];
+        let kept = [
+            format!(".status.json.{me}-0.tmp"),
+            format!(".lock.json.{parent}-8.tmp"),
+            format!("status.json.{dead}-3.tmp"),
+            format!(".status.json.{dead}.tmp"),
+            "notes.tmp".to_string(),
+        ];
+        touch(&gone[0], 0);
+        touch(&gone[1], 3600);
+        touch(&kept[0], 3600);
+        touch(&kept[1], 0);
+        for name in &kept[2..] {
+            touch(name, 3600);
+        }
+        super::remove_abandoned_tmp(&dir);
+        for name in &gone {
+            assert!(!dir.join(name).exists(), "{name} left");
+        }
+        for name in &kept {
+            assert!(dir.join(name).exists(), "{name} removed");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     #[test]
