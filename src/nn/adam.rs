@@ -230,13 +230,16 @@ mod tests {
         GradientsParams::from_grads(loss.backward(), m)
     }
 
-    /// Twenty steps of both optimisers from the same weights and gradients, with the gradient
-    /// scale swept over ten orders of magnitude: every weight and both moments agree bit for
-    /// bit, and a state saved by burn's Adam continues identically in the fused one.
-    #[test]
-    fn the_fused_steps_are_burns_bit_for_bit() {
+    /// burn's Adam and the fused one stepped from the same weights over `steps` gradients,
+    /// scaled by `scale(step)`: the weights agree bit for bit after every step. Returns both
+    /// networks and burn's optimiser.
+    fn in_lockstep(
+        seed: u64,
+        steps: usize,
+        scale: impl Fn(usize) -> f32,
+    ) -> (Mlp, Mlp, ModuleOptimizer) {
         let device = Device::flex().autodiff();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let start = Mlp::new(&[4, 16, 8, 3], &mut rng, &device);
         let (mut a, mut b) = (start.clone(), start);
         let mut burn_adam = AdamConfig::new()
@@ -245,11 +248,10 @@ mod tests {
             .with_epsilon(1e-8)
             .init();
         let mut fused_adam = FusedAdam::module_optimizer(1e-8);
-        for step in 0..20 {
-            let scale = 10f32.powi(step as i32 % 10 - 5);
+        for step in 0..steps {
             let (ga, gb) = (
-                grads(&a, &device, scale, step),
-                grads(&b, &device, scale, step),
+                grads(&a, &device, scale(step), step),
+                grads(&b, &device, scale(step), step),
             );
             a = burn_adam.step(3e-4, a, ga);
             b = fused_adam.step(3e-4, b, gb);
@@ -259,8 +261,18 @@ mod tests {
                 "weights differ after step {step}"
             );
         }
+        (a, b, burn_adam)
+    }
+
+    /// Twenty steps of both optimisers from the same weights and gradients, with the gradient
+    /// scale swept over ten orders of magnitude: every weight agrees bit for bit, and a state
+    /// saved by burn's Adam continues identically in the fused one.
+    #[test]
+    fn the_fused_steps_are_burns_bit_for_bit() {
+        let (a, b, mut burn_adam) = in_lockstep(3, 20, |step| 10f32.powi(step as i32 % 10 - 5));
         // The states hold the same moments: written by one, read by the other, the next step
         // agrees too.
+        let device = Device::flex().autodiff();
         let record = burn_adam.to_record();
         let mut resumed = FusedAdam::module_optimizer(1e-8).load_record(record);
         let (ga, gb) = (grads(&a, &device, 0.5, 20), grads(&b, &device, 0.5, 20));
@@ -274,34 +286,13 @@ mod tests {
     /// burn's bit for bit.
     #[test]
     fn tiny_gradients_leave_the_weights_burns_bit_for_bit() {
-        let device = Device::flex().autodiff();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let start = Mlp::new(&[4, 16, 8, 3], &mut rng, &device);
-        let (mut a, mut b) = (start.clone(), start);
-        let mut burn_adam = AdamConfig::new()
-            .with_beta_1(BETA_1)
-            .with_beta_2(BETA_2)
-            .with_epsilon(1e-8)
-            .init();
-        let mut fused_adam = FusedAdam::module_optimizer(1e-8);
-        for step in 0..500 {
-            let scale = if step < 20 {
+        in_lockstep(11, 500, |step| {
+            if step < 20 {
                 10f32.powi(-(step as i32 % 4) * 2 - 14)
             } else {
                 0.0
-            };
-            let (ga, gb) = (
-                grads(&a, &device, scale, step),
-                grads(&b, &device, scale, step),
-            );
-            a = burn_adam.step(3e-4, a, ga);
-            b = fused_adam.step(3e-4, b, gb);
-            assert_eq!(
-                all_bits(&a),
-                all_bits(&b),
-                "weights differ after step {step}"
-            );
-        }
+            }
+        });
     }
 
     /// burn's update on slices, in burn's order of operations and without the flush.
