@@ -11,7 +11,7 @@ use mpdp::runner::{measures_time, read_metrics};
 use mpdp::store::{self, RunState};
 
 mod common;
-use common::Dir;
+use common::{Dir, temporary_files};
 
 fn command(runs: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mpdp"));
@@ -118,20 +118,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
-}
-
-/// The temporary files of interrupted atomic writes under `dir`.
-fn temporary_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(temporary_files(&path));
-        } else if path.extension().is_some_and(|e| e == "tmp") {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[test]

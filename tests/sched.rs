@@ -1,6 +1,7 @@
 //! The local scheduler on the smoke spec: a sweep killed mid-way (SIGKILL) and rerun skips
 //! finished runs, resumes the interrupted one and ends with the results of an uninterrupted
-//! sweep; two schedulers on one runs/ run each run exactly once; children of a killed
+//! sweep, with no temporary file of a cut-short write left in runs/ or plots/; two
+//! schedulers on one runs/ run each run exactly once; children of a killed
 //! scheduler checkpoint and stop.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -11,7 +12,7 @@ use mpdp::sched::{self, RunStatus};
 use mpdp::spec;
 
 mod common;
-use common::Dir;
+use common::{Dir, temporary_files};
 
 fn smoke() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/smoke.toml")
@@ -96,6 +97,14 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// The pid of a process that has ended.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
 #[test]
 fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
     let (a, b) = (Dir::new("whole"), Dir::new("killed"));
@@ -135,9 +144,26 @@ fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
         .collect();
     assert!(!interrupted.is_empty());
 
+    // Temporary files as writers killed between writing and renaming leave them, in every
+    // kind of place they write: the next scheduler, aggregation and report remove them.
+    let plots = Dir::new("killed-plots");
+    let dead = dead_pid();
+    let done_dir = dirs.iter().zip(&finished).find(|(_, f)| **f).unwrap().0;
+    for (i, (dir, name)) in [
+        (b.0.join("smoke"), "summary.parquet"),
+        (b.0.join("smoke/plans"), "x.jsonl"),
+        (plots.0.join("smoke"), "report.md"),
+        (done_dir.clone(), "status.json"),
+        (interrupted[0].clone(), "lock.json"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!(".{name}.{dead}-{i}.tmp")), "").unwrap();
+    }
     // The report of the killed sweep shows each interrupted run's evaluations so far, which
     // are the uninterrupted run's up to its checkpoint.
-    let plots = Dir::new("killed-plots");
     let out = on_smoke("plots", &b.0, &sets)
         .arg("--plots-dir")
         .arg(&plots.0)
@@ -179,6 +205,8 @@ fn a_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one() {
     for dir in &interrupted {
         assert_eq!(log_count(dir, "resumed from the checkpoint"), 1);
     }
+    let litter = [temporary_files(&b.0), temporary_files(&plots.0)].concat();
+    assert!(litter.is_empty(), "left: {litter:?}");
     for run in &plan.runs {
         let (x, y) = (sched::run_dir(&a.0, run), sched::run_dir(&b.0, run));
         let curve = eval_curve(&x);

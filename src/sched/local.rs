@@ -83,7 +83,11 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
     let mut restart = std::collections::HashSet::new();
     for run in runs {
         match status_of(&run_dir(&opts.runs_dir, run)) {
-            RunStatus::Done => summary.skipped += 1,
+            RunStatus::Done => {
+                // A crash as it finished may have left a temporary file behind.
+                crate::store::remove_abandoned_tmp(&run_dir(&opts.runs_dir, run));
+                summary.skipped += 1;
+            }
             RunStatus::Failed(reason) if !opts.retry_failed => summary.failed.push(Failure {
                 run: run.clone(),
                 reason: format!(

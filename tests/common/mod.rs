@@ -73,3 +73,18 @@ pub fn succeed(c: &mut Command) -> Output {
     );
     out
 }
+
+/// The temporary files of interrupted atomic writes (`*.tmp`) anywhere under `dir`.
+#[allow(dead_code)]
+pub fn temporary_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(temporary_files(&path));
+        } else if path.extension().is_some_and(|e| e == "tmp") {
+            found.push(path);
+        }
+    }
+    found
+}
