@@ -66,8 +66,6 @@ pub fn aggregate(plan: &Plan, runs_dir: &Path) -> Result<Aggregated, ReportError
     let (mut df, summary) = aggregate::summarize(&results)?;
     let finals = aggregate::final_scores(&results);
     let dir = runs_dir.join(&plan.spec.name);
-    // Temporary files of an earlier aggregation killed mid-write.
-    crate::store::remove_abandoned_tmp(&dir);
     let summary_path = dir.join("summary.parquet");
     aggregate::write_parquet(&mut df, &summary_path)?;
     let finals_path = dir.join("final_scores.parquet");
@@ -108,7 +106,6 @@ pub fn plots(plan: &Plan, runs_dir: &Path, plots_dir: &Path) -> Result<Plotted, 
         Vec::new()
     };
     let report = dir.join("report.md");
-    crate::store::remove_abandoned_tmp(&dir);
     let text = markdown(&aggregated, &figures, &clips, &warnings, plan);
     crate::store::write_atomic(&report, text.as_bytes()).map_err(|e| ReportError::Io {
         path: report.clone(),

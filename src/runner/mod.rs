@@ -274,7 +274,6 @@ pub fn run_one(cfg: &RunConfig, run_dir: &Path, opts: &RunOptions) -> Result<Run
         lock.release();
         return Ok(RunOutcome::Done);
     }
-    remove_abandoned_tmp(run_dir);
     store::write_atomic(&resolved_path, cfg.to_toml().as_bytes())
         .map_err(io_err(&resolved_path))?;
     if opts.from_scratch {
@@ -799,7 +798,8 @@ fn start_over(run_dir: &Path) -> std::io::Result<()> {
 /// `status.json` is missing, unreadable or says otherwise (its step the last step in
 /// `metrics.parquet`), and no leftover part files. Its metrics are never touched.
 fn settle_finished(run_dir: &Path, cfg: &RunConfig) -> Result<(), RunError> {
-    remove_abandoned_tmp(run_dir);
+    // Nothing may be written here again, which would clear what a crash left (`tmp_path`).
+    store::remove_abandoned_tmp(run_dir);
     if store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done) {
         metrics::remove_parts(run_dir);
         return Ok(());
@@ -814,14 +814,6 @@ fn settle_finished(run_dir: &Path, cfg: &RunConfig) -> Result<(), RunError> {
         log.line("finished before a crash or a damaged status.json lost its done status: repaired");
     }
     Ok(())
-}
-
-/// Removes the temporary files that a writer killed mid-write (an earlier attempt) left in
-/// the run directory and its metrics parts.
-fn remove_abandoned_tmp(run_dir: &Path) {
-    for dir in [run_dir.to_path_buf(), run_dir.join("metrics")] {
-        store::remove_abandoned_tmp(&dir);
-    }
 }
 
 /// Finishes a checkpoint rotation a crash cut short: `ckpt.old/` (the generation before the

@@ -84,7 +84,8 @@ pub fn run(plan: &Plan, opts: &LocalOptions) -> Result<Summary, SchedError> {
     for run in runs {
         match status_of(&run_dir(&opts.runs_dir, run)) {
             RunStatus::Done => {
-                // A crash as it finished may have left a temporary file behind.
+                // A crash as it finished may have left a temporary file behind, and nothing
+                // writes here again to clear it (`store::tmp_path`).
                 crate::store::remove_abandoned_tmp(&run_dir(&opts.runs_dir, run));
                 summary.skipped += 1;
             }

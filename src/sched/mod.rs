@@ -151,8 +151,6 @@ pub fn steps_of(run_dir: &Path, status: &RunStatus, total: u64) -> u64 {
 pub fn write_plan_file(path: &Path, runs: &[&PlannedRun]) -> Result<(), SchedError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        // Temporary files of a scheduler killed mid-write.
-        store::remove_abandoned_tmp(parent);
     }
     let mut text = Vec::new();
     for run in runs {

@@ -79,8 +79,13 @@ pub fn remove_dir(dir: &Path) {
 }
 
 /// `dir/.name.<pid>-<n>.tmp` for `dir/name`: unique per process and call, so writers in
-/// several processes (two schedulers, a heartbeat and its run) never share a temporary.
+/// several processes (two schedulers, a heartbeat and its run) never share a temporary. Every
+/// atomic write takes its temporary here, so this is also where the temporaries that killed
+/// writers left in `dir` are cleared ([`remove_abandoned_tmp`]).
 pub fn tmp_path(path: &Path) -> PathBuf {
+    if let Some(dir) = path.parent() {
+        remove_abandoned_tmp(dir);
+    }
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path
@@ -90,11 +95,12 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
-/// Removes the temporary files of [`write_atomic`] that a writer killed between writing and
-/// renaming left in `dir` (`.<name>.<pid>-<n>.tmp`, see [`tmp_path`]): those whose writer is
-/// no longer a live process on this host, or that are older than a stale lock (a writer on
-/// another host, or a reused pid). Called by a run once it holds its lock, when no other
-/// process writes in its directory; a file that cannot be removed is left.
+/// Removes the temporary files that a writer killed between writing and renaming left in
+/// `dir` (`.<name>.<pid>-<n>.tmp`, see [`tmp_path`]): those whose writer is no longer a live
+/// process on this host, or that are older than a stale lock (a writer on another host, or a
+/// reused pid). A live writer's, this process's included, is kept; a file that cannot be
+/// removed is left. [`tmp_path`] calls it before every atomic write; a finished run, which
+/// nothing writes to, is cleared by whoever finds it finished.
 pub fn remove_abandoned_tmp(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -237,6 +243,8 @@ pub fn git_commit() -> (&'static str, bool) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Left by a writer that died (a finished child's pid) or one too old: removed. The
     /// live writers' (this process, the test harness' parent) and other names: kept.
     #[test]
@@ -272,7 +280,7 @@ mod tests {
         for name in &kept[2..] {
             touch(name, 3600);
         }
-        super::remove_abandoned_tmp(&dir);
+        remove_abandoned_tmp(&dir);
         for name in &gone {
             assert!(!dir.join(name).exists(), "{name} left");
         }
@@ -281,8 +289,6 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
-
-    use super::*;
 
     #[test]
     fn atomic_write_replaces_whole_files() {
