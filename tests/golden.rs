@@ -4,12 +4,17 @@
 //! slightly, fails here; a refactoring that keeps behaviour passes. The run id is part of the
 //! record, so a change to how configs hash (which would orphan finished runs) fails too.
 //!
-//! Float results can depend on the CPU's vector instructions (the backend picks its kernels
-//! at run time), so each file records the instruction sets it was made on. On a CPU with
-//! other sets the comparison is not made, and the test says so instead of failing.
+//! Float results depend on the CPU's vector instructions (the backend and our kernels pick
+//! their code at run time: AVX-512 and AVX2 sum in different orders), so the records are kept
+//! per family of instruction sets, `tests/golden/<family>/<case>.csv`, each naming the exact
+//! sets it was made on. A CPU compares its metrics with its own family's record; on one with
+//! no record the metrics are not compared, and the test says so instead of failing. The run
+//! id does not depend on the CPU: it is checked against every family's record, everywhere.
 //!
-//! `MPDP_GOLDEN_RECORD=1 cargo test --test golden` rewrites the files; do that only for a
-//! change meant to alter behaviour, and say why in its commit.
+//! `MPDP_GOLDEN_RECORD=1 cargo test --test golden` rewrites this CPU's records and removes
+//! the other families' (a change meant to alter behaviour makes them stale: re-record them on
+//! such a CPU); do that only for such a change, and say why in its commit.
+//! `MPDP_GOLDEN_RECORD=add` only adds a record for this CPU's family where it has none.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -151,10 +156,62 @@ fn cpu_features() -> String {
     }
 }
 
-fn golden_path(case: &Case) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{}.csv", case.name))
+/// The family of vector instruction sets a CPU's records are kept under: the widest of the
+/// sets the kernels dispatch on (`src/nn/simd.rs`, and the backend's matmul).
+fn family(features: &str) -> &'static str {
+    let has = |set: &str| features.split(',').any(|f| f == set);
+    if has("avx512f") {
+        "avx512"
+    } else if has("avx2") && has("fma") {
+        "avx2"
+    } else {
+        "baseline"
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The folders of every family's records, in name order.
+fn family_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// A record: the instruction sets it was made on and its lines (the run id, then the rows).
+struct Golden {
+    path: PathBuf,
+    features: String,
+    lines: Vec<String>,
+}
+
+fn read_golden(path: &Path) -> Option<Golden> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let features = header.strip_prefix("# cpu features: ").unwrap_or("unknown");
+    Some(Golden {
+        path: path.to_path_buf(),
+        features: features.to_string(),
+        lines: lines.map(str::to_string).collect(),
+    })
+}
+
+fn write_golden(path: &Path, features: &str, lines: &[String]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut text = format!("# cpu features: {features}\n");
+    for l in lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+    eprintln!("recorded {}", path.display());
 }
 
 /// Runs the case and returns its record: the run id, then `step,metric,value` rows of every
@@ -208,61 +265,85 @@ fn record(case: &Case) -> Vec<String> {
 
 fn check(algo: &str) {
     let features = cpu_features();
-    let recording = std::env::var_os("MPDP_GOLDEN_RECORD").is_some_and(|v| v == "1");
+    let own = family(&features);
+    let mode = std::env::var("MPDP_GOLDEN_RECORD").unwrap_or_default();
     for case in cases(algo) {
-        let path = golden_path(&case);
+        let file = format!("{}.csv", case.name);
+        let own_path = golden_dir().join(own).join(&file);
+        let records: Vec<Golden> = family_dirs()
+            .iter()
+            .filter_map(|dir| read_golden(&dir.join(&file)))
+            .collect();
         let got = record(&case);
-        if recording {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let mut text = format!("# cpu features: {features}\n");
-            for l in &got {
-                text.push_str(l);
-                text.push('\n');
+        if mode == "1" {
+            for other in records.iter().filter(|r| r.path != own_path) {
+                std::fs::remove_file(&other.path).unwrap();
+                eprintln!(
+                    "removed {} (made on [{}]): re-record it on such a CPU",
+                    other.path.display(),
+                    other.features
+                );
             }
-            std::fs::write(&path, text).unwrap();
-            eprintln!("recorded {}", path.display());
+            write_golden(&own_path, &features, &got);
             continue;
         }
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (record with MPDP_GOLDEN_RECORD=1 cargo test --test golden)",
-                path.display()
-            )
-        });
-        let mut lines = text.lines();
-        let header = lines.next().unwrap_or_default();
-        let recorded_on = header.strip_prefix("# cpu features: ").unwrap_or("unknown");
-        if recorded_on != features {
+        // The run id hashes the config alone: every family's record must have this one.
+        for r in &records {
+            assert_eq!(
+                Some(&got[0]),
+                r.lines.first(),
+                "{}: the run id changed ({}): finished runs of this config would no longer be \
+                 found",
+                case.name,
+                r.path.display()
+            );
+        }
+        assert!(
+            !records.is_empty(),
+            "{}: no golden record in any family (record with MPDP_GOLDEN_RECORD=1 cargo test \
+             --test golden)",
+            case.name
+        );
+        let Some(want) = records.iter().find(|r| r.path == own_path) else {
+            if mode == "add" {
+                write_golden(&own_path, &features, &got);
+            } else {
+                eprintln!(
+                    "golden {}: metrics NOT COMPARED: no record for this CPU's instruction sets \
+                     [{features}] (family {own}); float kernels differ between instruction \
+                     sets, so bit-for-bit equality is only expected within one. \
+                     MPDP_GOLDEN_RECORD=add records it.",
+                    case.name
+                );
+            }
+            continue;
+        };
+        if want.features != features {
             eprintln!(
-                "golden {}: NOT COMPARED: recorded on a CPU with [{recorded_on}], this one has \
-                 [{features}]; float kernels differ between instruction sets, so bit-for-bit \
-                 equality is only expected on the same sets",
-                case.name
+                "golden {}: metrics NOT COMPARED: {} was made on [{}], this CPU has \
+                 [{features}]",
+                case.name,
+                want.path.display(),
+                want.features
             );
             continue;
         }
-        let want: Vec<&str> = lines.collect();
-        assert_eq!(
-            got[0], want[0],
-            "{}: the run id changed: finished runs of this config would no longer be found",
-            case.name
-        );
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        for (i, (g, w)) in got.iter().zip(&want.lines).enumerate() {
             assert_eq!(
                 g,
                 w,
                 "{}: metrics differ from the golden record at row {i} ({})",
                 case.name,
-                path.display()
+                want.path.display()
             );
         }
         assert_eq!(
             got.len(),
-            want.len(),
+            want.lines.len(),
             "{}: {} metric rows, the golden record has {}",
             case.name,
             got.len(),
-            want.len()
+            want.lines.len()
         );
     }
 }
@@ -323,9 +404,11 @@ fn declared_metrics_are_the_logged_ones() {
     use std::collections::BTreeSet;
     for algo in mpdp::agent::registry::ALGOS {
         let mut logged = BTreeSet::new();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
+        let files = family_dirs()
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(dir).unwrap())
+            .map(|e| e.unwrap().path());
+        for path in files {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if !name.starts_with(&format!("{}-", algo.name)) {
                 continue;
