@@ -267,6 +267,10 @@ fn check(algo: &str) {
     let features = cpu_features();
     let own = family(&features);
     let mode = std::env::var("MPDP_GOLDEN_RECORD").unwrap_or_default();
+    assert!(
+        ["", "0", "1", "add"].contains(&mode.as_str()),
+        "MPDP_GOLDEN_RECORD={mode}: expected 1 (rewrite) or add"
+    );
     for case in cases(algo) {
         let file = format!("{}.csv", case.name);
         let own_path = golden_dir().join(own).join(&file);

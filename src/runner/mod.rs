@@ -798,9 +798,9 @@ fn start_over(run_dir: &Path) -> std::io::Result<()> {
 /// `status.json` is missing, unreadable or says otherwise (its step the last step in
 /// `metrics.parquet`), and no leftover part files. Its metrics are never touched.
 fn settle_finished(run_dir: &Path, cfg: &RunConfig) -> Result<(), RunError> {
-    // Nothing may be written here again, which would clear what a crash left (`tmp_path`).
-    store::remove_abandoned_tmp(run_dir);
     if store::read_status(run_dir).is_some_and(|s| s.state == RunState::Done) {
+        // Nothing is written here again to clear what a crash left (`store::tmp_path`).
+        store::remove_abandoned_tmp(run_dir);
         metrics::remove_parts(run_dir);
         return Ok(());
     }
